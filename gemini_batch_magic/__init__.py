@@ -1,0 +1,88 @@
+"""gemini_batch_magic: Gemini Batch Mode (half price, asynchronous) as a notebook tool.
+
+>>> import gemini_batch_magic as gbm      # also registers the df.gembatch accessor
+>>> run = df.gembatch.submit("prompt")     # returns at once; the kernel stays free
+>>> run.wait(); out = run.result()         # a DataFrame aligned to df's index
+>>> gbm.runs(); gbm.attach(run.run_id)     # any kernel, any day
+
+In IPython: ``%load_ext gemini_batch_magic`` for ``%%gembatch`` and ``%gembatch``.
+Without an API key, everything runs on an embedded local emulator (synthetic answers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _accessor as _accessor  # registers df.gembatch
+from ._backend import BackendInfo, backend_info
+from ._config import Settings, configure, settings
+from ._runs import BatchRun, Estimate, RunStats, attach, estimate, runs, submit
+from .exceptions import (
+    BackendError,
+    ColumnError,
+    ConfigError,
+    CostLimitError,
+    DuplicateKeyError,
+    EmptyPromptError,
+    GemBatchError,
+    InputError,
+    PromptTypeError,
+    RequestTooLargeError,
+    RunNotFoundError,
+    TemplateError,
+    WaitTimeout,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendError",
+    "BackendInfo",
+    "BatchRun",
+    "ColumnError",
+    "ConfigError",
+    "CostLimitError",
+    "DuplicateKeyError",
+    "EmptyPromptError",
+    "Estimate",
+    "GemBatchError",
+    "InputError",
+    "PromptTypeError",
+    "RequestTooLargeError",
+    "RunNotFoundError",
+    "RunStats",
+    "Settings",
+    "TemplateError",
+    "WaitTimeout",
+    "attach",
+    "backend_info",
+    "configure",
+    "estimate",
+    "load_ipython_extension",
+    "panel",
+    "runs",
+    "settings",
+    "submit",
+    "unload_ipython_extension",
+]
+
+
+def panel() -> Any:
+    """The jobs panel widget: every run in the registry, with actions and a submit form."""
+    from .widgets import JobsPanel
+
+    return JobsPanel()
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext gemini_batch_magic``: registers ``%%gembatch`` and ``%gembatch``."""
+    from ._magics import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext gemini_batch_magic``."""
+    from ._magics import unload_ipython_extension as _unload
+
+    _unload(ipython)

@@ -1,0 +1,329 @@
+"""The run registry: a SQLite file at ``$GEMBATCH_HOME/registry.sqlite3`` and a folder per run.
+
+Everything a later kernel needs to find, follow and finish a run lives here: the run's model,
+configuration and content hash, its shards and their batch names, the original index values
+of its rows (kept here, never sent as keys), its state, and its results as soon as they are
+downloaded (``runs/<run_id>/results-<shard>.parquet``), so a finished run never needs a
+second download. The request files a run sent are kept too (``requests-<shard>.jsonl``), so
+``retry_failed()`` works from any kernel.
+
+Several kernels may use one registry at once: WAL journal, a busy timeout, and every
+read-modify-write inside one ``BEGIN IMMEDIATE`` transaction. The folder is 0700 and its
+files 0600. The API key is never stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = ["Registry", "RunRecord", "ShardRecord"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id        TEXT PRIMARY KEY,
+    created       REAL NOT NULL,
+    updated       REAL NOT NULL,
+    model         TEXT NOT NULL,
+    display_name  TEXT NOT NULL,
+    backend       TEXT NOT NULL,
+    content_hash  TEXT NOT NULL,
+    n_rows        INTEGER NOT NULL,
+    n_requests    INTEGER NOT NULL,
+    source        TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    parent_id     TEXT,
+    est_cost      REAL,
+    config        TEXT NOT NULL,
+    owner         TEXT,
+    error         TEXT,
+    index_blob    BLOB,
+    positions     BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_hash ON runs(content_hash, backend);
+CREATE TABLE IF NOT EXISTS shards (
+    run_id        TEXT NOT NULL REFERENCES runs(run_id),
+    shard         INTEGER NOT NULL,
+    start         INTEGER NOT NULL,
+    stop          INTEGER NOT NULL,
+    n_bytes       INTEGER NOT NULL,
+    request_file  TEXT NOT NULL,
+    upload_name   TEXT,
+    batch_name    TEXT,
+    state         TEXT NOT NULL,
+    succeeded     INTEGER NOT NULL DEFAULT 0,
+    failed        INTEGER NOT NULL DEFAULT 0,
+    pending       INTEGER NOT NULL DEFAULT 0,
+    results_file  TEXT,
+    error         TEXT,
+    updated       REAL NOT NULL,
+    PRIMARY KEY (run_id, shard)
+);
+CREATE INDEX IF NOT EXISTS shards_by_batch ON shards(batch_name);
+"""
+
+
+@dataclass
+class ShardRecord:
+    """One batch job of a run."""
+
+    run_id: str
+    shard: int
+    start: int  #: first request (position in the run's sent rows)
+    stop: int  #: one past the last
+    n_bytes: int
+    request_file: str  #: file name inside the run folder
+    upload_name: str | None = None  #: ``files/...`` of the uploaded request file (file batches)
+    batch_name: str | None = None  #: ``batches/...`` once created
+    state: str = "SUBMITTING"
+    succeeded: int = 0
+    failed: int = 0
+    pending: int = 0
+    results_file: str | None = None  #: file name inside the run folder, once downloaded
+    error: str | None = None
+    updated: float = field(default_factory=time.time)
+
+    @property
+    def n_requests(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class RunRecord:
+    """One user action: a DataFrame (or list of prompts) sent as one or more batch jobs."""
+
+    run_id: str
+    created: float
+    updated: float
+    model: str
+    display_name: str
+    backend: str
+    content_hash: str
+    n_rows: int  #: rows of the input (incl. skipped ones); for a retry, of the root input
+    n_requests: int  #: requests actually sent
+    source: str  #: ``inline`` or ``file``
+    state: str
+    parent_id: str | None
+    est_cost: float | None
+    config: dict[str, Any]
+    owner: str | None
+    error: str | None
+    positions_blob: bytes  #: int64 positions (in the root input) of the rows sent, in order
+    index_blob: bytes | None = None  #: pickled ``pd.Index`` of the root input (root runs only)
+    shards: list[ShardRecord] = field(default_factory=list)
+
+
+_RUN_COLS = (
+    "run_id, created, updated, model, display_name, backend, content_hash, n_rows, n_requests, "
+    "source, state, parent_id, est_cost, config, owner, error, positions"
+)
+_SHARD_COLS = (
+    "run_id, shard, start, stop, n_bytes, request_file, upload_name, batch_name, state, "
+    "succeeded, failed, pending, results_file, error, updated"
+)
+
+
+def _secure_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+
+
+class Registry:
+    """Access to the registry under ``home``; cheap to create, safe across threads and processes."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home)
+        self.path = self.home / "registry.sqlite3"
+        _secure_dir(self.home)
+        if not self.path.exists():
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        with self._connect() as con:
+            con.executescript(_SCHEMA)
+
+    # -- plumbing -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        try:
+            con.execute("PRAGMA busy_timeout = 60000")
+            con.execute("PRAGMA journal_mode = WAL")
+            con.execute("PRAGMA synchronous = NORMAL")
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``): other writers wait until it ends."""
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def run_dir(self, run_id: str) -> Path:
+        """The folder holding a run's request files and cached results (created 0700)."""
+        path = self.home / "runs" / run_id
+        _secure_dir(path.parent)
+        _secure_dir(path)
+        return path
+
+    def tmp_dir(self) -> Path:
+        path = self.home / "tmp"
+        _secure_dir(path)
+        return path
+
+    # -- writes ---------------------------------------------------------------------------
+    @staticmethod
+    def insert_run(con: sqlite3.Connection, run: RunRecord) -> None:
+        con.execute(
+            f"INSERT INTO runs ({_RUN_COLS}, index_blob) VALUES ({', '.join('?' * 18)})",
+            (
+                run.run_id, run.created, run.updated, run.model, run.display_name, run.backend,
+                run.content_hash, run.n_rows, run.n_requests, run.source, run.state,
+                run.parent_id, run.est_cost, orjson.dumps(run.config).decode(), run.owner,
+                run.error, run.positions_blob, run.index_blob,
+            ),
+        )
+        for s in run.shards:
+            con.execute(
+                f"INSERT INTO shards ({_SHARD_COLS}) VALUES ({', '.join('?' * 15)})",
+                (
+                    s.run_id, s.shard, s.start, s.stop, s.n_bytes, s.request_file,
+                    s.upload_name, s.batch_name, s.state, s.succeeded, s.failed, s.pending,
+                    s.results_file, s.error, s.updated,
+                ),
+            )
+
+    def update_shard(self, run_id: str, shard: int, **values: Any) -> None:
+        """Set columns of one shard (and touch the run's ``updated``)."""
+        if not values:
+            return
+        values["updated"] = time.time()
+        cols = ", ".join(f"{k} = ?" for k in values)
+        with self.transaction() as con:
+            con.execute(
+                f"UPDATE shards SET {cols} WHERE run_id = ? AND shard = ?",
+                (*values.values(), run_id, shard),
+            )
+            con.execute("UPDATE runs SET updated = ? WHERE run_id = ?", (values["updated"], run_id))
+
+    def update_run(self, run_id: str, **values: Any) -> None:
+        """Set columns of one run."""
+        values["updated"] = time.time()
+        cols = ", ".join(f"{k} = ?" for k in values)
+        with self.transaction() as con:
+            con.execute(f"UPDATE runs SET {cols} WHERE run_id = ?", (*values.values(), run_id))
+
+    # -- reads ----------------------------------------------------------------------------
+    @staticmethod
+    def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
+        (run_id, created, updated, model, display_name, backend, content_hash, n_rows,
+         n_requests, source, state, parent_id, est_cost, config, owner, error, positions) = row
+        return RunRecord(
+            run_id=run_id, created=created, updated=updated, model=model,
+            display_name=display_name, backend=backend, content_hash=content_hash,
+            n_rows=n_rows, n_requests=n_requests, source=source, state=state,
+            parent_id=parent_id, est_cost=est_cost, config=orjson.loads(config), owner=owner,
+            error=error, positions_blob=positions,
+        )
+
+    @staticmethod
+    def _shards(con: sqlite3.Connection, run_id: str) -> list[ShardRecord]:
+        rows = con.execute(
+            f"SELECT {_SHARD_COLS} FROM shards WHERE run_id = ? ORDER BY shard", (run_id,)
+        ).fetchall()
+        return [ShardRecord(*r) for r in rows]
+
+    def get(self, run_id: str, *, con: sqlite3.Connection | None = None) -> RunRecord | None:
+        """The run with this id, with its shards, or None."""
+        if con is None:
+            with self._connect() as c:
+                return self.get(run_id, con=c)
+        row = con.execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        run = self._run_from_row(row)
+        run.shards = self._shards(con, run_id)
+        return run
+
+    def index_blob(self, run_id: str) -> bytes | None:
+        with self._connect() as con:
+            row = con.execute("SELECT index_blob FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def find_by_hash(
+        self, content_hash: str, backend: str, con: sqlite3.Connection
+    ) -> RunRecord | None:
+        """The newest run with this content on this backend (not a cancelled one)."""
+        row = con.execute(
+            f"SELECT {_RUN_COLS} FROM runs WHERE content_hash = ? AND backend = ? "
+            "AND state NOT IN ('CANCELLED', 'SUBMIT_FAILED') ORDER BY created DESC LIMIT 1",
+            (content_hash, backend),
+        ).fetchone()
+        if row is None:
+            return None
+        run = self._run_from_row(row)
+        run.shards = self._shards(con, run.run_id)
+        return run
+
+    def find_by_batch(self, batch_name: str) -> str | None:
+        """The run id owning ``batches/...``, or None."""
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT run_id FROM shards WHERE batch_name = ?", (batch_name,)
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def find_prefix(self, prefix: str) -> list[str]:
+        """Run ids starting with ``prefix`` (so users may type a short prefix)."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT run_id FROM runs WHERE run_id LIKE ? ORDER BY created DESC",
+                (prefix.replace("%", "").replace("_", "") + "%",),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def children(self, run_id: str) -> list[str]:
+        """Ids of the retry runs made from this run, oldest first."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT run_id FROM runs WHERE parent_id = ? ORDER BY created", (run_id,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def all_runs(self) -> list[RunRecord]:
+        """Every run, newest first, with shards."""
+        with self._connect() as con:
+            rows = con.execute(f"SELECT {_RUN_COLS} FROM runs ORDER BY created DESC").fetchall()
+            runs = [self._run_from_row(r) for r in rows]
+            shards: dict[str, list[ShardRecord]] = {}
+            for r in con.execute(f"SELECT {_SHARD_COLS} FROM shards ORDER BY run_id, shard"):
+                shards.setdefault(r[0], []).append(ShardRecord(*r))
+        for run in runs:
+            run.shards = shards.get(run.run_id, [])
+        return runs
+
+
+def dump_index(index: Any) -> bytes:
+    """Serialise a ``pd.Index`` exactly (any hashable values, MultiIndex, timestamps)."""
+    return pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load_index(blob: bytes) -> Any:
+    """The ``pd.Index`` saved by :func:`dump_index` (our own file, 0600, in a 0700 folder)."""
+    return pickle.loads(blob)

@@ -1,0 +1,808 @@
+"""DataFrame rows -> prompts -> keyed JSONL request files (pure functions, no network).
+
+The engine calls these in order:
+
+1. :func:`render_prompts` turns each row into one prompt, from a column (``prompt=``) or a
+   ``str.format``-style template over columns (``template=``).
+2. :func:`check_prompts` rejects (or, with ``on_empty="skip"``, masks out) empty prompts and
+   text that cannot be sent as UTF-8.
+3. :func:`check_keys` validates the row keys (the index, or a key column).
+4. :func:`request_line_sizes` / :func:`write_request_files` serialise the requests as the
+   JSONL input of a file batch (wire spec §5.1), sharded by size and request count.
+5. :func:`read_request_prompts` reads prompts back from those files (used by retry).
+
+Every line written is byte-for-byte
+``orjson.dumps({"key": k, "request": {"contents": [...], **shared}}) + b"\\n"``, but only the
+prompt and the key are serialised per row: the constant pieces around them are serialised once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import os
+import string
+from collections import Counter
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from gemini_batch_magic.exceptions import (
+    ColumnError,
+    DuplicateKeyError,
+    EmptyPromptError,
+    InputError,
+    PromptTypeError,
+    RequestTooLargeError,
+    TemplateError,
+)
+
+__all__ = [
+    "RequestFile",
+    "check_keys",
+    "check_prompts",
+    "read_request_prompts",
+    "render_prompts",
+    "request_line_sizes",
+    "write_request_files",
+]
+
+#: How many index labels an error message shows before "... and N more".
+_MAX_SHOWN = 10
+#: Rows serialised per batch when writing request files (a few MB of JSON at a time).
+_CHUNK_ROWS = 8192
+#: Values that are containers, not scalars: a template cannot format them sensibly.
+_CONTAINER_TYPES = (dict, list, set, frozenset, tuple, bytes, bytearray, memoryview, np.ndarray)
+_ON_EMPTY_CHOICES = ("raise", "skip")
+
+
+# --------------------------------------------------------------------------------------------
+# message helpers
+
+
+def _show_labels(labels: Sequence[Any] | pd.Index) -> str:
+    """Format at most ``_MAX_SHOWN`` index labels, plus how many more there are."""
+    n = len(labels)
+    shown = ", ".join(repr(x) for x in list(labels[:_MAX_SHOWN]))
+    return shown + (f" ... and {n - _MAX_SHOWN} more" if n > _MAX_SHOWN else "")
+
+
+def _n_rows(n: int) -> str:
+    return f"{n} row" + ("" if n == 1 else "s")
+
+
+def _close_matches(name: object, columns: pd.Index) -> str:
+    """A ' Did you mean ...?' sentence listing columns whose names resemble ``name``."""
+    names = [str(c) for c in columns]
+    matches = difflib.get_close_matches(str(name), names, n=5, cutoff=0.6)
+    if not matches:
+        lowered = {n.lower(): n for n in names}
+        if str(name).lower() in lowered:
+            matches = [lowered[str(name).lower()]]
+    if matches:
+        return " Did you mean " + " or ".join(repr(m) for m in matches) + "?"
+    listed = ", ".join(repr(n) for n in names[:20]) + (" ..." if len(names) > 20 else "")
+    return f" The columns are: {listed}."
+
+
+def _type_names(values: Sequence[Any]) -> str:
+    return ", ".join(sorted({type(v).__name__ for v in values}))
+
+
+def _missing_mask(values: np.ndarray) -> np.ndarray:
+    """Boolean mask of None / NaN / NaT / pd.NA in an object (or any) array."""
+    return np.asarray(pd.isna(values), dtype=bool)
+
+
+# --------------------------------------------------------------------------------------------
+# render_prompts
+
+
+def render_prompts(
+    df: pd.DataFrame, *, prompt: str | None = None, template: str | None = None
+) -> pd.Series:
+    """Return one prompt per row of ``df``: the text of column ``prompt``, or ``template`` filled in.
+
+    Exactly one of ``prompt`` (a column name) and ``template`` (a ``str.format``-style template
+    of plain ``{column}`` / ``{column:spec}`` fields) must be given. The result has ``df``'s
+    index, object dtype, and holds ``str`` values, or ``None`` where the prompt is missing (a
+    missing value in the prompt column or in any column the template uses).
+
+    Raises:
+        InputError: ``df`` is not a non-empty DataFrame, or not exactly one of prompt/template.
+        ColumnError: the column, or a template placeholder, is not a column of ``df``.
+        TemplateError: the template uses anything but plain ``{column}`` fields.
+        PromptTypeError: prompt values that are not text, or template values that are
+            containers (dict, list, set, bytes, ...).
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise InputError(
+            f"expected a pandas DataFrame, got {type(df).__name__}. "
+            "Wrap your data first, e.g. pd.DataFrame({'prompt': prompts})."
+        )
+    if (prompt is None) == (template is None):
+        got = "both" if prompt is not None else "neither"
+        raise InputError(
+            f"pass exactly one of prompt= (a column name) or template= (e.g. "
+            f"'Summarise: {{text}}'); got {got}."
+        )
+    if df.shape[1] == 0:
+        raise InputError("the DataFrame has no columns; there is nothing to build prompts from.")
+    if df.shape[0] == 0:
+        raise InputError("the DataFrame has no rows; there is nothing to send.")
+    if prompt is not None:
+        if not isinstance(prompt, str):
+            raise InputError(f"prompt= must be a column name (str), got {type(prompt).__name__}.")
+        values = _text_column(df, prompt)
+    else:
+        if not isinstance(template, str):
+            raise InputError(f"template= must be a str, got {type(template).__name__}.")
+        values = _render_template(df, template)
+    return pd.Series(values, index=df.index, dtype=object, name="prompt")
+
+
+def _column(df: pd.DataFrame, name: str, what: str) -> pd.Series:
+    """``df[name]`` as a Series, or ColumnError with close matches."""
+    if name not in df.columns:
+        raise ColumnError(
+            f"{what} {name!r} is not a column of the DataFrame.{_close_matches(name, df.columns)}"
+        )
+    col = df[name]
+    if isinstance(col, pd.DataFrame):
+        raise ColumnError(
+            f"the DataFrame has {col.shape[1]} columns named {name!r}; rename them so the name "
+            "is unique, e.g. df.columns = [...]."
+        )
+    return col
+
+
+def _is_text_dtype(dtype: Any) -> bool:
+    """True for dtypes whose non-missing values are all ``str`` by construction."""
+    if isinstance(dtype, pd.StringDtype):
+        return True
+    if isinstance(dtype, pd.ArrowDtype):
+        import pyarrow as pa
+
+        t = dtype.pyarrow_dtype
+        return bool(
+            pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+        )
+    return False
+
+
+def _text_column(df: pd.DataFrame, name: str) -> np.ndarray:
+    """The prompt column as an object array of str / None; PromptTypeError on non-text values."""
+    col = _column(df, name, "prompt column")
+    dtype = col.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        cats = dtype.categories
+        bad_cats = [c for c in cats if not isinstance(c, str)]
+        if bad_cats:
+            bad = np.asarray(col.isin(bad_cats), dtype=bool)
+            _raise_not_text(col, bad, name)
+        return _none_for_missing(col.to_numpy(dtype=object))
+    if _is_text_dtype(dtype):
+        return _none_for_missing(col.to_numpy(dtype=object))
+    values = col.to_numpy(dtype=object)
+    if dtype is np.dtype(object):
+        kind = pd.api.types.infer_dtype(values, skipna=True)
+        if kind in ("string", "empty"):
+            return _none_for_missing(values)
+    missing = _missing_mask(values)
+    is_str = np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=len(values))
+    _raise_not_text(col, ~is_str & ~missing, name)
+    return _none_for_missing(values)  # pragma: no cover - _raise_not_text always raises here
+
+
+def _none_for_missing(values: np.ndarray) -> np.ndarray:
+    missing = _missing_mask(values)
+    if missing.any():
+        values = values.copy()
+        values[missing] = None
+    return values
+
+
+def _raise_not_text(col: pd.Series, bad: np.ndarray, name: str) -> None:
+    labels = col.index[bad]
+    if len(labels) == 0:
+        return
+    types = _type_names(col[bad].tolist()[:1000])
+    raise PromptTypeError(
+        f"prompt column {name!r} must hold text, but {_n_rows(len(labels))} hold {types} "
+        f"(index {_show_labels(labels)}). Convert it first, e.g. "
+        f"df[{name!r}] = df[{name!r}].astype(str), or use template='...{{{name}}}...' "
+        "to format values."
+    )
+
+
+def _parse_template(template: str, df: pd.DataFrame) -> list[tuple[str, str | None, str]]:
+    """Split a template into (literal, column or None, format_spec) pieces, validating it."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise TemplateError(
+            f"the template is not valid: {exc}. Write a literal brace as '{{{{' or '}}}}'."
+        ) from exc
+    pieces: list[tuple[str, str | None, str]] = []
+    for literal, field, spec, conversion in parsed:
+        if field is None:
+            pieces.append((literal, None, ""))
+            continue
+        shown = (
+            "{"
+            + field
+            + (f"!{conversion}" if conversion else "")
+            + (f":{spec}" if spec else "")
+            + "}"
+        )
+        if field == "" or field.isdigit():
+            raise TemplateError(
+                f"the template field {shown} is positional; name a column instead, "
+                "e.g. 'Summarise: {text}'."
+            )
+        if conversion is not None:
+            raise TemplateError(
+                f"the template field {shown} uses a conversion (!{conversion}); only plain "
+                f"{{column}} or {{column:spec}} fields are allowed, e.g. {{{field}}}."
+            )
+        if spec and ("{" in spec or "}" in spec):
+            raise TemplateError(
+                f"the template field {shown} has a nested field in its format spec; only a "
+                "literal spec such as {price:.2f} is allowed."
+            )
+        if "." in field or "[" in field:
+            head = field.split(".")[0].split("[")[0]
+            if field in df.columns:
+                raise TemplateError(
+                    f"the template field {shown} names a column containing '.' or '[', which a "
+                    "template cannot reference; rename it first, e.g. "
+                    f"df = df.rename(columns={{{field!r}: {_safe_name(field)!r}}})."
+                )
+            if head in df.columns:
+                raise TemplateError(
+                    f"the template field {shown} uses attribute or index access; only plain "
+                    f"{{column}} fields are allowed. Compute a column first, e.g. "
+                    f"df['new'] = df[{head!r}].map(...), then use {{new}}."
+                )
+            dotted = [c for c in df.columns if isinstance(c, str) and ("." in c or "[" in c)]
+            hint = (
+                f" Column names containing '.' or '[' (such as {dotted[0]!r}) cannot be "
+                "referenced in a template; rename them first, e.g. "
+                f"df = df.rename(columns={{{dotted[0]!r}: {_safe_name(dotted[0])!r}}})."
+                if dotted
+                else ""
+            )
+            raise TemplateError(
+                f"the template field {shown} uses attribute or index access; only plain "
+                f"{{column}} fields are allowed.{hint}"
+            )
+        if field not in df.columns:
+            braced = [c for c in df.columns if isinstance(c, str) and ("{" in c or "}" in c)]
+            note = (
+                f" Column names containing braces (such as {braced[0]!r}) cannot be referenced; "
+                "rename them first."
+                if braced
+                else ""
+            )
+            raise ColumnError(
+                f"template placeholder {{{field}}} is not a column of the DataFrame."
+                f"{_close_matches(field, df.columns)}{note}"
+            )
+        pieces.append((literal, field, spec or ""))
+    return pieces
+
+
+def _safe_name(name: str) -> str:
+    """A column name a template can reference, to suggest in messages."""
+    return "".join(c if c.isalnum() or c in " _-" else "_" for c in name).strip("_") or "column"
+
+
+def _render_template(df: pd.DataFrame, template: str) -> np.ndarray:
+    """Fill the template for every row, vectorised by column; None where a value is missing."""
+    pieces = _parse_template(template, df)
+    n = len(df)
+    missing = np.zeros(n, dtype=bool)
+    converted: dict[tuple[str, str], np.ndarray] = {}
+    for _, field, spec in pieces:
+        if field is not None and (field, spec) not in converted:
+            text, miss = _format_column(_column(df, field, "template placeholder"), field, spec)
+            converted[(field, spec)] = text
+            missing |= miss
+    out: np.ndarray | None = None
+    pending = ""  # literal text not yet added to ``out``
+    for literal, field, spec in pieces:
+        pending += literal
+        if field is None:
+            continue
+        col = converted[(field, spec)]
+        if out is None:
+            out = (pending + col) if pending else col.copy()
+        else:
+            out = (out + pending + col) if pending else (out + col)
+        pending = ""
+    if out is None:
+        out = np.full(n, pending, dtype=object)
+    elif pending:
+        out = out + pending
+    if missing.any():
+        out[missing] = None
+    return out
+
+
+def _format_column(col: pd.Series, name: str, spec: str) -> tuple[np.ndarray, np.ndarray]:
+    """(text, missing): ``format(value, spec)`` of every value as an object array, "" where missing."""
+    dtype = col.dtype
+    n = len(col)
+    if not spec and (
+        _is_text_dtype(dtype)
+        or (
+            isinstance(dtype, pd.CategoricalDtype)
+            and pd.api.types.infer_dtype(dtype.categories, skipna=True) == "string"
+        )
+    ):
+        values = col.to_numpy(dtype=object, na_value="")
+        return values, np.asarray(col.isna(), dtype=bool)
+    if not spec and isinstance(dtype, np.dtype) and dtype.kind in "iub":
+        # str(int) == format(int) and str(bool) == format(bool); numpy converts in C.
+        return col.to_numpy().astype(str).astype(object), np.zeros(n, dtype=bool)
+    if not spec and dtype == np.float64:
+        arr = col.to_numpy()
+        miss = np.isnan(arr)
+        # numpy prints float64 with the same shortest round-trip repr as Python's format().
+        text = arr.astype(str).astype(object)
+        text[miss] = ""
+        return text, miss
+    values = col.to_numpy(dtype=object)
+    miss = _missing_mask(values)
+    if (
+        not spec
+        and dtype is np.dtype(object)
+        and pd.api.types.infer_dtype(values, skipna=True)
+        in (
+            "string",
+            "empty",
+        )
+    ):
+        values = values.copy()
+        values[miss] = ""
+        return values, miss
+    present = np.flatnonzero(~miss)
+    vals = values[present].tolist()
+    is_container = np.fromiter(
+        (isinstance(v, _CONTAINER_TYPES) for v in vals), dtype=bool, count=len(vals)
+    )
+    if is_container.any():
+        labels = col.index[present[is_container]]
+        types = _type_names([v for v, c in zip(vals, is_container, strict=True) if c][:1000])
+        raise PromptTypeError(
+            f"template column {name!r} holds {types} values in {_n_rows(len(labels))} "
+            f"(index {_show_labels(labels)}), which a template cannot format as text. Convert "
+            f"them first, e.g. df[{name!r}] = df[{name!r}].map(json.dumps)."
+        )
+    out = np.full(n, "", dtype=object)
+    try:
+        out[present] = [format(v, spec) for v in vals] if present.size else []
+    except (ValueError, TypeError) as exc:
+        bad = [i for i, v in zip(present.tolist(), vals, strict=True) if not _formats(v, spec)]
+        labels = col.index[bad]
+        raise TemplateError(
+            f"the format spec {{{name}:{spec}}} does not fit the values of column {name!r} "
+            f"({_type_names([vals[0]] if not bad else values[bad].tolist()[:1000])}) in "
+            f"{_n_rows(len(labels))} (index {_show_labels(labels)}): {exc}. Use a spec for that "
+            f"type, or convert the column first."
+        ) from exc
+    return out, miss
+
+
+def _formats(value: Any, spec: str) -> bool:
+    try:
+        format(value, spec)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# check_prompts
+
+
+def check_prompts(prompts: pd.Series, *, on_empty: str = "raise") -> np.ndarray:
+    """Return a boolean mask over ``prompts``: True for each row to send.
+
+    None, NaN, empty and whitespace-only prompts raise :class:`EmptyPromptError` with
+    ``on_empty="raise"`` (the default) or are left out of the mask with ``on_empty="skip"``;
+    if nothing is left to send, EmptyPromptError is raised either way. Text that cannot be
+    encoded as UTF-8 (lone surrogates) raises :class:`PromptTypeError`. Any other Unicode,
+    including NUL characters, is valid.
+    """
+    if on_empty not in _ON_EMPTY_CHOICES:
+        raise InputError(
+            f"on_empty={on_empty!r} is not a valid choice; use one of "
+            + ", ".join(repr(c) for c in _ON_EMPTY_CHOICES)
+            + "."
+        )
+    values = prompts.to_numpy(dtype=object)
+    n = len(values)
+    is_str = np.fromiter((type(v) is str for v in values), dtype=bool, count=n)
+    if not is_str.all():
+        other = ~is_str & ~_missing_mask(values)
+        other &= np.fromiter((not isinstance(v, str) for v in values), dtype=bool, count=n)
+        if other.any():
+            labels = prompts.index[other]
+            raise PromptTypeError(
+                f"prompts must be text, but {_n_rows(len(labels))} hold "
+                f"{_type_names(values[other].tolist()[:1000])} (index {_show_labels(labels)})."
+            )
+        is_str |= np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=n)
+    send = is_str.copy()
+    if is_str.any():
+        idx = np.flatnonzero(is_str)
+        strs = values[idx].tolist()
+        blank = np.fromiter((not s or s.isspace() for s in strs), dtype=bool, count=len(strs))
+        send[idx[blank]] = False
+        _check_utf8(prompts, idx, strs)
+    if not send.all():
+        labels = prompts.index[~send]
+        if on_empty == "raise" or not send.any():
+            what = (
+                "all prompts are"
+                if not send.any()
+                else f"{_n_rows(len(labels))} {'has' if len(labels) == 1 else 'have'}"
+            )
+            fix = (
+                "fill or drop them, or pass on_empty='skip' to send only the others"
+                if send.any()
+                else "check the prompt column or template"
+            )
+            raise EmptyPromptError(
+                f"{what} missing, empty or whitespace-only prompts "
+                f"(index {_show_labels(labels)}); {fix}."
+            )
+    return send
+
+
+def _check_utf8(prompts: pd.Series, idx: np.ndarray, strs: list[str]) -> None:
+    """PromptTypeError naming the rows whose text has lone surrogates (not encodable as UTF-8)."""
+    # Pure-ASCII strings cannot hold surrogates, and str.isascii() is O(1) in CPython.
+    non_ascii = [i for i, s in enumerate(strs) if not s.isascii()]
+    bad: list[int] = []
+    step = 4096
+    for start in range(0, len(non_ascii), step):
+        block = non_ascii[start : start + step]
+        try:
+            "".join([strs[i] for i in block]).encode("utf-8")
+        except UnicodeEncodeError:
+            bad.extend(i for i in block if not _encodes(strs[i]))
+    if bad:
+        labels = prompts.index[idx[bad]]
+        raise PromptTypeError(
+            f"{_n_rows(len(labels))} hold text that cannot be encoded as UTF-8 (lone surrogate "
+            f"characters, often from decoding bytes with errors='surrogateescape') "
+            f"(index {_show_labels(labels)}). Clean them first, e.g. "
+            "s.encode('utf-8', 'replace').decode('utf-8')."
+        )
+
+
+def _encodes(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# check_keys
+
+
+def check_keys(df: pd.DataFrame, key: str | None = None) -> pd.Index:
+    """Return the row keys: ``df.index``, or the values of column ``key``, checked to be unique.
+
+    Raises:
+        ColumnError: ``key`` is not a column of ``df``.
+        InputError: some key values are missing.
+        DuplicateKeyError: some key values occur more than once.
+    """
+    if key is None:
+        keys = df.index
+        what = "the DataFrame index"
+        fix = "use a unique index (df.reset_index(drop=True)) or pass key= naming a unique column"
+    else:
+        keys = pd.Index(_column(df, key, "key column"))
+        what = f"key column {key!r}"
+        fix = "make the column unique, or pass key=None to use the index"
+    if isinstance(keys, pd.MultiIndex):
+        missing = np.zeros(len(keys), dtype=bool)
+        for codes in keys.codes:
+            missing |= np.asarray(codes) == -1
+    else:
+        missing = np.asarray(keys.isna(), dtype=bool)
+    if missing.any():
+        rows = np.flatnonzero(missing)
+        where = (
+            f"at positions {_show_labels(rows.tolist())}"
+            if key is None
+            else f"at index {_show_labels(df.index[rows])}"
+        )
+        raise InputError(
+            f"{what} has {_n_rows(len(rows))} with a missing key {where}; every row needs a key: "
+            f"fill them or {fix}."
+        )
+    if not keys.is_unique:
+        dup = keys[keys.duplicated(keep=False)]
+        counts = Counter(dup.tolist())
+        shown = [f"{k!r} ({c} times)" for k, c in list(counts.items())[:_MAX_SHOWN]]
+        more = f" ... and {len(counts) - _MAX_SHOWN} more" if len(counts) > _MAX_SHOWN else ""
+        raise DuplicateKeyError(
+            f"{what} has {len(counts)} duplicated value{'s' if len(counts) != 1 else ''}: "
+            f"{', '.join(shown)}{more}. Results are matched to rows by key, so keys must be "
+            f"unique: {fix}."
+        )
+    return keys
+
+
+# --------------------------------------------------------------------------------------------
+# request files
+
+
+@dataclass(frozen=True)
+class RequestFile:
+    """One JSONL request file written by :func:`write_request_files`."""
+
+    path: Path
+    #: Position in the sent-rows sequence of this file's first line.
+    start: int
+    #: Position after this file's last line (exclusive).
+    stop: int
+    n_bytes: int
+    #: Hex SHA-256 digest of the file's bytes.
+    sha256: str
+
+
+class _LineMaker:
+    """Serialises request lines: the constant JSON around the key and prompt is built once."""
+
+    def __init__(self, shared: Mapping[str, Any]) -> None:
+        if not isinstance(shared, Mapping):
+            raise InputError(
+                f"shared must be a mapping of request fields, got {type(shared).__name__}."
+            )
+        if "contents" in shared:
+            raise InputError(
+                "shared request fields must not contain 'contents'; the prompt of each row "
+                "becomes the contents."
+            )
+        try:
+            shared_json = orjson.dumps(dict(shared))
+        except TypeError as exc:
+            raise InputError(f"shared request fields cannot be serialised as JSON: {exc}") from exc
+        tail = (b"," + shared_json[1:-1]) if len(shared_json) > 2 else b""
+        self.head = b'{"key":'
+        self.mid = b',"request":{"contents":[{"parts":[{"text":'
+        self.tail = b'}],"role":"user"}]' + tail + b"}}\n"
+        self.fixed = len(self.head) + len(self.mid) + len(self.tail)
+        # One %-format per line: head + key + mid + prompt + tail.
+        self.fmt = (
+            self.head.replace(b"%", b"%%")
+            + b"%b"
+            + self.mid.replace(b"%", b"%%")
+            + b"%b"
+            + self.tail.replace(b"%", b"%%")
+        )
+
+    def chunks(
+        self, prompts: Sequence[str], keys: Sequence[str]
+    ) -> Iterator[tuple[int, list[bytes], np.ndarray]]:
+        """Yield (start, lines, sizes) for consecutive chunks of rows."""
+        n = len(prompts)
+        if len(keys) != n:
+            raise InputError(
+                f"got {len(prompts)} prompts but {len(keys)} keys; pass one key per prompt."
+            )
+        dumps = orjson.dumps
+        fmt = self.fmt
+        for start in range(0, n, _CHUNK_ROWS):
+            p = _as_list(prompts, start, start + _CHUNK_ROWS)
+            k = _as_list(keys, start, start + _CHUNK_ROWS)
+            _check_str(p, "prompt", start)
+            _check_str(k, "key", start)
+            try:
+                pj = list(map(dumps, p))
+                kj = list(map(dumps, k))
+            except orjson.JSONEncodeError as exc:
+                raise PromptTypeError(_encode_error(p, k, start, exc)) from exc
+            lines = list(map(fmt.__mod__, zip(kj, pj, strict=True)))
+            sizes = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+            yield start, lines, sizes
+
+
+def _as_list(values: Sequence[Any], start: int, stop: int) -> list[Any]:
+    if isinstance(values, (pd.Series, pd.Index)):
+        return (
+            values.iloc[start:stop].tolist()
+            if isinstance(values, pd.Series)
+            else values[start:stop].tolist()
+        )
+    if isinstance(values, np.ndarray):
+        return values[start:stop].tolist()
+    return list(values[start:stop])
+
+
+def _check_str(values: list[Any], what: str, start: int) -> None:
+    types = set(map(type, values))
+    if types <= {str}:
+        return
+    bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
+    if not bad:
+        return
+    raise PromptTypeError(
+        f"every {what} must be a str, but {what} #{start + bad[0]} is "
+        f"{type(values[bad[0]]).__name__}; check the prompts with check_prompts() first."
+    )
+
+
+def _encode_error(p: list[str], k: list[str], start: int, exc: Exception) -> str:
+    for what, values in (("prompt", p), ("key", k)):
+        for i, v in enumerate(values):
+            if not _encodes(v):
+                return (
+                    f"{what} #{start + i} cannot be encoded as UTF-8 (lone surrogates); "
+                    "clean it first, e.g. s.encode('utf-8', 'replace').decode('utf-8')."
+                )
+    return f"a request cannot be serialised: {exc}"
+
+
+def request_line_sizes(
+    prompts: Sequence[str], keys: Sequence[str], shared: Mapping[str, Any]
+) -> np.ndarray:
+    """Exact byte length (including the newline) of each request line; writes nothing."""
+    maker = _LineMaker(shared)
+    out = np.empty(len(prompts), dtype=np.int64)
+    for start, _, sizes in maker.chunks(prompts, keys):
+        out[start : start + len(sizes)] = sizes
+    return out
+
+
+def write_request_files(
+    directory: Path,
+    prompts: Sequence[str],
+    keys: Sequence[str],
+    shared: Mapping[str, Any],
+    *,
+    max_file_bytes: int,
+    max_requests: int,
+    prefix: str = "requests",
+) -> list[RequestFile]:
+    """Write the requests as JSONL files ``{prefix}-0000.jsonl``, ... in ``directory`` (mode 0600).
+
+    Line ``i`` is ``{"key": keys[i], "request": {"contents": [<user turn with prompts[i]>],
+    **shared}}`` as compact JSON. A new file starts whenever the next line would make the
+    current one exceed ``max_file_bytes`` bytes or ``max_requests`` lines. On any error the
+    files already written are removed.
+
+    Raises:
+        RequestTooLargeError: one line alone is larger than ``max_file_bytes``.
+        InputError: bad limits, shared fields, or prompts/keys of different lengths.
+        PromptTypeError: a prompt or key is not a str or not encodable as UTF-8.
+    """
+    for name, value in (("max_file_bytes", max_file_bytes), ("max_requests", max_requests)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise InputError(f"{name} must be a positive int, got {value!r}.")
+    maker = _LineMaker(shared)
+    directory = Path(directory)
+    written: list[RequestFile] = []
+    writer: _FileWriter | None = None
+    try:
+        for start, lines, sizes in maker.chunks(prompts, keys):
+            too_big = np.flatnonzero(sizes > max_file_bytes)
+            if too_big.size:
+                i = int(too_big[0])
+                raise RequestTooLargeError(
+                    f"the request for key {_as_list(keys, start + i, start + i + 1)[0]!r} is "
+                    f"{int(sizes[i]):,} bytes, larger than the file limit of "
+                    f"{max_file_bytes:,} bytes; shorten that prompt."
+                )
+            pos = 0
+            while pos < len(lines):
+                if writer is None:
+                    path = directory / f"{prefix}-{len(written):04d}.jsonl"
+                    writer = _FileWriter(path, start + pos)
+                    # Not yet in ``written``: track it for clean-up via the writer itself.
+                room_bytes = max_file_bytes - writer.n_bytes
+                room_rows = max_requests - writer.n_lines
+                cum = np.cumsum(sizes[pos : pos + room_rows])
+                take = int(np.searchsorted(cum, room_bytes, side="right"))
+                if take:
+                    writer.write(lines[pos : pos + take], int(cum[take - 1]))
+                    pos += take
+                if pos < len(lines):
+                    written.append(writer.close())
+                    writer = None
+        if writer is not None:
+            written.append(writer.close())
+            writer = None
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        for f in written:
+            with contextlib.suppress(OSError):
+                f.path.unlink()
+        raise
+    return written
+
+
+class _FileWriter:
+    """An open request file: buffered writes of joined line batches, hashed as written."""
+
+    def __init__(self, path: Path, start: int) -> None:
+        self.path = path
+        self.start = start
+        self.n_bytes = 0
+        self.n_lines = 0
+        self._hash = hashlib.sha256()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._f = os.fdopen(fd, "wb", buffering=0)
+
+    def write(self, lines: list[bytes], n_bytes: int) -> None:
+        data = b"".join(lines)
+        self._hash.update(data)
+        self._f.write(data)
+        self.n_bytes += n_bytes
+        self.n_lines += len(lines)
+
+    def close(self) -> RequestFile:
+        self._f.close()
+        return RequestFile(
+            path=self.path,
+            start=self.start,
+            stop=self.start + self.n_lines,
+            n_bytes=self.n_bytes,
+            sha256=self._hash.hexdigest(),
+        )
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._f.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+def read_request_prompts(paths: Sequence[Path], keys: Collection[str]) -> dict[str, str]:
+    """Read back the prompt text of the wanted ``keys`` from request files written here.
+
+    Keys not found in any file are simply absent from the result.
+    """
+    wanted = set(keys)
+    out: dict[str, str] = {}
+    if not wanted:
+        return out
+    quote = ord('"')
+    for path in paths:
+        with open(path, "rb") as f:
+            for line in f:
+                # Fast path: {"key":"<plain key>", ... without escapes in the key.
+                if line.startswith(b'{"key":"'):
+                    end = line.find(b'"', 8)
+                    raw = line[8:end]
+                    if b"\\" not in raw and end > 0 and line[end] == quote:
+                        key = raw.decode("utf-8")
+                        if key not in wanted:
+                            continue
+                if not line.strip():
+                    continue
+                obj = orjson.loads(line)
+                key = obj.get("key")
+                if key in wanted:
+                    out[str(key)] = obj["request"]["contents"][0]["parts"][0]["text"]
+    return out

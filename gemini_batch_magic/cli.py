@@ -1,0 +1,253 @@
+"""The ``gembatch`` command: the same engine as the Python API and the magics.
+
+Usage::
+
+    gembatch demo                       submit a few prompts to the local emulator and print answers
+    gembatch emulator [--port 8000 ...] run the local Gemini Batch API emulator (see --help)
+    gembatch submit data.csv --prompt text [--wait] [--out answers.csv]
+    gembatch estimate data.csv --template "Summarise: {text}"
+    gembatch list | status RUN | wait RUN | results RUN [--out F] | cancel RUN | retry RUN
+    gembatch backend | config
+
+Input files: .csv, .parquet, .jsonl/.ndjson, .json. Errors print one line to stderr and exit 2
+(bad input) or 1 (service errors); nothing is sent when the input is bad.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+_DEMO_PROMPTS = [
+    "What is the capital of France?",
+    "Translate 'good morning' into Japanese.",
+    "Name three prime numbers.",
+    "Écris une phrase en français.",
+    "Summarise: batch mode halves the price of Gemini requests.",
+]
+
+
+def _read_table(path: str) -> Any:
+    import pandas as pd
+
+    from .exceptions import InputError
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"input file {path!r} does not exist")
+    suffix = p.suffix.lower()
+    if suffix == ".csv":
+        return pd.read_csv(p)
+    if suffix == ".parquet":
+        return pd.read_parquet(p)
+    if suffix in (".jsonl", ".ndjson"):
+        return pd.read_json(p, lines=True)
+    if suffix == ".json":
+        return pd.read_json(p)
+    raise InputError(
+        f"cannot read {path!r}: use a .csv, .parquet, .jsonl/.ndjson or .json file"
+    )
+
+
+def _write_table(df: Any, path: str) -> None:
+    from .exceptions import InputError
+
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        df.to_csv(path)
+    elif suffix == ".parquet":
+        df.to_parquet(path)
+    elif suffix in (".jsonl", ".ndjson"):
+        df.reset_index().to_json(path, orient="records", lines=True, force_ascii=False)
+    else:
+        raise InputError(f"cannot write {path!r}: use .csv, .parquet or .jsonl")
+
+
+def _submit_options(ns: argparse.Namespace) -> dict[str, Any]:
+    gen: dict[str, Any] = {}
+    if ns.temperature is not None:
+        gen["temperature"] = ns.temperature
+    if ns.max_output_tokens is not None:
+        gen["max_output_tokens"] = ns.max_output_tokens
+    return {
+        "template": ns.template,
+        "model": ns.model,
+        "key": ns.key,
+        "system_instruction": ns.system,
+        "generation_config": gen or None,
+        "on_empty": ns.on_empty,
+    }
+
+
+def _add_submit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="a .csv, .parquet, .jsonl or .json file of rows")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="column holding the prompts")
+    src.add_argument("--template", help="template over columns, e.g. 'Summarise: {text}'")
+    p.add_argument("-m", "--model", help="model id (default: the configured model)")
+    p.add_argument("--key", help="unique column identifying rows (default: row number)")
+    p.add_argument("--system", help="system instruction for every request")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--max-output-tokens", type=int)
+    p.add_argument("--on-empty", choices=["raise", "skip"], default="raise")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gembatch", description="Gemini Batch Mode from the command line."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="submit a few prompts to the local emulator; print answers")
+    demo.add_argument("--home", help="registry folder (default: a temporary folder)")
+
+    sub.add_parser("emulator", help="run the local Gemini Batch API emulator", add_help=False)
+
+    p = sub.add_parser("submit", help="submit every row of a file as a batch run")
+    _add_submit_args(p)
+    p.add_argument("--max-cost", type=float, help="refuse if the estimate exceeds this (USD)")
+    p.add_argument("--force", action="store_true", help="submit even if an identical run exists")
+    p.add_argument("--name", help="display name of the run")
+    p.add_argument("--wait", action="store_true", help="wait and write or print the results")
+    p.add_argument("--out", help="with --wait: write results here (.csv, .parquet, .jsonl)")
+
+    p = sub.add_parser("estimate", help="what a submit would send and cost; sends nothing")
+    _add_submit_args(p)
+
+    sub.add_parser("list", help="every run this machine knows, newest first")
+    for name, text in (("status", "state and counts of a run"),
+                       ("wait", "wait for a run to finish"),
+                       ("cancel", "cancel a run"),
+                       ("retry", "resubmit the failed rows of a run")):
+        q = sub.add_parser(name, help=text)
+        q.add_argument("run", help="run id (or unique prefix) or batches/... name")
+    q = sub.add_parser("results", help="the results of a finished run")
+    q.add_argument("run")
+    q.add_argument("--out", help="write here (.csv, .parquet, .jsonl) instead of printing")
+    sub.add_parser("backend", help="which backend is used and where the key comes from")
+    sub.add_parser("config", help="the current settings")
+    return parser
+
+
+def _demo(home: str | None) -> int:
+    import pandas as pd
+
+    if home is None:
+        home = tempfile.mkdtemp(prefix="gembatch-demo-")
+    os.environ["GEMBATCH_HOME"] = home
+    import gemini_batch_magic as gbm
+
+    gbm.configure(home=home, backend="local", emulator_pending_seconds=1.0, emulator_rate=5.0,
+                  poll_interval=0.5, max_poll_interval=1.0)
+    df = pd.DataFrame({"prompt": _DEMO_PROMPTS},
+                      index=pd.Index(["paris", "japanese", "primes", "french", "summary"],
+                                     name="id"))
+    print(f"Submitting {len(df)} prompts as one batch (registry: {home})")
+    print(gbm.estimate(df, "prompt"))
+    run = df.gembatch.submit("prompt", name="gembatch-demo")
+    print(f"Run {run.run_id}: batch {', '.join(run.batch_names)}")
+    run.wait()
+    out = run.result()
+    print(f"\nAnswers ({run.state}), aligned to the input's index:")
+    with pd.option_context("display.max_colwidth", 60, "display.width", 120):
+        print(out[["response", "error", "input_tokens", "output_tokens"]].to_string())
+    return 0
+
+
+def _run(ns: argparse.Namespace, rest: list[str]) -> int:
+    import pandas as pd
+
+    import gemini_batch_magic as gbm
+
+    cmd = ns.command
+    if cmd == "demo":
+        return _demo(ns.home)
+    if cmd == "submit":
+        df = _read_table(ns.input)
+        run = gbm.submit(df, ns.prompt, max_cost=ns.max_cost, force=ns.force, name=ns.name,
+                         **_submit_options(ns))
+        print(f"{run.run_id}\t{run.state}\t{' '.join(run.batch_names)}")
+        if ns.wait:
+            run.wait()
+            out = run.result()
+            if ns.out:
+                _write_table(out, ns.out)
+                print(f"wrote {len(out)} rows to {ns.out}")
+            else:
+                print(out.to_string())
+        return 0
+    if cmd == "estimate":
+        print(gbm.estimate(_read_table(ns.input), ns.prompt, **_submit_options(ns)))
+        return 0
+    if cmd == "list":
+        table = gbm.runs()
+        print(table.to_string(index=False) if len(table) else "no runs yet")
+        return 0
+    if cmd in ("status", "wait", "cancel", "retry", "results"):
+        run = gbm.attach(ns.run)
+        if cmd == "status":
+            from ._progress import summary_line
+
+            run.refresh()
+            print(summary_line(run))
+            for s in run.shards:
+                print(f"  shard {s.shard}: {s.batch_name or '-'} {s.state} "
+                      f"{s.succeeded + s.failed}/{s.n_requests} answered")
+        elif cmd == "wait":
+            run.wait()
+        elif cmd == "cancel":
+            print(f"{run.cancel().run_id}\t{run.state}")
+        elif cmd == "retry":
+            child = run.retry_failed()
+            if child is not None:
+                print(f"{child.run_id}\t{child.state}\t{child.n_rows} rows")
+        else:
+            out = run.result()
+            if ns.out:
+                _write_table(out, ns.out)
+                print(f"wrote {len(out)} rows to {ns.out}")
+            else:
+                with pd.option_context("display.max_colwidth", 80):
+                    print(out.to_string())
+        return 0
+    if cmd == "backend":
+        print(gbm.backend_info().describe())
+        return 0
+    if cmd == "config":
+        for k, v in gbm.settings.as_dict().items():
+            print(f"{k} = {v}")
+        return 0
+    raise AssertionError(cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``gembatch``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "emulator":
+        from .emulator import main as emulator_main
+
+        return int(emulator_main(argv[1:]) or 0)
+    ns = _parser().parse_args(argv)
+    from .exceptions import BackendError, GemBatchError
+
+    try:
+        return _run(ns, [])
+    except BackendError as exc:
+        print(f"gembatch: {exc}", file=sys.stderr)
+        return 1
+    except GemBatchError as exc:
+        print(f"gembatch: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gembatch: interrupted; the run goes on (gembatch list shows it)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

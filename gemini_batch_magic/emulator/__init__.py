@@ -1,0 +1,131 @@
+"""A local emulator of the Gemini Batch API and File API.
+
+It speaks the wire protocol of the Gemini Developer API closely enough that the
+**unmodified** ``google-genai`` SDK works against it, so notebooks and CI can rehearse batch
+jobs with no network and no API key::
+
+    from google import genai
+    from google.genai import types
+    from gemini_batch_magic.emulator import Emulator
+
+    with Emulator() as emu:
+        client = genai.Client(api_key="test-key",
+                              http_options=types.HttpOptions(base_url=emu.url))
+        job = client.batches.create(model="gemini-2.5-flash",
+                                    src=[{"contents": "hello", "metadata": {"key": "a"}}])
+        ...
+
+From a shell (the first line on stdout is the base URL, printed once the socket accepts
+connections; SIGINT/SIGTERM stop it cleanly with exit code 0)::
+
+    python -m gemini_batch_magic.emulator --port 8765 --pending-seconds 2 --rate 50
+
+Options (Python keyword / CLI flag)
+-----------------------------------
+``pending_seconds`` / ``--pending-seconds``
+    How long a new batch stays ``PENDING`` (Python default 0; CLI default 2).
+``rate`` / ``--rate``
+    Requests answered per second while ``RUNNING``; 0 (default) answers all at once.
+    ``metadata.batchStats`` advances accordingly.
+``expire_after`` / ``--expire-after``
+    A batch not finished this many seconds after creation becomes ``EXPIRED`` and publishes
+    no results. Default: never.
+``fail_rate`` / ``--fail-rate``
+    Fraction of requests answered with a per-request error
+    ``{"code": 500, "message": "Simulated failure (fail_rate).", "status": "INTERNAL"}``.
+``seed`` / ``--seed``
+    Seeds every random choice (faults, per-request failures, result order). Same seed, same
+    sequence of client calls: same outcome.
+``shuffle`` / ``--no-shuffle``
+    Results come back in a deterministic shuffled order (within windows of 1024 requests,
+    seeded), inline and file output alike, so clients must match results by ``metadata`` /
+    ``key``. ``shuffle=False`` keeps submission order.
+``http_fault_rate`` / ``--http-fault-rate``
+    Fraction of API calls (every endpoint: create, get, list, cancel, delete, upload start,
+    upload chunks, download) answered ``429 RESOURCE_EXHAUSTED`` or ``503 UNAVAILABLE``
+    before doing anything. Faults on upload *chunks* are sent **without**
+    ``X-Goog-Upload-Status``, so the SDK's own chunk loop resends the chunk (it waits 1 s, 2 s,
+    4 s between tries). Use ``HttpOptions(retry_options=HttpRetryOptions(...))`` for the
+    other calls.
+``drop_after_create_rate`` / ``--drop-after-create-rate``
+    Fraction of batch creates that are accepted and persisted, after which the connection is
+    closed with no response: the "ambiguous create" a client must reconcile by listing.
+``data_dir`` / ``--data-dir``
+    Where state lives: SQLite metadata (WAL) plus file bytes, files 0600 and directories
+    0700. ``None`` uses a private temporary directory deleted on close. An emulator
+    restarted on the same directory continues every batch where it was; two emulator
+    processes may share one directory.
+``api_key`` / ``--api-key``
+    When set, only this key is accepted; other keys get ``400 INVALID_ARGUMENT`` "API key not
+    valid. Please pass a valid API key.". Without it any non-empty key is accepted. A
+    missing key always gets ``401 UNAUTHENTICATED``. The key is never printed or logged.
+``host`` / ``--host``, ``port`` / ``--port``
+    Defaults ``127.0.0.1`` and 0 (a free port). Only loopback addresses are accepted unless
+    the caller also passes ``allow_remote=True`` / ``--allow-remote`` (a refused host is a
+    ``ValueError``; the CLI exits with code 2).
+``responder``
+    ``responder(request: dict, model: str) -> dict`` replaces the synthetic model for
+    generate-content batches. ``request`` is the GenerateContentRequest as sent (camelCase
+    or snake_case keys), ``model`` the model id (``gemini-2.5-flash``); return a
+    GenerateContentResponse dict (camelCase). Raising an exception makes that request a
+    per-request error with the exception's message (code 500 ``INTERNAL``, or the
+    exception's integer ``code`` and string ``status`` attributes when it has them, e.g.
+    :class:`RequestError`).
+
+Synthetic model rules
+---------------------
+* The answer text is the text of the request's **last user content** (all its text parts
+  joined), ``finishReason: STOP``, ``index: 0``, ``role: model``.
+* With ``generationConfig.responseMimeType == "application/json"`` and a ``responseSchema``
+  (OpenAPI style, types in any case) or ``responseJsonSchema`` (JSON Schema, incl.
+  ``$defs``/``$ref``, ``anyOf``, ``enum``, ``required``, arrays, nested objects, as produced
+  by pydantic's ``model_json_schema()``), the text is a JSON document valid against it,
+  derived deterministically from the prompt (strings repeat the prompt, shortened to at most
+  60 characters; ``pattern`` is not honoured). Without a schema the text is
+  ``{"text": <prompt>}``. ``text/x.enum`` returns one of the enum values.
+* Token counts: ``tokens(s) = ceil(len(s.encode("utf-8")) / 4)``. ``promptTokenCount`` is
+  ``tokens`` of all request text (every content's text parts plus ``systemInstruction``),
+  ``candidatesTokenCount`` is ``tokens`` of the answer, ``totalTokenCount`` their sum.
+* ``modelVersion`` is the batch's model id; ``responseId`` is a hash of model, request
+  position and prompt.
+* A request whose text contains ``[[fail]]`` gets the per-request error
+  ``{"code": 500, "message": "Simulated failure ([[fail]] in prompt).", "status": "INTERNAL"}``.
+* Embedding batches: each request gets a deterministic unit-length vector derived from a
+  hash of its text, of length ``outputDimensionality`` (default 768), plus ``tokenCount``.
+* Per-request errors never carry ``details``; inline ``metadata`` is echoed with string
+  values (non-strings are JSON-encoded).
+
+Batch lifecycle
+---------------
+``PENDING`` for ``pending_seconds``, then ``RUNNING`` while ``rate`` requests per second are
+answered, then ``SUCCEEDED`` with inline results (``metadata.output.inlinedResponses`` and
+the top-level ``response``) or a generated results file ``files/batch-<id>`` (``source:
+GENERATED``, ``application/jsonl``, one ``{"key", "response"|"error"}`` line per request).
+Cancelling a live batch makes it ``CANCELLED``; cancelling a finished one is ``400
+FAILED_PRECONDITION``. ``FAILED`` and ``CANCELLED`` batches carry a top-level Operation
+``error``. Answers are computed by background threads and streamed to disk; visible progress
+is a pure function of the stored timestamps and the configuration stored with each batch.
+Malformed lines in a file batch: the first 1000 lines are checked at create time (``400
+INVALID_ARGUMENT``); later malformed lines become per-request ``INVALID_ARGUMENT`` errors.
+
+Test helpers and admin routes
+-----------------------------
+Python: ``emu.url``, ``emu.calls`` (``(method, path)`` of every API call),
+``emu.reset_calls()``, ``emu.batches()``, ``emu.files()``,
+``emu.set_state(name, "FAILED" | "EXPIRED" | "CANCELLED")``.
+
+HTTP (never need a key, never recorded in ``calls``):
+
+* ``GET /_emulator/calls`` -> ``{"calls": [["GET", "/v1/batches/x"], ...]}``
+* ``POST /_emulator/reset-calls`` -> ``{}``
+* ``GET /_emulator/batches`` -> ``{"batches": [...]}`` (same dicts as ``emu.batches()``)
+* ``GET /_emulator/files`` -> ``{"files": [...]}``
+* ``POST /_emulator/batches/{id}:setState`` with ``{"state": "EXPIRED"}``
+* ``GET /_emulator/health`` -> ``{"ok": true}``
+"""
+
+from ._emulator import Emulator
+from ._model import RequestError
+from .__main__ import main
+
+__all__ = ["Emulator", "RequestError", "main"]

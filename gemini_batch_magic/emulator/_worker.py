@@ -1,0 +1,390 @@
+"""Background answering of batches: streams the input, writes the output, checkpoints.
+
+Work is split into blocks of requests. Each block is answered, shuffled (deterministically
+from the seed and the block number), appended to the output file, and checkpointed in
+SQLite together with the input offset, so a restarted emulator resumes exactly where the
+last checkpoint left off and produces byte-identical output.
+
+Ownership of a batch is a lease in its row (``owner``, ``lease_until``), so two emulator
+processes sharing a data directory never work on the same batch at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import random
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+import orjson
+
+from . import _model
+from ._store import Store
+
+BLOCK_SIZE = 1024
+RESPONDER_BLOCK_SIZE = 64
+LEASE_SECONDS = 15.0
+
+_HOST = socket.gethostname()
+# Owner tokens of the Emulator instances alive in this process.
+LIVE_TOKENS: set[str] = set()
+
+
+def owner_alive(owner: str) -> bool:
+    """Best effort: is the emulator that holds this lease still running?"""
+    try:
+        host, pid_s, token = owner.rsplit(":", 2)
+        pid = int(pid_s)
+    except ValueError:
+        return True
+    if host != _HOST:
+        return True
+    if pid == os.getpid():
+        return token in LIVE_TOKENS
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def make_owner(token: str) -> str:
+    return f"{_HOST}:{os.getpid()}:{token}"
+
+
+class _Answerer:
+    """Turns one input line into one output line (bytes) and a failure flag."""
+
+    def __init__(
+        self,
+        row: sqlite3.Row,
+        responder: Callable[[dict[str, Any], str], dict[str, Any]] | None,
+    ) -> None:
+        self.kind = row["kind"]
+        self.inline = row["mode"] == "inline"
+        model = str(row["model"])
+        self.model_id = model.split("/", 1)[1] if "/" in model else model
+        self.responder = responder
+
+    def answer(self, line: bytes, index: int, forced_failure: bool) -> tuple[bytes, bool]:
+        out: dict[str, Any] = {}
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            obj = None
+            error: dict[str, Any] | None = {
+                "code": 400,
+                "message": f"Request {index + 1} is not valid JSON: {exc}.",
+                "status": "INVALID_ARGUMENT",
+            }
+        else:
+            error = None
+        request = None
+        if isinstance(obj, dict):
+            if not self.inline and "key" in obj:
+                out["key"] = obj["key"]
+            request = obj.get("request")
+            if not isinstance(request, dict):
+                request = None
+                error = {
+                    "code": 400,
+                    "message": f'Request {index + 1} has no "request" object.',
+                    "status": "INVALID_ARGUMENT",
+                }
+        elif error is None:
+            error = {
+                "code": 400,
+                "message": f"Request {index + 1} is not a JSON object.",
+                "status": "INVALID_ARGUMENT",
+            }
+        if request is not None:
+            if forced_failure:
+                error = {"code": 500, "message": _model.FAIL_RATE_MESSAGE, "status": "INTERNAL"}
+            else:
+                try:
+                    if self.kind == "embed":
+                        response = _model.default_embed(request)
+                    elif self.responder is not None:
+                        response = self.responder(request, self.model_id)
+                        if not isinstance(response, dict):
+                            raise TypeError(
+                                f"responder returned {type(response).__name__}, expected dict"
+                            )
+                    else:
+                        response = _model.default_generate(request, self.model_id, index)
+                    out["response"] = response
+                except Exception as exc:
+                    error = _model.error_dict(exc)
+        if error is not None:
+            out["error"] = error
+        if self.inline and isinstance(obj, dict) and isinstance(obj.get("metadata"), dict):
+            out["metadata"] = obj["metadata"]
+        return orjson.dumps(out), error is not None
+
+
+def _open_rw(path: Any, offset: int) -> BinaryIO:
+    """Opens ``path`` for appending after truncating it to ``offset`` bytes."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    f = os.fdopen(fd, "r+b", buffering=1 << 20)
+    f.truncate(offset)
+    f.seek(offset)
+    return f
+
+
+@functools.lru_cache(maxsize=64)
+def _permutation(seed: int, n: int) -> tuple[list[int], list[int]]:
+    """A seeded permutation of ``range(n)`` (never the identity) and its inverse."""
+    perm = list(range(n))
+    random.Random(f"order:{seed}:{n}").shuffle(perm)
+    if perm == sorted(perm):
+        perm = perm[1:] + perm[:1]
+    inv = [0] * n
+    for p, i in enumerate(perm):
+        inv[i] = p
+    return perm, inv
+
+
+def process_batch(
+    store: Store,
+    batch_id: str,
+    owner: str,
+    stop: threading.Event,
+    responder: Callable[[dict[str, Any], str], dict[str, Any]] | None,
+) -> None:
+    """Answers a claimed batch until it is done, cancelled, expired, or ``stop`` is set."""
+    row = store.get_batch(batch_id)
+    if row is None or row["owner"] != owner:
+        return
+    bdir = store.batch_dir(batch_id)
+    bdir.mkdir(mode=0o700, exist_ok=True)
+    out_path = bdir / "output.jsonl" if row["mode"] == "inline" else None
+    if out_path is None:
+        out_path = store.file_path(f"batch-{batch_id}")
+    try:
+        src = open(row["input_path"], "rb", buffering=1 << 20)  # noqa: SIM115
+    except OSError:
+        with store.conn() as c:
+            c.execute(
+                "UPDATE batches SET error_at = ?, error_code = 5, error_message = ?, owner = NULL"
+                " WHERE id = ? AND owner = ?",
+                (time.time(), f"Input file {row['input_file']} no longer exists.", batch_id, owner),
+            )
+        return
+    answerer = _Answerer(row, responder)
+    block_size = RESPONDER_BLOCK_SIZE if responder is not None else BLOCK_SIZE
+    seed = int(row["seed"])
+    fail_rate = float(row["fail_rate"])
+    shuffle = bool(row["shuffle"])
+    expire_at = (
+        float(row["create_time"]) + float(row["expire_after"])
+        if row["expire_after"] is not None
+        else None
+    )
+    in_offset = int(row["in_offset"])
+    in_lines = int(row["in_lines"])
+    processed = int(row["processed"])
+    failed = int(row["failed"])
+    block = int(row["block"])
+    src.seek(in_offset)
+    with (
+        src,
+        _open_rw(out_path, int(row["out_offset"])) as out,
+        _open_rw(bdir / "fails.bin", int(row["fail_offset"])) as fails,
+    ):
+        out_offset = int(row["out_offset"])
+        fail_offset = int(row["fail_offset"])
+        while not stop.is_set():
+            if expire_at is not None and time.time() >= expire_at:
+                break
+            lines: list[bytes] = []
+            consumed = 0
+            while len(lines) < block_size:
+                line = src.readline()
+                if not line:
+                    break
+                consumed += len(line)
+                if line.strip():
+                    lines.append(line)
+            if not lines and consumed == 0:
+                # Input exhausted: publish completion.
+                with store.conn() as c:
+                    # processed is authoritative for the request count (blank lines
+                    # are skipped; an estimate made at upload time could differ).
+                    c.execute(
+                        "UPDATE batches SET done_at = ?, owner = NULL, lease_until = NULL,"
+                        " request_count = ? WHERE id = ? AND owner = ?",
+                        (time.time(), processed, batch_id, owner),
+                    )
+                return
+            n = len(lines)
+            if fail_rate > 0:
+                frng = random.Random(f"fail:{seed}:{block}")
+                forced = [frng.random() < fail_rate for _ in range(n)]
+            else:
+                forced = [False] * n
+            answer = answerer.answer
+            outs: list[bytes] = []
+            bad: list[int] = []
+            for j in range(n):
+                data_j, is_bad = answer(lines[j], in_lines + j, forced[j])
+                outs.append(data_j)
+                if is_bad:
+                    bad.append(j)
+                if responder is not None and stop.is_set():
+                    return
+            if shuffle and n > 1:
+                perm, inv = _permutation(seed, n)
+                k = (block * 7919) % n
+                outs = [outs[perm[(p + k) % n]] for p in range(n)]
+                bad = [(inv[i] - k) % n for i in bad]
+            bits = 0
+            for p in bad:
+                bits |= 1 << p
+            block_failed = len(bad)
+            if outs:
+                data = b"\n".join(outs) + b"\n"
+                out.write(data)
+                out_offset += len(data)
+                fbytes = bits.to_bytes((n + 7) // 8, "little")
+                fails.write(fbytes)
+                fail_offset += len(fbytes)
+            out.flush()
+            fails.flush()
+            in_offset += consumed
+            in_lines += len(lines)
+            processed += n
+            failed += block_failed
+            block += 1
+            with store.conn() as c:
+                cur = c.execute(
+                    "UPDATE batches SET processed = ?, failed = ?, in_offset = ?, in_lines = ?,"
+                    " out_offset = ?, fail_offset = ?, block = ?, lease_until = ?"
+                    " WHERE id = ? AND owner = ? AND override_state IS NULL",
+                    (
+                        processed,
+                        failed,
+                        in_offset,
+                        in_lines,
+                        out_offset,
+                        fail_offset,
+                        block,
+                        time.time() + LEASE_SECONDS,
+                        batch_id,
+                        owner,
+                    ),
+                )
+            if cur.rowcount == 0:
+                return  # cancelled, deleted, or the lease was lost
+
+
+class WorkerPool:
+    """Finds batches that need answering, claims them, and runs one thread per batch."""
+
+    def __init__(
+        self,
+        store: Store,
+        token: str,
+        responder: Callable[[dict[str, Any], str], dict[str, Any]] | None,
+        max_threads: int = 4,
+    ) -> None:
+        self.store = store
+        self.owner = make_owner(token)
+        self.responder = responder
+        self.max_threads = max_threads
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._dispatcher = threading.Thread(
+            target=self._run, name="gemini-emulator-dispatch", daemon=True
+        )
+
+    def start(self) -> None:
+        self._dispatcher.start()
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.wake.set()
+        if self._dispatcher.is_alive():
+            self._dispatcher.join(timeout=10)
+        with self._lock:
+            threads = list(self._threads.values())
+        for t in threads:
+            t.join(timeout=10)
+        with contextlib.suppress(Exception), self.store.conn() as c:
+            c.execute(
+                "UPDATE batches SET owner = NULL, lease_until = NULL WHERE owner = ?",
+                (self.owner,),
+            )
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self._dispatch()
+            except sqlite3.Error:
+                pass  # e.g. a locked database; retried on the next round
+            self.wake.wait(0.25)
+            self.wake.clear()
+
+    def _dispatch(self) -> None:
+        with self._lock:
+            for bid in [b for b, t in self._threads.items() if not t.is_alive()]:
+                del self._threads[bid]
+            if len(self._threads) >= self.max_threads:
+                return
+        with self.store.conn() as c:
+            rows = c.execute(
+                "SELECT id, owner, lease_until, expire_after, create_time FROM batches"
+                " WHERE done_at IS NULL AND override_state IS NULL AND error_at IS NULL"
+                " ORDER BY create_time"
+            ).fetchall()
+        now = time.time()
+        for r in rows:
+            with self._lock:
+                if r["id"] in self._threads or len(self._threads) >= self.max_threads:
+                    continue
+            if r["expire_after"] is not None and now >= r["create_time"] + r["expire_after"]:
+                continue
+            cur_owner = r["owner"]
+            if cur_owner is not None and cur_owner != self.owner:
+                lease = r["lease_until"] or 0.0
+                if lease > now and owner_alive(cur_owner):
+                    continue
+            with self.store.conn() as c:
+                cur = c.execute(
+                    "UPDATE batches SET owner = ?, lease_until = ? WHERE id = ? AND owner IS ?"
+                    " AND done_at IS NULL AND override_state IS NULL",
+                    (self.owner, now + LEASE_SECONDS, r["id"], cur_owner),
+                )
+            if cur.rowcount != 1:
+                continue
+            t = threading.Thread(
+                target=self._work, args=(r["id"],), name=f"gemini-emulator-{r['id']}", daemon=True
+            )
+            with self._lock:
+                self._threads[r["id"]] = t
+            t.start()
+
+    def _work(self, batch_id: str) -> None:
+        try:
+            process_batch(self.store, batch_id, self.owner, self.stop, self.responder)
+        except Exception as exc:
+            with contextlib.suppress(Exception), self.store.conn() as c:
+                c.execute(
+                    "UPDATE batches SET error_at = ?, error_code = 13, error_message = ?,"
+                    " owner = NULL WHERE id = ? AND owner = ?",
+                    (time.time(), f"Emulator worker error: {exc}", batch_id, self.owner),
+                )
+        finally:
+            self.wake.set()

@@ -1,0 +1,543 @@
+"""Tests of gemini_batch_magic._requests: prompts, keys and JSONL request files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import itertools
+import stat
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from gemini_batch_magic._requests import (
+    RequestFile,
+    check_keys,
+    check_prompts,
+    read_request_prompts,
+    render_prompts,
+    request_line_sizes,
+    write_request_files,
+)
+from gemini_batch_magic.exceptions import (
+    ColumnError,
+    DuplicateKeyError,
+    EmptyPromptError,
+    InputError,
+    PromptTypeError,
+    RequestTooLargeError,
+    TemplateError,
+)
+
+TRICKY = [
+    "plain ascii",
+    "héllo wörld",
+    "emoji 😀🎉 and CJK 漢字",
+    "nul \x00 byte",
+    'quotes " and \\ backslash',
+    "newline\nand\ttab\r",
+    "\u2028 line separator \u2029",
+    "control \x01\x1f chars",
+    "",
+    "a" * 3000,
+]
+
+
+def expected_line(key: str, prompt: str, shared: dict[str, Any]) -> bytes:
+    """The line the contract defines, built the slow obvious way."""
+    request = {"contents": [{"parts": [{"text": prompt}], "role": "user"}], **shared}
+    return orjson.dumps({"key": key, "request": request}) + b"\n"
+
+
+# --------------------------------------------------------------------------------------------
+# render_prompts: input validation
+
+
+def test_render_rejects_non_dataframe_naming_the_type() -> None:
+    with pytest.raises(InputError, match=r"expected a pandas DataFrame, got list"):
+        render_prompts(["a"], prompt="text")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"prompt": "text", "template": "{text}"}])
+def test_render_needs_exactly_one_of_prompt_and_template(kwargs: dict[str, str]) -> None:
+    with pytest.raises(InputError, match=r"exactly one of prompt= .* or template="):
+        render_prompts(pd.DataFrame({"text": ["a"]}), **kwargs)
+
+
+def test_render_rejects_empty_frames() -> None:
+    with pytest.raises(InputError, match=r"no rows"):
+        render_prompts(pd.DataFrame({"text": []}), prompt="text")
+    with pytest.raises(InputError, match=r"no columns"):
+        render_prompts(pd.DataFrame(index=[1, 2]), template="hi")
+
+
+def test_render_missing_column_suggests_close_match() -> None:
+    df = pd.DataFrame({"question": ["a"], "answer": ["b"]})
+    with pytest.raises(ColumnError, match=r"'questoin' is not a column.*Did you mean 'question'"):
+        render_prompts(df, prompt="questoin")
+
+
+def test_column_error_message_is_not_quoted_like_a_keyerror() -> None:
+    with pytest.raises(ColumnError) as info:
+        render_prompts(pd.DataFrame({"text": ["a"]}), prompt="txt")
+    assert str(info.value).startswith("prompt column 'txt'")
+
+
+# --------------------------------------------------------------------------------------------
+# render_prompts: prompt column
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [object, "string", "string[python]", "string[pyarrow]", "str", "category"],
+)
+def test_render_prompt_column_accepts_every_text_dtype(dtype: Any) -> None:
+    text = pd.Series(["héllo", None, "x\x00y 😀"], dtype=dtype, index=[10, 11, 12])
+    df = pd.DataFrame({"text": text})
+    out = render_prompts(df, prompt="text")
+    assert out.dtype == object
+    assert out.index.tolist() == [10, 11, 12]
+    assert out.tolist() == ["héllo", None, "x\x00y 😀"]
+
+
+@pytest.mark.parametrize("arrow_type", ["string", "large_string"])
+def test_render_prompt_column_accepts_arrow_backed_strings(arrow_type: str) -> None:
+    import pyarrow as pa
+
+    pa_type = pa.string() if arrow_type == "string" else pa.large_string()
+    df = pd.DataFrame({"text": pd.Series(["a", None], dtype=pd.ArrowDtype(pa_type))})
+    assert render_prompts(df, prompt="text").tolist() == ["a", None]
+
+
+def test_render_missing_values_become_none() -> None:
+    df = pd.DataFrame({"text": ["a", None, np.nan, pd.NA]}, dtype=object)
+    assert render_prompts(df, prompt="text").tolist() == ["a", None, None, None]
+
+
+def test_render_non_text_values_name_rows_types_and_fix() -> None:
+    df = pd.DataFrame({"text": ["ok", 3, {"a": 1}, b"raw", None]}, index=list("abcde"))
+    with pytest.raises(PromptTypeError) as info:
+        render_prompts(df, prompt="text")
+    msg = str(info.value)
+    assert "3 rows" in msg
+    assert "'b', 'c', 'd'" in msg
+    assert "bytes, dict, int" in msg
+    assert "df['text'].astype(str)" in msg
+
+
+def test_render_numeric_prompt_column_is_rejected() -> None:
+    df = pd.DataFrame({"n": [1, 2]})
+    with pytest.raises(PromptTypeError, match=r"2 rows hold int"):
+        render_prompts(df, prompt="n")
+
+
+def test_render_categorical_of_non_text_is_rejected() -> None:
+    df = pd.DataFrame({"c": pd.Categorical([1, 2, 1])})
+    with pytest.raises(PromptTypeError, match=r"3 rows"):
+        render_prompts(df, prompt="c")
+
+
+def test_render_shows_at_most_ten_labels_and_a_count() -> None:
+    df = pd.DataFrame({"text": list(range(25))})
+    with pytest.raises(
+        PromptTypeError, match=r"25 rows.*0, 1, 2, 3, 4, 5, 6, 7, 8, 9 \.\.\. and 15 more"
+    ):
+        render_prompts(df, prompt="text")
+
+
+def test_render_duplicate_column_names_are_reported() -> None:
+    df = pd.DataFrame([["a", "b"]], columns=["text", "text"])
+    with pytest.raises(ColumnError, match=r"2 columns named 'text'"):
+        render_prompts(df, prompt="text")
+
+
+# --------------------------------------------------------------------------------------------
+# render_prompts: templates
+
+
+def test_template_fills_columns_with_literal_braces_and_specs() -> None:
+    df = pd.DataFrame(
+        {"name": ["Zoë", "Ann"], "price": [1.5, 20.0], "qty": [3, 4]}, index=["x", "y"]
+    )
+    out = render_prompts(df, template="{{json}} {name} pays {price:.2f} for {qty} ({name})")
+    assert out.tolist() == ["{json} Zoë pays 1.50 for 3 (Zoë)", "{json} Ann pays 20.00 for 4 (Ann)"]
+    assert out.index.tolist() == ["x", "y"]
+
+
+def test_template_matches_str_format_for_every_scalar_type() -> None:
+    rng = np.random.default_rng(0)
+    floats = np.concatenate(
+        [rng.normal(size=50) * 10.0 ** rng.integers(-20, 20, size=50), [0.1, 1e16, 1e-7, -0.0, 3.0]]
+    )
+    n = len(floats)
+    df = pd.DataFrame(
+        {
+            "f": floats,
+            "i": rng.integers(-(10**12), 10**12, size=n),
+            "u": rng.integers(0, 255, size=n).astype(np.uint8),
+            "b": rng.integers(0, 2, size=n).astype(bool),
+            "s": [f"s{i}é" for i in range(n)],
+            "d": [dt.date(2024, 1, 1 + i % 28) for i in range(n)],
+            "ts": pd.date_range("2024-01-01", periods=n, freq="h"),
+            "dec": [decimal.Decimal("1.10")] * n,
+            "nullable": pd.array(range(n), dtype="Int64"),
+            "cat": pd.Categorical(["a", "b"] * (n // 2) + ["a"] * (n % 2)),
+        }
+    )
+    template = "{f}|{i}|{u}|{b}|{s}|{d}|{ts}|{dec}|{nullable}|{cat}|{f:.3e}|{i:,}"
+    out = render_prompts(df, template=template)
+    plain = [
+        template.format(**{str(k): v for k, v in row.items()}) for row in df.to_dict("records")
+    ]
+    assert out.tolist() == plain
+
+
+def test_template_row_with_any_missing_value_is_none() -> None:
+    df = pd.DataFrame({"a": ["x", None, "z"], "b": [1.0, 2.0, np.nan]})
+    assert render_prompts(df, template="{a}-{b}").tolist() == ["x-1.0", None, None]
+
+
+def test_template_without_fields_repeats_the_text() -> None:
+    df = pd.DataFrame({"a": [1, 2]})
+    assert render_prompts(df, template="Say hi {{}}").tolist() == ["Say hi {}", "Say hi {}"]
+
+
+@pytest.mark.parametrize(
+    ("template", "match"),
+    [
+        ("Q: {}", "positional"),
+        ("Q: {0}", "positional"),
+        ("{text.__class__}", "attribute or index access"),
+        ("{text[0]}", "attribute or index access"),
+        ("{text!r}", "conversion"),
+        ("{text:{width}}", "nested field"),
+        ("{text", "not valid"),
+        ("text}", "not valid"),
+    ],
+)
+def test_template_rejects_anything_but_plain_fields(template: str, match: str) -> None:
+    df = pd.DataFrame({"text": ["a"], "width": [3]})
+    with pytest.raises(TemplateError, match=match):
+        render_prompts(df, template=template)
+
+
+def test_template_unknown_placeholder_names_it_with_close_matches() -> None:
+    df = pd.DataFrame({"review_text": ["a"]})
+    with pytest.raises(ColumnError, match=r"\{review_txt\} is not a column.*'review_text'"):
+        render_prompts(df, template="Summarise {review_txt}")
+
+
+def test_template_explains_dotted_and_braced_column_names() -> None:
+    df = pd.DataFrame({"a.b": ["x"], "c{d}": ["y"]})
+    with pytest.raises(TemplateError, match=r"containing '.' or '\['.*rename"):
+        render_prompts(df, template="{a.b}")
+    with pytest.raises(ColumnError, match=r"braces.*cannot be referenced"):
+        render_prompts(df, template="{c}")
+
+
+def test_template_rejects_containers_with_json_fix() -> None:
+    df = pd.DataFrame({"meta": [{"a": 1}, [1, 2], "ok", None]}, index=[5, 6, 7, 8])
+    with pytest.raises(PromptTypeError) as info:
+        render_prompts(df, template="data: {meta}")
+    msg = str(info.value)
+    assert "'meta'" in msg and "dict, list" in msg and "5, 6" in msg
+    assert "df['meta'].map(json.dumps)" in msg
+
+
+def test_template_bad_format_spec_names_the_column() -> None:
+    df = pd.DataFrame({"text": ["a", "b"]})
+    with pytest.raises(TemplateError, match=r"\{text:.2f\}.*2 rows"):
+        render_prompts(df, template="{text:.2f}")
+
+
+# --------------------------------------------------------------------------------------------
+# check_prompts
+
+
+def test_check_prompts_all_good_sends_everything() -> None:
+    mask = check_prompts(pd.Series([*TRICKY[:-2], "x"]))
+    assert mask.dtype == bool
+    assert mask.all()
+
+
+def test_check_prompts_raise_lists_labels_and_fix() -> None:
+    prompts = pd.Series(["ok", None, "", "  \n\t", "fine"], index=list("abcde"), dtype=object)
+    with pytest.raises(EmptyPromptError) as info:
+        check_prompts(prompts)
+    msg = str(info.value)
+    assert "3 rows have" in msg and "'b', 'c', 'd'" in msg
+    assert "on_empty='skip'" in msg
+
+
+def test_check_prompts_skip_masks_empty_rows() -> None:
+    prompts = pd.Series(["ok", None, np.nan, "", " ", "fine"], dtype=object)
+    assert check_prompts(prompts, on_empty="skip").tolist() == [
+        True,
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
+
+
+def test_check_prompts_skip_with_nothing_left_raises() -> None:
+    with pytest.raises(EmptyPromptError, match=r"all prompts are"):
+        check_prompts(pd.Series([None, " "], dtype=object), on_empty="skip")
+
+
+def test_check_prompts_rejects_unknown_on_empty_listing_choices() -> None:
+    with pytest.raises(InputError, match=r"'drop'.*'raise', 'skip'"):
+        check_prompts(pd.Series(["a"]), on_empty="drop")
+
+
+def test_check_prompts_rejects_lone_surrogates_naming_rows() -> None:
+    prompts = pd.Series(["fine é", "bad \udc80", "ok"], index=["r1", "r2", "r3"], dtype=object)
+    with pytest.raises(PromptTypeError, match=r"1 row .*UTF-8.*'r2'"):
+        check_prompts(prompts)
+
+
+def test_check_prompts_rejects_non_text() -> None:
+    with pytest.raises(PromptTypeError, match=r"int"):
+        check_prompts(pd.Series(["a", 3], dtype=object))
+
+
+# --------------------------------------------------------------------------------------------
+# check_keys
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        pd.RangeIndex(3),
+        pd.Index(["a", "b", "c"]),
+        pd.date_range("2024-01-01", periods=3),
+        pd.MultiIndex.from_tuples([("a", 1), ("a", 2), ("b", 1)]),
+        pd.Index([1, "1", (1, 2)], dtype=object),
+    ],
+)
+def test_check_keys_accepts_any_unique_index(index: pd.Index) -> None:
+    df = pd.DataFrame({"text": ["x", "y", "z"]}, index=index)
+    assert check_keys(df).equals(index)
+
+
+def test_check_keys_uses_the_key_column() -> None:
+    df = pd.DataFrame({"id": ["u1", "u2"], "text": ["x", "y"]})
+    assert check_keys(df, "id").tolist() == ["u1", "u2"]
+
+
+def test_check_keys_missing_column_suggests() -> None:
+    df = pd.DataFrame({"row_id": [1]})
+    with pytest.raises(ColumnError, match=r"'rowid'.*Did you mean 'row_id'"):
+        check_keys(df, "rowid")
+
+
+def test_check_keys_duplicates_list_values_counts_and_fix() -> None:
+    df = pd.DataFrame({"id": ["a", "b", "a", "c", "a", "b"]})
+    with pytest.raises(DuplicateKeyError) as info:
+        check_keys(df, "id")
+    msg = str(info.value)
+    assert "'a' (3 times), 'b' (2 times)" in msg
+    assert "'c'" not in msg
+    assert "unique" in msg
+
+
+def test_check_keys_duplicate_index_suggests_reset_index() -> None:
+    df = pd.DataFrame({"t": ["x", "y"]}, index=[7, 7])
+    with pytest.raises(DuplicateKeyError, match=r"7 \(2 times\).*reset_index"):
+        check_keys(df)
+
+
+def test_check_keys_duplicate_multiindex() -> None:
+    df = pd.DataFrame({"t": ["x", "y"]}, index=pd.MultiIndex.from_tuples([("a", 1), ("a", 1)]))
+    with pytest.raises(DuplicateKeyError, match=r"\('a', 1\) \(2 times\)"):
+        check_keys(df)
+
+
+def test_check_keys_missing_values_name_rows() -> None:
+    df = pd.DataFrame({"id": ["a", None, "c"]}, index=["r1", "r2", "r3"])
+    with pytest.raises(InputError, match=r"1 row with a missing key at index 'r2'"):
+        check_keys(df, "id")
+    df2 = pd.DataFrame({"t": ["x", "y"]}, index=pd.MultiIndex.from_arrays([["a", None], [1, 2]]))
+    with pytest.raises(InputError, match=r"missing key at positions 1"):
+        check_keys(df2)
+
+
+# --------------------------------------------------------------------------------------------
+# request files
+
+
+SHARED = {
+    "systemInstruction": {"parts": [{"text": "Be brief. ✓ 100%"}]},
+    "generationConfig": {"temperature": 0.2, "maxOutputTokens": 64},
+    "safetySettings": [{"category": "HARM_CATEGORY_HATE_SPEECH", "threshold": "BLOCK_NONE"}],
+}
+
+
+@pytest.mark.parametrize("shared", [{}, SHARED])
+def test_write_is_byte_identical_to_orjson_per_line(tmp_path: Path, shared: dict[str, Any]) -> None:
+    keys = [str(i) for i in range(len(TRICKY))] + ['we"ird\\key', "ключ"]
+    prompts = [*TRICKY, "x", "y"]
+    files = write_request_files(
+        tmp_path, prompts, keys, shared, max_file_bytes=10**9, max_requests=10**6
+    )
+    assert len(files) == 1
+    data = files[0].path.read_bytes()
+    assert data == b"".join(expected_line(k, p, shared) for k, p in zip(keys, prompts, strict=True))
+    assert files[0] == RequestFile(
+        path=tmp_path / "requests-0000.jsonl",
+        start=0,
+        stop=len(keys),
+        n_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+    # Every prompt, NUL bytes and emoji included, round-trips through JSON.
+    decoded = [orjson.loads(line) for line in data.splitlines()]
+    assert [d["request"]["contents"][0]["parts"][0]["text"] for d in decoded] == prompts
+
+
+def test_write_accepts_series_and_arrays(tmp_path: Path) -> None:
+    prompts = pd.Series(["a", "b"], index=[5, 9], dtype=object)
+    keys = np.array(["k1", "k2"], dtype=object)
+    files = write_request_files(
+        tmp_path,
+        prompts,  # type: ignore[arg-type]
+        keys,  # type: ignore[arg-type]
+        {},
+        max_file_bytes=1000,
+        max_requests=10,
+    )
+    assert files[0].path.read_bytes() == expected_line("k1", "a", {}) + expected_line("k2", "b", {})
+
+
+def test_line_sizes_match_written_lines(tmp_path: Path) -> None:
+    keys = [str(i) for i in range(len(TRICKY))]
+    sizes = request_line_sizes(TRICKY, keys, SHARED)
+    assert sizes.dtype == np.int64
+    assert sizes.tolist() == [
+        len(expected_line(k, p, SHARED)) for k, p in zip(keys, TRICKY, strict=True)
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_files_split_by_request_count(tmp_path: Path) -> None:
+    n = 20_000  # more than one internal chunk
+    keys = [str(i) for i in range(n)]
+    prompts = [f"prompt {i} é" for i in range(n)]
+    files = write_request_files(
+        tmp_path, prompts, keys, {}, max_file_bytes=10**9, max_requests=7000, prefix="job"
+    )
+    assert [f.path.name for f in files] == ["job-0000.jsonl", "job-0001.jsonl", "job-0002.jsonl"]
+    assert [(f.start, f.stop) for f in files] == [(0, 7000), (7000, 14000), (14000, 20000)]
+    joined = b"".join(f.path.read_bytes() for f in files)
+    assert joined == b"".join(expected_line(k, p, {}) for k, p in zip(keys, prompts, strict=True))
+    for f in files:
+        assert stat.S_IMODE(f.path.stat().st_mode) == 0o600
+        assert f.n_bytes == f.path.stat().st_size
+
+
+def test_files_split_by_bytes_never_exceeding_the_limit(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    n = 3000
+    keys = [str(i) for i in range(n)]
+    prompts = ["ü" * int(k) for k in rng.integers(1, 400, size=n)]
+    sizes = request_line_sizes(prompts, keys, {})
+    limit = 5000
+    files = write_request_files(
+        tmp_path, prompts, keys, {}, max_file_bytes=limit, max_requests=10**6
+    )
+    assert files[0].start == 0 and files[-1].stop == n
+    for a, b in itertools.pairwise(files):
+        assert a.stop == b.start
+    for f in files:
+        assert f.n_bytes <= limit
+        assert f.n_bytes == int(sizes[f.start : f.stop].sum())
+        # Greedy: the next line would not have fit.
+        if f.stop < n:
+            assert f.n_bytes + sizes[f.stop] > limit
+        lines = f.path.read_bytes().splitlines()
+        assert [orjson.loads(x)["key"] for x in lines] == keys[f.start : f.stop]
+
+
+def test_exact_fit_stays_in_one_file(tmp_path: Path) -> None:
+    sizes = request_line_sizes(["a", "b"], ["0", "1"], {})
+    files = write_request_files(
+        tmp_path, ["a", "b"], ["0", "1"], {}, max_file_bytes=int(sizes.sum()), max_requests=2
+    )
+    assert len(files) == 1
+
+
+def test_too_large_request_names_key_size_and_limit_and_cleans_up(tmp_path: Path) -> None:
+    keys = [str(i) for i in range(10_000)]
+    prompts = ["short"] * 10_000
+    prompts[9_500] = "x" * 500
+    with pytest.raises(
+        RequestTooLargeError, match=r"key '9500' is 5\d\d bytes.*limit of 400 bytes"
+    ):
+        write_request_files(tmp_path, prompts, keys, {}, max_file_bytes=400, max_requests=100)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_rejects_non_str_prompts_and_cleans_up(tmp_path: Path) -> None:
+    prompts: list[Any] = ["ok"] * 9000 + [None]
+    with pytest.raises(PromptTypeError, match=r"prompt #9000 is NoneType"):
+        write_request_files(
+            tmp_path,
+            prompts,
+            [str(i) for i in range(9001)],
+            {},
+            max_file_bytes=10**6,
+            max_requests=10,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_rejects_surrogates(tmp_path: Path) -> None:
+    with pytest.raises(PromptTypeError, match=r"prompt #1 cannot be encoded as UTF-8"):
+        write_request_files(
+            tmp_path, ["ok", "\ud800"], ["0", "1"], {}, max_file_bytes=10**6, max_requests=10
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_file_bytes": 0, "max_requests": 1}, "max_file_bytes must be a positive int"),
+        ({"max_file_bytes": 10, "max_requests": -1}, "max_requests must be a positive int"),
+    ],
+)
+def test_write_validates_limits(tmp_path: Path, kwargs: dict[str, int], match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        write_request_files(tmp_path, ["a"], ["0"], {}, **kwargs)  # type: ignore[arg-type]
+
+
+def test_write_rejects_contents_in_shared_and_mismatched_lengths(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"must not contain 'contents'"):
+        write_request_files(
+            tmp_path, ["a"], ["0"], {"contents": []}, max_file_bytes=99, max_requests=9
+        )
+    with pytest.raises(InputError, match=r"2 prompts but 1 keys"):
+        write_request_files(tmp_path, ["a", "b"], ["0"], {}, max_file_bytes=999, max_requests=9)
+
+
+def test_write_nothing_gives_no_files(tmp_path: Path) -> None:
+    assert write_request_files(tmp_path, [], [], {}, max_file_bytes=99, max_requests=9) == []
+
+
+def test_read_request_prompts_returns_only_wanted_keys(tmp_path: Path) -> None:
+    keys = [str(i) for i in range(len(TRICKY))] + ['q"uote']
+    prompts = [*TRICKY, "quoted key prompt"]
+    files = write_request_files(
+        tmp_path, prompts, keys, SHARED, max_file_bytes=4000, max_requests=4
+    )
+    assert len(files) > 1
+    wanted = {"1", "3", "9", 'q"uote', "not-there"}
+    got = read_request_prompts([f.path for f in files], wanted)
+    assert got == {"1": TRICKY[1], "3": TRICKY[3], "9": TRICKY[9], 'q"uote': "quoted key prompt"}
+    assert read_request_prompts([f.path for f in files], []) == {}
