@@ -125,7 +125,7 @@ def _response_hook(response: Any) -> None:
     """httpx response hook: remember ``batchStats`` from batch resources the SDK receives."""
     request = response.request
     path = request.url.path
-    if response.status_code != 200 or "/batches" not in path and ":batch" not in path:
+    if response.status_code != 200 or ("/batches" not in path and ":batch" not in path):
         return
     response.read()
     _record_stats(response.content)

@@ -20,7 +20,7 @@ def format_duration(seconds: float | None) -> str:
     """``75`` -> ``1:15``; ``3725`` -> ``1:02:05``; None -> ``?``."""
     if seconds is None or seconds != seconds or seconds < 0:
         return "?"
-    s = int(round(seconds))
+    s = round(seconds)
     h, rem = divmod(s, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
@@ -33,10 +33,11 @@ def time_left(run: BatchRun) -> float | None:
     if run.done:
         return 0.0
     started = run.first_answer_time
-    if not done or started is None or st.total <= done:
-        return None
-    rate = done / max(time.time() - started, 1e-3)
-    return (st.total - done) / rate if rate > 0 else None
+    since = done - run.first_answer_count
+    if started is None or since <= 0 or st.total <= done:
+        return None  # needs two observations with answers in between
+    rate = since / max(time.time() - started, 1e-3)
+    return (st.total - done) / rate
 
 
 def summary_line(run: BatchRun) -> str:

@@ -24,6 +24,7 @@ import hashlib
 import os
 import string
 from collections import Counter
+from itertools import repeat
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -566,7 +567,13 @@ class RequestFile:
 
 
 class _LineMaker:
-    """Serialises request lines: the constant JSON around the key and prompt is built once."""
+    """Serialises request lines: the constant JSON around the key and prompt is built once.
+
+    Line i is ``HEAD + key_i + MID + prompt_i + TAIL``, where key_i and prompt_i are the JSON
+    escaped contents of the two strings (without their quotes). The constant pieces come from
+    one ``orjson.dumps`` of a template request, so every line is byte-for-byte what
+    ``orjson.dumps`` of the whole request gives.
+    """
 
     def __init__(self, shared: Mapping[str, Any]) -> None:
         if not isinstance(shared, Mapping):
@@ -578,48 +585,85 @@ class _LineMaker:
                 "shared request fields must not contain 'contents'; the prompt of each row "
                 "becomes the contents."
             )
+        marker_key, marker_text = "\x01K\x01", "\x01P\x01"  # raw controls never appear in JSON
         try:
-            shared_json = orjson.dumps(dict(shared))
+            template = orjson.dumps(
+                {
+                    "key": marker_key,
+                    "request": {
+                        "contents": [{"parts": [{"text": marker_text}], "role": "user"}],
+                        **shared,
+                    },
+                }
+            )
         except TypeError as exc:
             raise InputError(f"shared request fields cannot be serialised as JSON: {exc}") from exc
-        tail = (b"," + shared_json[1:-1]) if len(shared_json) > 2 else b""
-        self.head = b'{"key":'
-        self.mid = b',"request":{"contents":[{"parts":[{"text":'
-        self.tail = b'}],"role":"user"}]' + tail + b"}}\n"
+        k_json, p_json = orjson.dumps(marker_key), orjson.dumps(marker_text)
+        head, rest = template.split(k_json)
+        mid, tail = rest.split(p_json)
+        self.head = head + b'"'
+        self.mid = b'"' + mid + b'"'
+        self.tail = b'"' + tail + b"\n"
         self.fixed = len(self.head) + len(self.mid) + len(self.tail)
-        # One %-format per line: head + key + mid + prompt + tail.
-        self.fmt = (
-            self.head.replace(b"%", b"%%")
-            + b"%b"
-            + self.mid.replace(b"%", b"%%")
-            + b"%b"
-            + self.tail.replace(b"%", b"%%")
-        )
 
-    def chunks(
-        self, prompts: Sequence[str], keys: Sequence[str]
-    ) -> Iterator[tuple[int, list[bytes], np.ndarray]]:
-        """Yield (start, lines, sizes) for consecutive chunks of rows."""
+    def chunks(self, prompts: Sequence[str], keys: Sequence[str]) -> Iterator[_Chunk]:
+        """Serialise consecutive chunks of rows."""
         n = len(prompts)
         if len(keys) != n:
             raise InputError(
                 f"got {len(prompts)} prompts but {len(keys)} keys; pass one key per prompt."
             )
-        dumps = orjson.dumps
-        fmt = self.fmt
         for start in range(0, n, _CHUNK_ROWS):
             p = _as_list(prompts, start, start + _CHUNK_ROWS)
             k = _as_list(keys, start, start + _CHUNK_ROWS)
             _check_str(p, "prompt", start)
             _check_str(k, "key", start)
             try:
-                pj = list(map(dumps, p))
-                kj = list(map(dumps, k))
+                pieces = _escape_pairs(k, p)
             except orjson.JSONEncodeError as exc:
                 raise PromptTypeError(_encode_error(p, k, start, exc)) from exc
-            lines = list(map(fmt.__mod__, zip(kj, pj, strict=True)))
-            sizes = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
-            yield start, lines, sizes
+            m = len(p)
+            parts: list[bytes] = [self.head, b"", self.mid, b"", self.tail] * m
+            parts[1::5] = pieces[0::2]
+            parts[3::5] = pieces[1::2]
+            lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=2 * m)
+            sizes = lengths.reshape(m, 2).sum(axis=1) + self.fixed
+            yield _Chunk(start, parts, sizes)
+
+
+@dataclass
+class _Chunk:
+    """Serialised rows ``start .. start + len(sizes)``: five byte strings per line."""
+
+    start: int
+    parts: list[bytes]
+    sizes: np.ndarray
+
+    def data(self, a: int, b: int) -> bytes:
+        """The bytes of lines ``a .. b`` of this chunk (positions within the chunk)."""
+        return b"".join(self.parts[5 * a : 5 * b])
+
+
+_RISKY_END = '",'
+
+
+def _escape_pairs(keys: list[str], prompts: list[str]) -> list[bytes]:
+    """JSON-escaped contents (no quotes) of key_0, prompt_0, key_1, prompt_1, ...
+
+    Fast path: one ``orjson.dumps`` of the whole interleaved list, split at the ``","``
+    separators. Inside an escaped string every ``"`` is preceded by a backslash, so the only
+    string that can create a false ``","`` match is one whose text ends with ``",``; chunks with
+    such a string (rare) are escaped one string at a time instead.
+    """
+    flat: list[str] = [""] * (2 * len(keys))
+    flat[0::2] = keys
+    flat[1::2] = prompts
+    if flat and not any(map(str.endswith, flat, repeat(_RISKY_END))):
+        pieces = orjson.dumps(flat)[2:-2].split(b'","')
+        if len(pieces) == len(flat):
+            return pieces
+    dumps = orjson.dumps
+    return [dumps(x)[1:-1] for x in flat]
 
 
 def _as_list(values: Sequence[Any], start: int, stop: int) -> list[Any]:
@@ -664,8 +708,8 @@ def request_line_sizes(
     """Exact byte length (including the newline) of each request line; writes nothing."""
     maker = _LineMaker(shared)
     out = np.empty(len(prompts), dtype=np.int64)
-    for start, _, sizes in maker.chunks(prompts, keys):
-        out[start : start + len(sizes)] = sizes
+    for chunk in maker.chunks(prompts, keys):
+        out[chunk.start : chunk.start + len(chunk.sizes)] = chunk.sizes
     return out
 
 
@@ -699,29 +743,29 @@ def write_request_files(
     written: list[RequestFile] = []
     writer: _FileWriter | None = None
     try:
-        for start, lines, sizes in maker.chunks(prompts, keys):
+        for chunk in maker.chunks(prompts, keys):
+            sizes = chunk.sizes
             too_big = np.flatnonzero(sizes > max_file_bytes)
             if too_big.size:
-                i = int(too_big[0])
+                i = chunk.start + int(too_big[0])
                 raise RequestTooLargeError(
-                    f"the request for key {_as_list(keys, start + i, start + i + 1)[0]!r} is "
-                    f"{int(sizes[i]):,} bytes, larger than the file limit of "
+                    f"the request for key {_as_list(keys, i, i + 1)[0]!r} is "
+                    f"{int(sizes[too_big[0]]):,} bytes, larger than the file limit of "
                     f"{max_file_bytes:,} bytes; shorten that prompt."
                 )
-            pos = 0
-            while pos < len(lines):
+            pos, m = 0, len(sizes)
+            while pos < m:
                 if writer is None:
                     path = directory / f"{prefix}-{len(written):04d}.jsonl"
-                    writer = _FileWriter(path, start + pos)
-                    # Not yet in ``written``: track it for clean-up via the writer itself.
+                    writer = _FileWriter(path, chunk.start + pos)
                 room_bytes = max_file_bytes - writer.n_bytes
                 room_rows = max_requests - writer.n_lines
                 cum = np.cumsum(sizes[pos : pos + room_rows])
                 take = int(np.searchsorted(cum, room_bytes, side="right"))
                 if take:
-                    writer.write(lines[pos : pos + take], int(cum[take - 1]))
+                    writer.write(chunk.data(pos, pos + take), take)
                     pos += take
-                if pos < len(lines):
+                if pos < m:
                     written.append(writer.close())
                     writer = None
         if writer is not None:
@@ -754,12 +798,11 @@ class _FileWriter:
             raise
         self._f = os.fdopen(fd, "wb", buffering=0)
 
-    def write(self, lines: list[bytes], n_bytes: int) -> None:
-        data = b"".join(lines)
+    def write(self, data: bytes, n_lines: int) -> None:
         self._hash.update(data)
         self._f.write(data)
-        self.n_bytes += n_bytes
-        self.n_lines += len(lines)
+        self.n_bytes += len(data)
+        self.n_lines += n_lines
 
     def close(self) -> RequestFile:
         self._f.close()

@@ -460,7 +460,9 @@ class BatchRun:
         self._lock = threading.RLock()
         self._input: pd.DataFrame | None = None
         self._result_cache: tuple[Any, pd.DataFrame] | None = None
+        #: when this process first saw answers, and how many (for the time-left estimate)
         self.first_answer_time: float | None = None
+        self.first_answer_count = 0
         self.notice: str | None = None  #: e.g. "identical run already exists"
 
     # -- facts ------------------------------------------------------------------------------
@@ -598,12 +600,14 @@ class BatchRun:
                 if stats:
                     values.update(succeeded=stats["succeeded"], failed=stats["failed"],
                                   pending=stats["pending"])
-                    if (stats["succeeded"] or stats["failed"]) and self.first_answer_time is None:
-                        self.first_answer_time = time.time()
                 if state in TERMINAL:
                     values.update(self._download(client, shard, job, state))
                 self._set_shard(shard, **values)
             self._aggregate()
+            st = self.stats
+            if self.first_answer_time is None and st.succeeded + st.failed:
+                self.first_answer_time = time.time()
+                self.first_answer_count = st.succeeded + st.failed
         return self
 
     def _download(self, client: Any, shard: ShardRecord, job: Any, state: str) -> dict[str, Any]:
@@ -766,7 +770,7 @@ class BatchRun:
         if source is None:
             raise InputError(
                 "join=True needs the input DataFrame, which this kernel does not have (the run "
-                f"was submitted elsewhere): pass it as run.result(join=df)"
+                "was submitted elsewhere): pass it as run.result(join=df)"
             )
         if len(source) != len(out) or not source.index.equals(out.index):
             raise InputError(
@@ -819,10 +823,10 @@ class BatchRun:
                 if shard.batch_name is None:
                     self._set_shard(shard, state="CANCELLED", error="cancelled before submission")
                     continue
+                name = shard.batch_name
                 try:
                     _with_retries(
-                        f"cancelling {shard.batch_name}",
-                        lambda s=shard: client.batches.cancel(name=s.batch_name),
+                        f"cancelling {name}", lambda: client.batches.cancel(name=name)
                     )
                 except BackendError as exc:
                     if "FAILED_PRECONDITION" not in str(exc) and " 400 " not in f" {exc} ":
@@ -917,9 +921,9 @@ class BatchRun:
                 with ThreadPoolExecutor(workers, thread_name_prefix="gembatch-submit") as pool:
                     futures = [pool.submit(self._submit_one, client, s) for s in pending]
                     for fut in futures:
-                        exc = fut.exception()
-                        if exc is not None:
-                            errors.append(exc)
+                        failure = fut.exception()
+                        if failure is not None:
+                            errors.append(failure)
             self._aggregate()
             if errors:
                 raise errors[0]
@@ -1043,7 +1047,7 @@ def _add_parsed(frame: pd.DataFrame, schema: dict[str, Any], model_cls: Any) -> 
     """Add ``parsed`` (validated object or dict) and, for flat schemas, a column per field."""
     parsed: list[Any] = []
     errors = frame["error"].to_numpy(dtype=object, copy=True)
-    for i, (text, err) in enumerate(zip(frame["response"], errors)):
+    for i, (text, err) in enumerate(zip(frame["response"], errors, strict=False)):
         if err is not None or text is None:
             parsed.append(None)
             continue

@@ -39,7 +39,8 @@ Options (Python keyword / CLI flag)
 ``shuffle`` / ``--no-shuffle``
     Results come back in a deterministic shuffled order (within windows of 1024 requests,
     seeded), inline and file output alike, so clients must match results by ``metadata`` /
-    ``key``. ``shuffle=False`` keeps submission order.
+    ``key``. ``shuffle=False`` keeps submission order. Inline *embedding* batches are never
+    shuffled: their requests carry no key or metadata, so order is the only link.
 ``http_fault_rate`` / ``--http-fault-rate``
     Fraction of API calls (every endpoint: create, get, list, cancel, delete, upload start,
     upload chunks, download) answered ``429 RESOURCE_EXHAUSTED`` or ``503 UNAVAILABLE``

@@ -182,7 +182,9 @@ def process_batch(
     block_size = RESPONDER_BLOCK_SIZE if responder is not None else BLOCK_SIZE
     seed = int(row["seed"])
     fail_rate = float(row["fail_rate"])
-    shuffle = bool(row["shuffle"])
+    # Inline embedding requests carry no key or metadata, so their order is the only way to
+    # match results: never shuffle those.
+    shuffle = bool(row["shuffle"]) and not (row["mode"] == "inline" and row["kind"] == "embed")
     expire_at = (
         float(row["create_time"]) + float(row["expire_after"])
         if row["expire_after"] is not None

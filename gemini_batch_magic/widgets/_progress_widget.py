@@ -97,7 +97,10 @@ class ProgressWidget:
 
     # -- drawing ------------------------------------------------------------------------
     def update(self, error: BaseException | str | None = None) -> None:
-        """Redraw every part from the run's current attributes (one message per part)."""
+        """Redraw every part from the run's current attributes (one message per part).
+
+        ``error`` (a failed status check) is shown until a poll succeeds again.
+        """
         with self._lock:
             self._update(error)
 
@@ -105,14 +108,16 @@ class ProgressWidget:
         run = self.run
         if error is not None:
             self.last_error = _monitor.redact(error)
-        elif not run.done:
-            self.last_error = None
         st = run.stats
         answered = st.succeeded + st.failed
         state = run.state
         left = "" if run.done else f", ~{format_duration(time_left(run))} left"
         names = run.batch_names
         shards = len(run.shards)
+        if state != self._preview_state and run.done:
+            # first the answers, then the colour: a green widget always has its preview
+            self._preview_state = state
+            self.preview.value = self._preview()
         with contextlib.ExitStack() as stack:
             for part in (self.badge, self.title, self.bar, self.counts, self.details,
                          self.message, self.cancel_button):
@@ -138,10 +143,6 @@ class ProgressWidget:
             self.cancel_button.disabled = run.done
             self.cancel_button.layout.display = "none" if run.done else None
         self._set_state_class(state)
-        if state != self._preview_state and state in ("SUCCEEDED", "FAILED", "EXPIRED",
-                                                      "CANCELLED"):
-            self._preview_state = state
-            self.preview.value = self._preview()
 
     def _message_html(self) -> str:
         run = self.run
@@ -179,6 +180,8 @@ class ProgressWidget:
 
     # -- events -------------------------------------------------------------------------
     def _on_poll(self, run: BatchRun, error: BaseException | None) -> None:
+        if error is None:
+            self.last_error = None  # the poll worked again
         self.update(error)
 
     def _on_cancel(self, _button: Any = None) -> None:

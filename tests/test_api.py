@@ -1,0 +1,47 @@
+"""The public surface: exported names, lazy imports, the exception tree."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import gemini_batch_magic as gbm
+from gemini_batch_magic import exceptions
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(gbm.__all__) == sorted([
+        "BackendError", "BackendInfo", "BatchRun", "ColumnError", "ConfigError",
+        "CostLimitError", "DuplicateKeyError", "EmptyPromptError", "Estimate", "GemBatchError",
+        "InputError", "PromptTypeError", "RequestTooLargeError", "RunNotFoundError", "RunStats",
+        "Settings", "TemplateError", "WaitTimeout", "attach", "backend_info", "configure",
+        "estimate", "load_ipython_extension", "panel", "runs", "settings", "submit",
+        "unload_ipython_extension",
+    ])
+    for name in gbm.__all__:
+        assert hasattr(gbm, name), name
+
+
+def test_importing_the_package_loads_no_magics_widgets_or_emulator() -> None:
+    code = (
+        "import sys, gemini_batch_magic\n"
+        "bad = [m for m in ('ipywidgets', 'gemini_batch_magic._magics', "
+        "'gemini_batch_magic.widgets', 'gemini_batch_magic.emulator', 'IPython') "
+        "if m in sys.modules]\n"
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_error_is_a_gembatcherror_with_a_docstring() -> None:
+    for name in exceptions.__all__:
+        cls = getattr(exceptions, name)
+        assert issubclass(cls, exceptions.GemBatchError), name
+        assert cls.__doc__ and cls.__doc__.strip(), name
+        assert name in exceptions.__doc__, f"{name} missing from the drawn tree"
+    # users can catch the builtin they expect
+    assert issubclass(gbm.InputError, ValueError)
+    assert issubclass(gbm.ColumnError, KeyError)
+    assert issubclass(gbm.WaitTimeout, TimeoutError)
+    assert str(gbm.ColumnError("no column 'x'")) == "no column 'x'"  # no KeyError quotes

@@ -1,0 +1,68 @@
+"""The gembatch command, run as users run it: in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def gembatch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gemini_batch_magic.cli", *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_demo_prints_answers_aligned_to_keys(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("GEMBATCH_HOME",)}
+    proc = gembatch("demo", "--home", str(tmp_path / "demo"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    row = next(line for line in lines if line.startswith("paris"))
+    assert "What is the capital of France?" in row
+    assert any(line.startswith("french") and "Écris une phrase" in line for line in lines)
+    assert "SYNTHETIC" in proc.stderr
+
+
+def test_submit_wait_out_then_list_status_results(emu: Any, tmp_path: Path) -> None:
+    src = tmp_path / "rows.csv"
+    pd.DataFrame({"id": [3, 1, 2], "text": ["three", "one", "two"]}).to_csv(src, index=False)
+    out = tmp_path / "answers.parquet"
+    env = dict(os.environ)
+    proc = gembatch("submit", str(src), "--template", "Say {text}", "--wait", "--out", str(out),
+                    env=env)
+    assert proc.returncode == 0, proc.stderr
+    answers = pd.read_parquet(out)
+    assert answers["response"].tolist() == ["Say three", "Say one", "Say two"]
+    run_id = proc.stdout.split()[0]
+
+    listing = gembatch("list", env=env)
+    assert run_id in listing.stdout and "SUCCEEDED" in listing.stdout
+    status = gembatch("status", run_id, env=env)
+    assert "3/3 answered" in status.stdout and "shard 0: batches/" in status.stdout
+    results = gembatch("results", run_id[:5], env=env)
+    assert "Say three" in results.stdout
+
+
+def test_bad_input_exits_2_with_one_line_and_sends_nothing(emu: Any, tmp_path: Path) -> None:
+    src = tmp_path / "rows.csv"
+    pd.DataFrame({"text": ["a"]}).to_csv(src, index=False)
+    proc = gembatch("submit", str(src), "--prompt", "txt", env=dict(os.environ))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("gembatch: ") and "text" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(emu.calls) == []
+
+
+def test_estimate_and_backend_and_unknown_run(emu: Any, tmp_path: Path) -> None:
+    src = tmp_path / "rows.jsonl"
+    pd.DataFrame({"text": ["a", "b"]}).to_json(src, orient="records", lines=True)
+    env = dict(os.environ)
+    est = gembatch("estimate", str(src), "--prompt", "text", env=env)
+    assert est.returncode == 0 and "2 requests" in est.stdout and "estimated cost $" in est.stdout
+    assert "external endpoint" in gembatch("backend", env=env).stdout
+    missing = gembatch("status", "nope", env=env)
+    assert missing.returncode == 2 and "no run 'nope'" in missing.stderr

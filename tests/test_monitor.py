@@ -1,0 +1,102 @@
+"""The one background poller: live while runs are live, gone when they are done."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import gemini_batch_magic as gbm
+from gemini_batch_magic import _monitor
+from gemini_batch_magic._config import settings
+
+
+def _wait_for(cond: Any, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+@pytest.fixture(autouse=True)
+def clean_monitor() -> Iterator[None]:
+    yield
+    for run_id in _monitor.watched_runs():
+        with _monitor._cond:
+            _monitor._entries.pop(run_id, None)
+            _monitor._cond.notify_all()
+    _wait_for(lambda: not _monitor.monitor_running(), "monitor did not stop")
+
+
+def _submit(n: int, tag: str) -> gbm.BatchRun:
+    return gbm.submit(pd.DataFrame({"p": [f"{tag} {i}" for i in range(n)]}), "p")
+
+
+def test_one_thread_follows_every_run_and_stops_when_all_are_done(emulator_factory: Any) -> None:
+    emulator_factory(pending_seconds=0.2, rate=20)
+    runs = [_submit(6, "a"), _submit(3, "b")]
+    calls: dict[str, list[tuple[str, BaseException | None]]] = {r.run_id: [] for r in runs}
+    for r in runs:
+        _monitor.watch(r, lambda run, err: calls[run.run_id].append((run.state, err)))
+    assert _monitor.monitor_running()
+    threads = [t for t in threading.enumerate() if t.name == "gembatch-monitor"]
+    assert len(threads) == 1
+    _wait_for(lambda: not _monitor.monitor_running(), "the monitor never stopped")
+    for r in runs:
+        assert r.state == "SUCCEEDED"
+        states = [s for s, _ in calls[r.run_id]]
+        assert states[-1] == "SUCCEEDED", states
+        assert all(err is None for _, err in calls[r.run_id])
+    assert _monitor.watched_runs() == []
+    # a new watch starts a new thread; a finished run is reported once and dropped
+    seen: list[str] = []
+    _monitor.watch(runs[0], lambda run, err: seen.append(run.state))
+    _wait_for(lambda: not _monitor.monitor_running(), "the monitor never stopped again")
+    assert seen == ["SUCCEEDED"]
+
+
+def test_quiet_runs_are_polled_less_and_less_often(emulator_factory: Any) -> None:
+    emulator_factory(pending_seconds=120)
+    settings.poll_interval = 0.02
+    settings.max_poll_interval = 0.1
+    run = _submit(2, "slow")
+    polls: list[float] = []
+    _monitor.watch(run, lambda r, e: polls.append(time.monotonic()))
+    _wait_for(lambda: len(polls) >= 8, "too few polls")
+    entry = _monitor._entries[run.run_id]
+    assert entry.interval == pytest.approx(0.1)  # backed off to max_poll_interval
+    gaps = [b - a for a, b in zip(polls, polls[1:])]
+    assert gaps[-1] > gaps[0]
+    # cancelling changes the state: the run finishes and the thread ends
+    run.cancel()
+    _monitor.poll_now(run)
+    _wait_for(lambda: not _monitor.monitor_running(), "the monitor never stopped")
+    assert run.state == "CANCELLED"
+
+
+def test_unwatch_stops_polling_and_the_thread(emulator_factory: Any) -> None:
+    emulator_factory(pending_seconds=120)
+    run = _submit(1, "x")
+    _monitor.watch(run)
+    assert _monitor.watched_runs() == [run.run_id]
+    _monitor.unwatch(run)
+    _wait_for(lambda: not _monitor.monitor_running(), "the monitor never stopped")
+    assert _monitor.watched_runs() == []
+
+
+def test_a_broken_callback_does_not_stop_the_others(emulator_factory: Any) -> None:
+    emulator_factory(pending_seconds=0.1)
+    run = _submit(2, "cb")
+    seen: list[str] = []
+
+    def broken(r: Any, e: Any) -> None:
+        raise RuntimeError("widget bug")
+
+    _monitor.watch(run, broken)
+    _monitor.watch(run, lambda r, e: seen.append(r.state))
+    _wait_for(lambda: not _monitor.monitor_running(), "the monitor never stopped")
+    assert seen and seen[-1] == "SUCCEEDED"
