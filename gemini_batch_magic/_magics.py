@@ -75,7 +75,8 @@ The ``%gembatch`` line magic
 ==============================  ================================================================
 ``%gembatch list``              every run in the registry (a DataFrame, newest first)
 ``%gembatch status RUN``        refresh and show one run (live widget in notebooks)
-``%gembatch wait RUN``          block until the run is done (``--timeout SECONDS``)
+``%gembatch wait RUN``          block until the run is done (``--timeout SECONDS``);
+                                ``--all``: every live run, and every widget updated
 ``%gembatch results RUN``       the results DataFrame; ``-o VAR`` stores it instead,
                                 ``--partial`` returns what has arrived so far
 ``%gembatch cancel RUN``        cancel the run's live batch jobs (answers so far are kept)
@@ -141,7 +142,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises :class:`UsageError` instead of printing and exiting."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
+        raise UsageError(f"{self.prog}: {message} ({self.prog.split()[0]} --help lists the "
+                         "options; %gembatch help shows the manual)")
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         raise _HelpShown(message or "")
@@ -183,8 +185,9 @@ def _line_parser() -> _Parser:
     for name, text in (("status", "refresh and show a run"),
                        ("cancel", "cancel a run"), ("retry", "retry the failed rows")):
         sub.add_parser(name, help=text).add_argument("run")
-    wait = sub.add_parser("wait", help="block until a run is done")
-    wait.add_argument("run")
+    wait = sub.add_parser("wait", help="block until a run (or --all) is done")
+    wait.add_argument("run", nargs="?")
+    wait.add_argument("--all", action="store_true", help="every live run of the registry")
     wait.add_argument("--timeout", type=float)
     res = sub.add_parser("results", help="the results DataFrame of a run")
     res.add_argument("run")
@@ -261,6 +264,13 @@ class GemBatchMagics(Magics):
         self._pull_settings()  # class defaults -> the current settings, before config loads
         super().__init__(shell=shell, **kwargs)
 
+    @property
+    def _shell(self) -> Any:
+        """The shell the magics are registered with."""
+        if self.shell is None:
+            raise UsageError("the gembatch magics are not registered with an IPython shell")
+        return self.shell
+
     def _pull_settings(self) -> None:
         """Make every trait show the current setting (also after ``gbm.configure``)."""
         current = _config.settings.as_dict()
@@ -283,7 +293,7 @@ class GemBatchMagics(Magics):
 
     # -- %%gembatch -----------------------------------------------------------------------
     @needs_local_scope
-    @cell_magic("gembatch")
+    @cell_magic("gembatch")  # type: ignore[arg-type]  # IPython's stubs forbid local_ns
     def gembatch_cell(self, line: str, cell: str, local_ns: dict[str, Any] | None = None) -> Any:
         """Send a batch run: see ``%gembatch help``."""
         try:
@@ -291,7 +301,7 @@ class GemBatchMagics(Magics):
         except _HelpShown:
             print(_cell_parser().format_help())
             return None
-        ns = {**self.shell.user_ns, **(local_ns or {})}
+        ns = {**self._shell.user_ns, **(local_ns or {})}
         self._pull_settings()
         try:
             df, prompt, options = _cell_request(args, cell, ns)
@@ -305,7 +315,7 @@ class GemBatchMagics(Magics):
                 run.wait()
             except KeyboardInterrupt:
                 if args.out:
-                    self.shell.push({args.out: run})
+                    self._shell.push({args.out: run})
                 print(f"gembatch: stopped waiting; run {run.run_id} goes on. "
                       f"%gembatch wait {run.run_id} to wait again", file=sys.stderr)
                 raise
@@ -324,7 +334,7 @@ class GemBatchMagics(Magics):
 
         est = _runs.estimate(df, prompt, **options)
         if out:
-            self.shell.push({out: est})
+            self._shell.push({out: est})
         preview = pd.DataFrame([
             {"key": p["key"], "row": p["row"],
              "prompt": p["request"]["contents"][0]["parts"][0]["text"]}
@@ -340,7 +350,7 @@ class GemBatchMagics(Magics):
         """bigquery-magics style: OUT receives the value (nothing returned), else return it."""
         if not out:
             return value
-        self.shell.push({out: value})
+        self._shell.push({out: value})
         if show and isinstance(value, BatchRun):
             if _in_kernel():
                 _show_widget(value)
@@ -350,7 +360,7 @@ class GemBatchMagics(Magics):
 
     # -- %gembatch ------------------------------------------------------------------------
     @needs_local_scope
-    @line_magic("gembatch")
+    @line_magic("gembatch")  # type: ignore[arg-type]
     def gembatch_line(self, line: str, local_ns: dict[str, Any] | None = None) -> Any:
         """Manage runs: ``%gembatch list|status|wait|results|cancel|retry|attach|panel|backend|help``."""
         words = _split(line)
@@ -365,7 +375,7 @@ class GemBatchMagics(Magics):
         except _HelpShown:
             print(_line_parser().format_help())
             return None
-        ns = {**self.shell.user_ns, **(local_ns or {})}
+        ns = {**self._shell.user_ns, **(local_ns or {})}
         self._pull_settings()
         try:
             return self._line_command(args, ns)
@@ -382,7 +392,7 @@ class GemBatchMagics(Magics):
         if cmd == "panel":
             from .widgets import JobsPanel
 
-            return JobsPanel(self.shell.user_ns)
+            return JobsPanel(self._shell.user_ns)
         if cmd == "backend":
             from ._backend import backend_info
 
@@ -392,6 +402,10 @@ class GemBatchMagics(Magics):
                 f"\nAPI key from: {('$' + info.key_source) if info.key_source else 'no key'}"
                 f"\nsynthetic answers: {info.synthetic}"))
             return None
+        if cmd == "wait" and args.all:
+            return _wait_all(args.timeout)
+        if not args.run:
+            raise UsageError(f"%gembatch {cmd} needs a run id (%gembatch list shows them)")
         run = _find_run(args.run, ns)
         if cmd == "status":
             return run.refresh()
@@ -428,6 +442,18 @@ def _show_widget(run: BatchRun) -> None:
         print(repr(run))
         return
     ProgressWidget(run, display_now=True)
+
+
+def _wait_all(timeout: float | None) -> pd.DataFrame:
+    """Wait for every live run, let every widget draw its final state; the run list."""
+    import time
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for run in _runs.live_runs():
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        run.wait(timeout=left, progress=False)
+    _monitor.wait_idle(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    return _runs.runs()
 
 
 def _find_run(ref: str, ns: dict[str, Any]) -> BatchRun:

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from ._runs import BatchRun
 
 __all__ = [
-    "Callback", "monitor_running", "poll_now", "redact", "unwatch", "watch", "watched_runs",
+    "Callback", "monitor_running", "poll_now", "redact", "unwatch", "wait_idle", "watch",
+    "watched_runs",
 ]
 
 #: ``callback(run, error)``: ``error`` is None after a good poll, else the exception raised.
@@ -110,6 +111,22 @@ def poll_now(run: BatchRun | None = None) -> None:
                 entry.due = 0.0
                 entry.interval = settings.poll_interval
         _cond.notify_all()
+
+
+def wait_idle(timeout: float | None = None) -> bool:
+    """Poll every watched run now, then wait until the thread has ended (all runs done).
+
+    Every callback has then seen the final state of its run, e.g. before a notebook is
+    saved. Returns False if ``timeout`` (seconds) ran out first; runs that are still live
+    keep the thread alive, so call this after waiting for the runs themselves.
+    """
+    poll_now()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while monitor_running():
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def watched_runs() -> list[str]:

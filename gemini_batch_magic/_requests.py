@@ -24,7 +24,6 @@ import hashlib
 import os
 import string
 from collections import Counter
-from itertools import repeat
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -599,8 +598,8 @@ class _LineMaker:
         except TypeError as exc:
             raise InputError(f"shared request fields cannot be serialised as JSON: {exc}") from exc
         k_json, p_json = orjson.dumps(marker_key), orjson.dumps(marker_text)
-        head, rest = template.split(k_json)
-        mid, tail = rest.split(p_json)
+        head, rest = template.split(k_json, 1)
+        mid, tail = rest.split(p_json, 1)
         self.head = head + b'"'
         self.mid = b'"' + mid + b'"'
         self.tail = b'"' + tail + b"\n"
@@ -619,51 +618,72 @@ class _LineMaker:
             _check_str(p, "prompt", start)
             _check_str(k, "key", start)
             try:
-                pieces = _escape_pairs(k, p)
+                data = self._bulk(k, p)
+                if data is None:
+                    data = self._one_by_one(k, p)
             except orjson.JSONEncodeError as exc:
                 raise PromptTypeError(_encode_error(p, k, start, exc)) from exc
-            m = len(p)
-            parts: list[bytes] = [self.head, b"", self.mid, b"", self.tail] * m
-            parts[1::5] = pieces[0::2]
-            parts[3::5] = pieces[1::2]
-            lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=2 * m)
-            sizes = lengths.reshape(m, 2).sum(axis=1) + self.fixed
-            yield _Chunk(start, parts, sizes)
+            yield _Chunk(start, data)
+
+    def _bulk(self, keys: list[str], prompts: list[str]) -> bytes | None:
+        """All lines of a chunk from one ``orjson.dumps``; None when the shortcut is unsafe.
+
+        ``orjson.dumps([[k0, p0], [k1, p1], ...])`` gives ``[["k0","p0"],["k1","p1"]]``. Every
+        ``","`` in it separates a key from its prompt and every ``"],["`` separates two rows,
+        except in three detectable cases: an escaped quote right before the separator text
+        (an odd run of backslashes before the separator text), a key that is exactly ``,``, or a
+        prompt that is exactly ``],[``. Those chunks go through :meth:`_one_by_one`.
+        """
+        out = orjson.dumps(list(zip(keys, prompts, strict=True)))
+        if "," in keys or "],[" in prompts:
+            return None
+        if _escaped_quote_before(out, b'","') or _escaped_quote_before(out, b'"],["'):
+            return None
+        body = out.replace(b'","', self.mid).replace(b'"],["', self.tail + self.head)
+        return b"".join((self.head, memoryview(body)[3:-3], self.tail))
+
+    def _one_by_one(self, keys: list[str], prompts: list[str]) -> bytes:
+        """All lines of a chunk, escaping each string on its own (the reference behaviour)."""
+        dumps = orjson.dumps
+        head, mid, tail = self.head, self.mid, self.tail
+        return b"".join(
+            b"".join((head, dumps(k)[1:-1], mid, dumps(p)[1:-1], tail))
+            for k, p in zip(keys, prompts, strict=True)
+        )
 
 
-@dataclass
-class _Chunk:
-    """Serialised rows ``start .. start + len(sizes)``: five byte strings per line."""
+def _escaped_quote_before(out: bytes, sep: bytes) -> bool:
+    """True if ``sep`` (starting with a quote) occurs in ``out`` right after an escaping backslash.
 
-    start: int
-    parts: list[bytes]
-    sizes: np.ndarray
-
-    def data(self, a: int, b: int) -> bytes:
-        """The bytes of lines ``a .. b`` of this chunk (positions within the chunk)."""
-        return b"".join(self.parts[5 * a : 5 * b])
-
-
-_RISKY_END = '",'
-
-
-def _escape_pairs(keys: list[str], prompts: list[str]) -> list[bytes]:
-    """JSON-escaped contents (no quotes) of key_0, prompt_0, key_1, prompt_1, ...
-
-    Fast path: one ``orjson.dumps`` of the whole interleaved list, split at the ``","``
-    separators. Inside an escaped string every ``"`` is preceded by a backslash, so the only
-    string that can create a false ``","`` match is one whose text ends with ``",``; chunks with
-    such a string (rare) are escaped one string at a time instead.
+    A quote preceded by an odd number of backslashes is an escaped quote inside a string; an
+    even number (``\\\\``, an escaped backslash) ends the string normally.
     """
-    flat: list[str] = [""] * (2 * len(keys))
-    flat[0::2] = keys
-    flat[1::2] = prompts
-    if flat and not any(map(str.endswith, flat, repeat(_RISKY_END))):
-        pieces = orjson.dumps(flat)[2:-2].split(b'","')
-        if len(pieces) == len(flat):
-            return pieces
-    dumps = orjson.dumps
-    return [dumps(x)[1:-1] for x in flat]
+    needle = b"\\" + sep
+    i = out.find(needle)
+    while i >= 0:
+        j = i
+        while j >= 0 and out[j] == 0x5C:
+            j -= 1
+        if (i - j) % 2 == 1:
+            return True
+        i = out.find(needle, i + 1)
+    return False
+
+
+class _Chunk:
+    """Serialised rows ``start .. start + len(sizes)`` as one bytes object."""
+
+    def __init__(self, start: int, data: bytes) -> None:
+        self.start = start
+        self.data = data
+        # A raw newline only ever ends a line: JSON escapes the ones inside strings.
+        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
+        self.offsets = np.concatenate(([0], ends)).astype(np.int64)
+        self.sizes = np.diff(self.offsets)
+
+    def lines(self, a: int, b: int) -> memoryview:
+        """The bytes of lines ``a .. b`` of this chunk (positions within the chunk)."""
+        return memoryview(self.data)[self.offsets[a] : self.offsets[b]]
 
 
 def _as_list(values: Sequence[Any], start: int, stop: int) -> list[Any]:
@@ -763,7 +783,7 @@ def write_request_files(
                 cum = np.cumsum(sizes[pos : pos + room_rows])
                 take = int(np.searchsorted(cum, room_bytes, side="right"))
                 if take:
-                    writer.write(chunk.data(pos, pos + take), take)
+                    writer.write(chunk.lines(pos, pos + take), take)
                     pos += take
                 if pos < m:
                     written.append(writer.close())
@@ -798,7 +818,7 @@ class _FileWriter:
             raise
         self._f = os.fdopen(fd, "wb", buffering=0)
 
-    def write(self, data: bytes, n_lines: int) -> None:
+    def write(self, data: bytes | memoryview, n_lines: int) -> None:
         self._hash.update(data)
         self._f.write(data)
         self.n_bytes += len(data)

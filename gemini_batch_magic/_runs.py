@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import math
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -309,6 +310,7 @@ def _plan_shards(sizes: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _estimate(prep: _Prepared) -> Estimate:
+    """The estimate for :func:`estimate`: exact line sizes, nothing written or sent."""
     keys = _keys(prep.positions)
     sizes = _requests.request_line_sizes(prep.prompts, keys, prep.shared)
     too_big = np.flatnonzero(sizes > settings.max_file_bytes)
@@ -321,20 +323,24 @@ def _estimate(prep: _Prepared) -> Estimate:
     total = int(sizes.sum())
     mode = "inline" if total <= settings.inline_limit_bytes else "file"
     n_shards = 1 if mode == "inline" else len(_plan_shards(sizes))
+    return _estimate_totals(prep, total, mode, n_shards)
+
+
+def _estimate_totals(prep: _Prepared, total: int, mode: str, n_shards: int) -> Estimate:
+    """Tokens and cost from the total request bytes (see gemini_batch_magic._pricing)."""
+    n = len(prep.positions)
     sys_bytes = len(str(prep.config.get("system_instruction") or "").encode())
-    # bytes of each prompt = line size minus the fixed JSON around it (no second encode pass)
+    # prompt bytes = line bytes minus the fixed JSON around each prompt and its key
     frame = orjson.dumps({"key": "", "request": {
         "contents": [{"parts": [{"text": ""}], "role": "user"}], **prep.shared}})
-    key_len = np.fromiter((len(k) for k in keys), dtype=np.int64, count=len(keys))
-    prompt_bytes = sizes - key_len - (len(frame) + 1)
-    in_tokens = int(np.ceil(np.maximum(prompt_bytes, 1) / 4).sum()) + len(keys) * math.ceil(
-        sys_bytes / 4
-    )
-    max_out = prep.config["generation_config"].get("max_output_tokens") or prep.config[
-        "generation_config"
-    ].get("maxOutputTokens")
+    key_bytes = int(sum(len(str(int(p))) for p in prep.positions[:1000]) * n
+                    / max(1, min(n, 1000)))
+    prompt_bytes = max(0, total - key_bytes - n * (len(frame) + 1))
+    in_tokens = math.ceil(prompt_bytes / 4) + n * math.ceil(sys_bytes / 4)
+    gen = prep.config["generation_config"]
+    max_out = gen.get("max_output_tokens") or gen.get("maxOutputTokens")
     per_out = int(max_out) if max_out else _pricing.ASSUMED_OUTPUT_TOKENS
-    out_tokens = per_out * len(keys)
+    out_tokens = per_out * n
     price = _pricing.price_for(prep.model)
     if price is None:
         cost, note = None, f"no batch price known for {prep.model}"
@@ -345,13 +351,13 @@ def _estimate(prep: _Prepared) -> Estimate:
             f"{per_out} tokens/request"
         )
     preview = [
-        {"key": keys[i], "row": prep.index[prep.positions[i]],
+        {"key": str(int(prep.positions[i])), "row": prep.index[prep.positions[i]],
          "request": {"contents": [{"parts": [{"text": prep.prompts[i]}], "role": "user"}],
                      **prep.shared}}
-        for i in range(min(3, len(keys)))
+        for i in range(min(3, n))
     ]
     return Estimate(
-        model=prep.model, rows=prep.n_rows, requests=len(keys), skipped=len(prep.skipped),
+        model=prep.model, rows=prep.n_rows, requests=n, skipped=len(prep.skipped),
         bytes=total, mode=mode, shards=n_shards, input_tokens=in_tokens,
         output_tokens=out_tokens, cost_usd=cost, price_note=note, preview=preview,
     )
@@ -374,6 +380,9 @@ _schema_classes: dict[str, Any] = {}  # run id -> pydantic class given in this p
 _live_objects: weakref.WeakValueDictionary[str, BatchRun] = weakref.WeakValueDictionary()
 _objects_lock = threading.Lock()
 _submitting: set[str] = set()  # run ids this process is submitting right now
+#: run ids created by this process and never sent before: only their first create may skip
+#: the reconciling list (any other create may follow one the service already accepted).
+_fresh: set[str] = set()
 _OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -464,6 +473,8 @@ class BatchRun:
         self.first_answer_time: float | None = None
         self.first_answer_count = 0
         self.notice: str | None = None  #: e.g. "identical run already exists"
+        self._submit_thread: threading.Thread | None = None
+        self._submit_error: BaseException | None = None
 
     # -- facts ------------------------------------------------------------------------------
     @property
@@ -563,6 +574,12 @@ class BatchRun:
         registry().update_shard(self.run_id, shard.shard, **values)
 
     def _aggregate(self) -> None:
+        """Derive the run's state and error from its shards, as the registry has them."""
+        with self._lock:
+            self._reload()  # shards may have been updated by another thread or process
+            self._aggregate_loaded()
+
+    def _aggregate_loaded(self) -> None:
         states = [s.state for s in self._record.shards]
         if any(s in LIVE for s in states):
             live = [s for s in states if s in LIVE]
@@ -678,6 +695,7 @@ class BatchRun:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
+                self._join_submission(delay)
                 self._resume_if_orphaned()
                 self.refresh()
                 if display is not None:
@@ -892,6 +910,39 @@ class BatchRun:
         return out
 
     # -- submission (also used to resume an interrupted one) -------------------------------
+    def _join_submission(self, timeout: float) -> None:
+        """Wait a little for a background submission; raise its error if it failed."""
+        thread = self._submit_thread
+        if thread is not None and thread.is_alive():
+            thread.join(timeout)
+        if self._submit_error is not None:
+            error, self._submit_error = self._submit_error, None
+            raise error
+
+    def _submit_in_background(self) -> None:
+        try:
+            self._submit_shards()
+        except BaseException as exc:
+            self._submit_error = exc
+        finally:
+            _fresh.discard(self.run_id)
+            self._reload()
+
+    def _start_submission(self, background: bool) -> None:
+        """Create the run's batch jobs now, or in a background thread."""
+        if not background:
+            try:
+                self._submit_shards()
+            finally:
+                _fresh.discard(self.run_id)
+            return
+        _submitting.add(self.run_id)
+        self._submit_thread = threading.Thread(
+            target=self._submit_in_background, name=f"gembatch-submit-{self.run_id}",
+            daemon=True,
+        )
+        self._submit_thread.start()
+
     def _resume_if_orphaned(self) -> None:
         rec = self._record
         if rec.state != "SUBMITTING" or self.run_id in _submitting:
@@ -911,19 +962,20 @@ class BatchRun:
             client = _backend.get_client()
             workers = max(1, min(settings.max_concurrent_shards, len(pending)))
             errors: list[BaseException] = []
+
+            def one(shard: ShardRecord) -> None:
+                try:
+                    self._submit_one(client, shard)
+                except Exception as exc:
+                    self._set_shard(shard, error=f"not submitted yet: {exc}")
+                    errors.append(exc)
+
             if workers == 1:
                 for s in pending:
-                    try:
-                        self._submit_one(client, s)
-                    except BaseException as exc:
-                        errors.append(exc)
+                    one(s)
             else:
                 with ThreadPoolExecutor(workers, thread_name_prefix="gembatch-submit") as pool:
-                    futures = [pool.submit(self._submit_one, client, s) for s in pending]
-                    for fut in futures:
-                        failure = fut.exception()
-                        if failure is not None:
-                            errors.append(failure)
+                    list(pool.map(one, pending))
             self._aggregate()
             if errors:
                 raise errors[0]
@@ -953,7 +1005,8 @@ class BatchRun:
                 self._set_shard(shard, upload_name=uploaded.name)
             src = shard.upload_name
         name = self._create(client, src, display)
-        self._set_shard(shard, batch_name=name, state="PENDING", pending=shard.n_requests)
+        self._set_shard(shard, batch_name=name, state="PENDING", pending=shard.n_requests,
+                        error=None)
 
     def _sdk_config(self) -> dict[str, Any]:
         cfg = self._record.config
@@ -982,7 +1035,7 @@ class BatchRun:
         delay = settings.retry_initial_delay
         last: BaseException | None = None
         for attempt in range(settings.retry_attempts):
-            if attempt:
+            if attempt or self.run_id not in _fresh:
                 found = self._find_batch(client, display)
                 if found:
                     return found
@@ -1005,7 +1058,11 @@ class BatchRun:
         raise _backend_error(f"creating batch {display}", last) from last
 
     def _find_batch(self, client: Any, display: str) -> str | None:
-        """The batch with this display name among the newest ones, if the service has it."""
+        """The batch with this display name among the newest ones, if the service has it.
+
+        Raises :class:`BackendError` when the service cannot be asked: "cannot tell" must
+        never read as "not there", or the caller would create (and pay for) it twice.
+        """
         def look() -> str | None:
             for i, job in enumerate(client.batches.list(config={"page_size": 100})):
                 if getattr(job, "display_name", None) == display:
@@ -1016,8 +1073,12 @@ class BatchRun:
 
         try:
             return _with_retries("listing batches", look)  # type: ignore[no-any-return]
-        except BackendError:
-            return None
+        except BackendError as exc:
+            raise BackendError(
+                f"could not confirm whether batch {display} was created ({exc}); nothing is "
+                f"sent again until it can be checked: call run.wait() or "
+                f"gbm.attach({self.run_id!r}).wait() later"
+            ) from exc
 
 
 def _empty_results(n: int, error: str) -> pd.DataFrame:
@@ -1124,37 +1185,60 @@ def _content_hash(prep: _Prepared, files: Sequence[Any]) -> str:
     return h.hexdigest()[:32]
 
 
+def _check_cost(est: Estimate, max_cost: float | None, model: str) -> None:
+    if max_cost is None:
+        return
+    if est.cost_usd is None:
+        raise CostLimitError(
+            f"max_cost={max_cost} was given but {model} has no known batch price, so "
+            "the cost cannot be checked; add it to gemini_batch_magic._pricing.BATCH_PRICES "
+            "or drop max_cost"
+        )
+    if est.cost_usd > max_cost:
+        raise CostLimitError(
+            f"estimated cost ${est.cost_usd:,.4f} exceeds max_cost=${max_cost:,.4f} "
+            f"({est.requests:,} requests to {model}); nothing was submitted. Raise "
+            "max_cost, use a cheaper model, or send fewer rows"
+        )
+
+
 def _submit_prepared(
     prep: _Prepared, *, parent: BatchRun | None, force: bool, max_cost: float | None,
-    input_df: pd.DataFrame | None = None,
+    input_df: pd.DataFrame | None = None, background: bool | None = False,
 ) -> BatchRun:
-    est = _estimate(prep)
-    if max_cost is not None:
-        if est.cost_usd is None:
-            raise CostLimitError(
-                f"max_cost={max_cost} was given but {prep.model} has no known batch price, so "
-                "the cost cannot be checked; add it to gemini_batch_magic._pricing.BATCH_PRICES "
-                "or drop max_cost"
-            )
-        if est.cost_usd > max_cost:
-            raise CostLimitError(
-                f"estimated cost ${est.cost_usd:,.4f} exceeds max_cost=${max_cost:,.4f} "
-                f"({est.requests:,} requests to {prep.model}); nothing was submitted. Raise "
-                "max_cost, use a cheaper model, or send fewer rows"
-            )
     reg = registry()
     backend = _backend.backend_id()
     keys = _keys(prep.positions)
     tmp = Path(reg.tmp_dir()) / secrets.token_hex(8)
     tmp.mkdir(mode=0o700)
     try:
-        limit_b = settings.max_file_bytes
-        limit_n = settings.max_requests_per_shard
-        if est.mode == "inline":
-            limit_b, limit_n = max(est.bytes, 1), max(len(keys), 1)
-        files = _requests.write_request_files(
-            tmp, prep.prompts, keys, prep.shared, max_file_bytes=limit_b, max_requests=limit_n
-        )
+        # one serialisation pass: the files written here are the ones uploaded (or inlined)
+        try:
+            files = _requests.write_request_files(
+                tmp, prep.prompts, keys, prep.shared, max_file_bytes=settings.max_file_bytes,
+                max_requests=settings.max_requests_per_shard,
+            )
+        except RequestTooLargeError as exc:
+            found = re.search(r"key '(\d+)'", str(exc))
+            if found is None:
+                raise
+            label = prep.index[int(found.group(1))]
+            raise RequestTooLargeError(
+                f"the request for row {label!r} is larger than the per-file limit of "
+                f"{settings.max_file_bytes:,} bytes ({exc}); shorten that prompt or raise "
+                "max_file_bytes"
+            ) from None
+        total = sum(f.n_bytes for f in files)
+        mode = "inline" if total <= settings.inline_limit_bytes else "file"
+        if mode == "inline" and len(files) > 1:  # an inline batch is one job, one file
+            for f in files:
+                f.path.unlink()
+            files = _requests.write_request_files(
+                tmp, prep.prompts, keys, prep.shared,
+                max_file_bytes=max(total, 1), max_requests=max(len(keys), 1),
+            )
+        est = _estimate_totals(prep, total, mode, len(files))
+        _check_cost(est, max_cost, prep.model)
         content_hash = _content_hash(prep, files)
         with reg.transaction() as con:
             existing = None if force else reg.find_by_hash(content_hash, backend, con)
@@ -1166,7 +1250,7 @@ def _submit_prepared(
                 record = RunRecord(
                     run_id=run_id, created=now, updated=now, model=prep.model,
                     display_name=prep.display_name, backend=backend, content_hash=content_hash,
-                    n_rows=prep.n_rows, n_requests=len(keys), source=est.mode,
+                    n_rows=prep.n_rows, n_requests=len(keys), source=mode,
                     state="SUBMITTING", parent_id=parent.run_id if parent else None,
                     est_cost=est.cost_usd, config=prep.config, owner=_OWNER, error=None,
                     positions_blob=prep.positions.tobytes(),
@@ -1197,8 +1281,13 @@ def _submit_prepared(
     if isinstance(prep.schema, type):
         _schema_classes[run_id] = prep.schema
     run = _run_object(run_id, input_df)
+    _fresh.add(run_id)
+    if background is None:  # a notebook keeps its kernel free while files upload
+        from ._progress import in_notebook
+
+        background = mode == "file" and in_notebook()
     try:
-        run._submit_shards()
+        run._start_submission(background)
     except GemBatchError:
         run._reload()
         raise
@@ -1221,6 +1310,7 @@ def submit(
     force: bool = False,
     name: str | None = None,
     on_empty: str = "raise",
+    background: bool | None = None,
 ) -> BatchRun:
     """Send each row of ``df`` as one request of a batch run; returns at once.
 
@@ -1229,6 +1319,10 @@ def submit(
     (default: the index). Submitting the same rows, model and configuration again returns
     the existing run unless ``force=True``. ``max_cost`` (USD) refuses runs estimated above
     it. ``on_empty="skip"`` leaves empty prompts out instead of raising.
+
+    Bad input raises before anything is written or sent. Uploading the request files of a
+    large run happens in a background thread when ``background`` is true (default: in a
+    notebook kernel, so the kernel stays free); :meth:`BatchRun.wait` raises any error it met.
     """
     prep = _prepare(
         df, prompt, template=template, model=model, key=key,
@@ -1236,7 +1330,8 @@ def submit(
         safety_settings=safety_settings, response_schema=response_schema,
         on_empty=on_empty, display_name=name,
     )
-    return _submit_prepared(prep, parent=None, force=force, max_cost=max_cost, input_df=df)
+    return _submit_prepared(prep, parent=None, force=force, max_cost=max_cost, input_df=df,
+                            background=background)
 
 
 def estimate(

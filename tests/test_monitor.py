@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -69,7 +70,7 @@ def test_quiet_runs_are_polled_less_and_less_often(emulator_factory: Any) -> Non
     _wait_for(lambda: len(polls) >= 8, "too few polls")
     entry = _monitor._entries[run.run_id]
     assert entry.interval == pytest.approx(0.1)  # backed off to max_poll_interval
-    gaps = [b - a for a, b in zip(polls, polls[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(polls)]
     assert gaps[-1] > gaps[0]
     # cancelling changes the state: the run finishes and the thread ends
     run.cancel()

@@ -541,3 +541,72 @@ def test_read_request_prompts_returns_only_wanted_keys(tmp_path: Path) -> None:
     got = read_request_prompts([f.path for f in files], wanted)
     assert got == {"1": TRICKY[1], "3": TRICKY[3], "9": TRICKY[9], 'q"uote': "quoted key prompt"}
     assert read_request_prompts([f.path for f in files], []) == {}
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ['ends with quote comma ",', "next"],  # the one shape the bulk splitter cannot split
+        ['a","b', '","', ",", '"', '\\",', "\\", '"],["', "", '\\","\\'],
+        ['{"json": ["a","b"], "n": 1}', 'say "hi", then "bye",x'],
+    ],
+)
+def test_write_bulk_escaping_matches_orjson_on_separator_lookalikes(
+    tmp_path: Path, texts: list[str]
+) -> None:
+    # Repeat the texts through more than one chunk, as prompts and as keys.
+    prompts = texts * 3000
+    keys = [f"{t}#{i}" for i, t in enumerate(prompts)]
+    files = write_request_files(
+        tmp_path, prompts, keys, SHARED, max_file_bytes=10**9, max_requests=10**9
+    )
+    data = files[0].path.read_bytes()
+    assert data == b"".join(expected_line(k, p, SHARED) for k, p in zip(keys, prompts, strict=True))
+    sizes = request_line_sizes(prompts, keys, SHARED)
+    assert sizes.tolist() == [len(line) + 1 for line in data.split(b"\n")[:-1]]
+
+
+def test_write_shared_fields_with_string_lists_and_markers(tmp_path: Path) -> None:
+    shared = {
+        "generationConfig": {"stopSequences": ["a", '","', "\x01P\x01"]},
+        "cachedContent": "c",
+    }
+    files = write_request_files(
+        tmp_path, ["p1", "p2"], ["k1", "k2"], shared, max_file_bytes=10**6, max_requests=10
+    )
+    assert files[0].path.read_bytes() == expected_line("k1", "p1", shared) + expected_line(
+        "k2", "p2", shared
+    )
+
+
+def test_write_key_comma_and_prompt_bracket_lookalikes(tmp_path: Path) -> None:
+    prompts = ["],[", ",", "x", "],[", '"],["', "\\"] * 2000
+    keys = [str(i) for i in range(len(prompts))]
+    keys[3] = ","
+    keys[5] = "],["
+    files = write_request_files(
+        tmp_path, prompts, keys, {}, max_file_bytes=10**9, max_requests=10**9
+    )
+    assert files[0].path.read_bytes() == b"".join(
+        expected_line(k, p, {}) for k, p in zip(keys, prompts, strict=True)
+    )
+
+
+def test_bulk_escaping_is_used_for_ordinary_text_and_refused_when_ambiguous() -> None:
+    from gemini_batch_magic._requests import _LineMaker
+
+    maker = _LineMaker(SHARED)
+    ordinary = [*TRICKY, "ends in a backslash \\", 'has "quotes", inside']
+    keys = [str(i) for i in range(len(ordinary))]
+    expected = b"".join(expected_line(k, p, SHARED) for k, p in zip(keys, ordinary, strict=True))
+    assert maker._bulk(keys, ordinary) == expected
+    assert maker._one_by_one(keys, ordinary) == expected
+    for risky_keys, risky_prompts in [
+        (keys, [*ordinary, 'ends in quote comma ",']),
+        (keys, [*ordinary, 'ends "],['],
+        ([*keys, ","], [*ordinary, "x"]),
+        (keys, [*ordinary, "],["]),
+    ]:
+        if len(risky_keys) < len(risky_prompts):
+            risky_keys = [*risky_keys, "last"]
+        assert maker._bulk(risky_keys, risky_prompts) is None

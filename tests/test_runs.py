@@ -398,3 +398,26 @@ def test_on_empty_skip_leaves_rows_out_and_marks_them(emu: Any) -> None:
     assert out["response"].tolist()[0::2] == ["a", "c"]
     assert out["error"].tolist()[1].startswith("skipped")
     assert out["error"].tolist()[3].startswith("skipped")
+
+
+def test_background_submission_returns_before_upload_and_wait_finishes_it(emu: Any) -> None:
+    settings.inline_limit_bytes = 100  # a file run: upload + create happen in a thread
+    df = pd.DataFrame({"p": _prompts(20)})
+    run = df.gembatch.submit("p", background=True)
+    assert run.state in {"SUBMITTING", "PENDING", "RUNNING", "SUCCEEDED"}
+    out = run.wait(progress=False).result()
+    assert out["response"].tolist() == df["p"].tolist()
+    assert len(emu.batches()) == 1
+
+
+def test_background_submission_error_surfaces_in_wait(emulator_factory: Any) -> None:
+    emu = emulator_factory()
+    settings.inline_limit_bytes = 100
+    settings.retry_attempts = 1
+    df = pd.DataFrame({"p": _prompts(5)})
+    emu.close()  # the service is gone: the upload cannot happen
+    run = df.gembatch.submit("p", background=True)
+    with pytest.raises(gbm.BackendError, match="uploading"):
+        run.wait(progress=False)
+    assert run.state == "SUBMITTING"
+    assert "not submitted yet" in (run.error or "")

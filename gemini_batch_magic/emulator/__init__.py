@@ -125,8 +125,21 @@ HTTP (never need a key, never recorded in ``calls``):
 * ``GET /_emulator/health`` -> ``{"ok": true}``
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from ._emulator import Emulator
 from ._model import RequestError
-from .__main__ import main
 
 __all__ = ["Emulator", "RequestError", "main"]
+
+
+def __getattr__(name: str) -> Any:
+    # ``main`` lives in ``__main__.py``; importing it lazily keeps ``python -m`` free of
+    # runpy's "found in sys.modules" warning.
+    if name == "main":
+        from .__main__ import main
+
+        return main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -130,6 +130,21 @@ class _SchemaGen:
     def __init__(self, root: dict[str, Any], prompt: str) -> None:
         self.root = root
         self.prompt = " ".join(prompt.split())[:60] or "text"
+        self._refs: list[str] = []  # $refs being expanded (to stop optional recursion)
+
+    def _is_recursive(self, schema: Any) -> bool:
+        """True when ``schema`` (or one of its anyOf/oneOf options) re-enters a $ref."""
+        if not isinstance(schema, dict):
+            return False
+        if schema.get("$ref") in self._refs:
+            return True
+        for key in ("anyOf", "oneOf"):
+            opts = schema.get(key)
+            if isinstance(opts, list) and any(
+                isinstance(o, dict) and o.get("$ref") in self._refs for o in opts
+            ):
+                return True
+        return False
 
     def _resolve(self, schema: Any) -> dict[str, Any]:
         seen = 0
@@ -152,6 +167,16 @@ class _SchemaGen:
         return schema if isinstance(schema, dict) else {}
 
     def gen(self, schema: Any, path: str, depth: int = 0) -> Any:
+        ref = schema.get("$ref") if isinstance(schema, dict) else None
+        if isinstance(ref, str):
+            self._refs.append(ref)
+            try:
+                return self._gen(schema, path, depth)
+            finally:
+                self._refs.pop()
+        return self._gen(schema, path, depth)
+
+    def _gen(self, schema: Any, path: str, depth: int) -> Any:
         s = self._resolve(schema)
         if "const" in s:
             return s["const"]
@@ -178,7 +203,8 @@ class _SchemaGen:
                     o for o in options if str(self._resolve(o).get("type", "")).lower() != "null"
                 ]
                 choice = non_null[0] if non_null else options[0]
-                if depth >= _MAX_SCHEMA_DEPTH and len(non_null) < len(options):
+                nullable = len(non_null) < len(options)
+                if nullable and (depth >= _MAX_SCHEMA_DEPTH or self._is_recursive(s)):
                     return None
                 return self.gen(choice, path, depth + 1)
         t = s.get("type")
@@ -223,7 +249,9 @@ class _SchemaGen:
         for name in names:
             if name not in props:
                 continue
-            if depth >= _MAX_SCHEMA_DEPTH and name not in required:
+            if name not in required and (
+                depth >= _MAX_SCHEMA_DEPTH or self._is_recursive(props[name])
+            ):
                 continue
             out[name] = self.gen(props[name], f"{path}.{name}", depth + 1)
         return out
@@ -312,8 +340,8 @@ class _SchemaGen:
             x = f"{h:016x}{h:016x}"
             value = f"{x[:8]}-{x[8:12]}-4{x[13:16]}-8{x[17:20]}-{x[20:32]}"
         else:
-            m = re.search(r"\[(\d+)\]", path[::-1])
-            suffix = f" ({int(m.group(1)[::-1]) + 1})" if m else ""
+            idx = re.findall(r"\[(\d+)\]", path)
+            suffix = f" ({int(idx[-1]) + 1})" if idx and idx[-1] != "0" else ""
             value = self.prompt + suffix
         lo = _as_int(s.get("minLength"), 0)
         hi = _as_int(s.get("maxLength"), -1)
@@ -340,8 +368,40 @@ def _as_float(v: Any) -> float | None:
         return None
 
 
+def _camel(key: str) -> str:
+    if "_" not in key or key.startswith(("$", "_")):
+        return key
+    head, *rest = key.split("_")
+    return head + "".join(w[:1].upper() + w[1:] for w in rest)
+
+
+_SCHEMA_MAPS = frozenset({"properties", "$defs", "defs", "definitions", "patternProperties"})
+_SCHEMA_ONE = frozenset({"items", "not", "additionalProperties", "if", "then", "else"})
+_SCHEMA_LISTS = frozenset({"anyOf", "allOf", "oneOf", "prefixItems"})
+
+
+def normalize_schema(schema: Any) -> Any:
+    """Renames snake_case schema keywords (``max_length``, ``any_of``, ...) to camelCase,
+    leaving property names untouched, so both spellings are understood."""
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for k, v in schema.items():
+        ck = _camel(k) if isinstance(k, str) else k
+        if ck in _SCHEMA_MAPS and isinstance(v, dict):
+            out[ck] = {name: normalize_schema(sub) for name, sub in v.items()}
+        elif ck in _SCHEMA_ONE and isinstance(v, dict):
+            out[ck] = normalize_schema(v)
+        elif ck in _SCHEMA_LISTS and isinstance(v, list):
+            out[ck] = [normalize_schema(x) for x in v]
+        else:
+            out[ck] = v
+    return out
+
+
 def json_for_schema(schema: dict[str, Any], prompt: str) -> Any:
     """Returns a JSON-compatible value, valid against ``schema``, derived from ``prompt``."""
+    schema = normalize_schema(schema)
     return _SchemaGen(schema, prompt).gen(schema, "$")
 
 

@@ -84,7 +84,7 @@ class _RunRow:
             f"<small>{html.escape(run.model)} · {st.total} rows · {st.succeeded} ok, "
             f"{st.failed} failed · {created} UTC · est. {cost}</small>")
         self.cancel_button.disabled = run.done
-        self.retry_button.disabled = not run.done or not st.failed and run.state == "SUCCEEDED"
+        self.retry_button.disabled = not run.done or (not st.failed and run.state == "SUCCEEDED")
         self.load_button.disabled = not run.done
 
     def _on_poll(self, run: BatchRun, error: BaseException | None) -> None:
@@ -154,8 +154,8 @@ class JobsPanel:
                         if isinstance(v, pd.DataFrame) and not k.startswith("_"))
         current = self.df_choice.value
         self.df_choice.options = frames
-        if current in frames:
-            self.df_choice.value = current
+        if frames:
+            self.df_choice.value = current if current in frames else frames[0]
         self._on_df()
 
     def _act(self, row: _RunRow, action: str) -> None:
@@ -193,7 +193,10 @@ class JobsPanel:
     def _on_df(self, _change: Any = None) -> None:
         df = self.namespace.get(self.df_choice.value or "")
         cols = [str(c) for c in df.columns] if isinstance(df, pd.DataFrame) else []
+        current = self.column.value
         self.column.options = cols
+        if cols:  # keep the choice when the column still exists, else the first column
+            self.column.value = current if current in cols else cols[0]
 
     def _on_mode(self, _change: Any = None) -> None:
         template = self.mode.value == "template"

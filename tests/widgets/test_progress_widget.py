@@ -6,9 +6,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from ipywidgets.widgets.widget import _instances
 import pandas as pd
 import pytest
+from ipywidgets.widgets.widget import _instances
 
 import gemini_batch_magic as gbm
 from gemini_batch_magic import _backend, _monitor

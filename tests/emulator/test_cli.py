@@ -1,0 +1,97 @@
+"""The command line: URL first, clean SIGTERM/SIGINT, loopback-only by default."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gemini_batch_magic.emulator import Emulator, main
+
+from .conftest import make_client
+
+
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gemini_batch_magic.emulator", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_first_line_is_url_and_signal_stops_cleanly(tmp_path: Path, sig: int) -> None:
+    proc = _spawn("--pending-seconds", "0", "--data-dir", str(tmp_path / "d"),
+                  "--api-key", "test-key")
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        # the socket already accepts connections when the URL is printed
+        with urllib.request.urlopen(url + "/_emulator/health", timeout=10) as r:
+            assert orjson.loads(r.read()) == {"ok": True}
+        req = urllib.request.Request(url + "/v1/batches", headers={"x-goog-api-key": "test-key"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200
+    finally:
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "Traceback" not in err
+    assert "test-key" not in out + err  # the key is never printed
+    assert out == ""  # nothing after the URL line on stdout
+
+
+def test_quiet_prints_only_the_url(tmp_path: Path) -> None:
+    proc = _spawn("--quiet")
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("http://127.0.0.1:")
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and out == "" and err == ""
+
+
+def test_non_loopback_host_is_refused_with_exit_2() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gemini_batch_magic.emulator", "--host", "0.0.0.0"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "non-loopback" in proc.stderr and "--allow-remote" in proc.stderr
+    assert proc.stdout == ""
+    assert main(["--host", "0.0.0.0"]) == 2
+    with pytest.raises(ValueError, match="allow_remote"):
+        Emulator(host="0.0.0.0")
+    with pytest.raises(SystemExit) as e:
+        main(["--rate", "not-a-number"])
+    assert e.value.code == 2
+
+
+def test_environment_cannot_change_the_bind_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HOST", "GEMBATCH_EMULATOR_HOST", "BIND", "HOSTNAME"):
+        monkeypatch.setenv(var, "0.0.0.0")
+    with Emulator() as emu:
+        assert emu.url.startswith("http://127.0.0.1:")
+
+
+def test_localhost_and_ipv6_loopback_are_accepted() -> None:
+    with Emulator(host="localhost") as emu:
+        assert emu.url.startswith("http://localhost:")
+        assert list(make_client(emu).batches.list()) == []
+    if os.path.exists("/proc/net/if_inet6"):
+        try:
+            e6 = Emulator(host="::1").start()
+        except OSError:
+            return
+        with e6:
+            assert e6.url.startswith("http://[::1]:")
+            assert list(make_client(e6).batches.list()) == []

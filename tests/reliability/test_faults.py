@@ -1,0 +1,109 @@
+"""Transient API faults and the ambiguous create: every row answered, never a second batch.
+
+The emulator injects 429/503 on every endpoint (create, get, list, upload start and chunks,
+download) with a seeded RNG, and can accept a create then drop the connection before
+answering. The engine must retry what is safe to retry and reconcile creates by listing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import gemini_batch_magic as gbm
+from gemini_batch_magic import _runs
+from gemini_batch_magic._config import settings
+
+from ._util import assert_echoed, prompts, shards_per_batch
+
+SIZES = {
+    # name: (rows, inline_limit_bytes, max_requests_per_shard, expected shards, source)
+    "inline": (12, None, None, 1, "inline"),
+    "file": (20, 100, None, 1, "file"),
+    "sharded": (30, 100, 8, 4, "file"),
+}
+
+
+def _configure(size: str) -> tuple[pd.DataFrame, int, str]:
+    rows, inline_limit, per_shard, shards, source = SIZES[size]
+    if inline_limit is not None:
+        settings.inline_limit_bytes = inline_limit
+    if per_shard is not None:
+        settings.max_requests_per_shard = per_shard
+    settings.retry_attempts = 10  # 0.3**10: a run of faults this long never happens
+    df = pd.DataFrame({"p": prompts(rows, size)}, index=[f"{size}-{i}" for i in range(rows)])
+    return df, shards, source
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("size", list(SIZES))
+def test_transient_faults_on_every_endpoint_lose_nothing(
+    emulator_factory: Any, size: str, seed: int
+) -> None:
+    emu = emulator_factory(http_fault_rate=0.3, seed=seed)
+    df, shards, source = _configure(size)
+    run = df.gembatch.submit("p")
+    assert run.record.source == source and len(run.shards) == shards
+    out = run.wait(progress=False).result()
+    assert run.state == "SUCCEEDED"
+    assert_echoed(out, df, "p")
+    # exactly one batch per shard on the service: nothing was created twice
+    assert len(emu.batches()) == shards
+    assert set(shards_per_batch(emu).values()) == {1}
+    assert sorted(run.batch_names) == sorted(b["name"] for b in emu.batches())
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_ambiguous_create_is_reconciled_not_repeated(emulator_factory: Any, size: str) -> None:
+    # every create is accepted and persisted, then the connection drops with no answer
+    emu = emulator_factory(drop_after_create_rate=1.0, seed=3)
+    df, shards, _ = _configure(size)
+    run = df.gembatch.submit("p")
+    assert len(run.batch_names) == shards
+    out = run.wait(progress=False).result()
+    assert_echoed(out, df, "p")
+    assert len(emu.batches()) == shards
+    creates = [c for c in emu.calls if c[0] == "POST" and ":batchGenerateContent" in c[1]]
+    assert len(creates) == shards  # reconciled by listing, never re-sent
+
+
+def test_ambiguous_creates_mixed_with_faults(emulator_factory: Any) -> None:
+    emu = emulator_factory(drop_after_create_rate=0.5, http_fault_rate=0.3, seed=11)
+    df, shards, _ = _configure("sharded")
+    out = df.gembatch.submit("p").wait(progress=False).result()
+    assert_echoed(out, df, "p")
+    assert len(emu.batches()) == shards
+    assert set(shards_per_batch(emu).values()) == {1}
+
+
+def test_create_that_cannot_be_confirmed_is_not_sent_again(emulator_factory: Any) -> None:
+    """The service took the create, and listing fails too: the engine gives up for now,
+    and the next attempt (same kernel or another) finds the batch instead of paying twice."""
+    emu = emulator_factory(drop_after_create_rate=1.0, seed=5)
+    settings.retry_attempts = 2
+    core = emu._core  # the emulator's live settings, changed mid-test
+    original_list = _runs.BatchRun._find_batch
+
+    def failing_list(self: Any, client: Any, display: str) -> str | None:
+        core.http_fault_rate = 1.0  # every list (and anything else) now fails
+        try:
+            return original_list(self, client, display)
+        finally:
+            core.http_fault_rate = 0.0
+
+    _runs.BatchRun._find_batch = failing_list  # type: ignore[method-assign]
+    try:
+        df = pd.DataFrame({"p": prompts(5)})
+        with pytest.raises(gbm.BackendError):
+            df.gembatch.submit("p")
+    finally:
+        _runs.BatchRun._find_batch = original_list  # type: ignore[method-assign]
+    assert len(emu.batches()) == 1
+    run = gbm.attach(gbm.runs()["run_id"][0])
+    emu._core.drop_after_create_rate = 0.0
+    out = run.wait(progress=False).result()
+    assert_echoed(out, df, "p")
+    assert len(emu.batches()) == 1, "the create was sent again: the user pays twice"
+    assert run.batch_names == [emu.batches()[0]["name"]]

@@ -1,0 +1,251 @@
+"""``%%gembatch`` / ``%gembatch`` / ``%config GemBatch`` through a real IPython shell."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.testing.globalipapp import start_ipython
+from traitlets import TraitError
+
+import gemini_batch_magic as gbm
+from gemini_batch_magic import _magics, _monitor
+from gemini_batch_magic._config import settings
+
+
+@pytest.fixture(scope="module")
+def ip() -> InteractiveShell:
+    shell = start_ipython() or InteractiveShell.instance()
+    return shell
+
+
+@pytest.fixture(autouse=True)
+def loaded(ip: InteractiveShell) -> Iterator[InteractiveShell]:
+    ip.run_line_magic("load_ext", "gemini_batch_magic")
+    yield ip
+    ip.run_line_magic("unload_ext", "gemini_batch_magic")
+    ip.config.pop("GemBatch", None)  # %config persists in the shell's config: forget it
+    for name in ("out", "df", "run", "res", "answers", "est", "Review"):
+        ip.user_ns.pop(name, None)
+    for run_id in _monitor.watched_runs():
+        with _monitor._cond:
+            _monitor._entries.pop(run_id, None)
+            _monitor._cond.notify_all()
+    deadline = time.monotonic() + 60
+    while _monitor.monitor_running():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def _fails_short(ip: InteractiveShell, cell: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """Run ``cell``: it must fail (so nbclient would stop) with a short UsageError message."""
+    capsys.readouterr()
+    result = ip.run_cell(cell)
+    captured = capsys.readouterr()
+    assert not result.success, "the cell should fail"
+    assert isinstance(result.error_in_exec, UsageError), repr(result.error_in_exec)
+    text = captured.out + captured.err
+    assert "Traceback" not in text and len(text.strip().splitlines()) <= 3, text
+    assert "UsageError" in text
+    return str(result.error_in_exec)
+
+
+# ------------------------------------------------------------------ %config GemBatch
+def test_config_sets_the_package_settings(ip: InteractiveShell) -> None:
+    ip.run_line_magic("config", "GemBatch.model = 'gemini-2.5-pro'")
+    assert settings.model == "gemini-2.5-pro"
+    assert ip.run_line_magic("config", "GemBatch.model") == "gemini-2.5-pro"
+    ip.run_line_magic("config", "GemBatch.poll_interval = 0.5")
+    assert settings.poll_interval == 0.5
+    gbm.configure(max_poll_interval=7)  # Python and magics share one source of truth
+    assert ip.run_line_magic("gembatch", "list") is not None
+    assert ip.run_line_magic("config", "GemBatch.max_poll_interval") == 7
+
+
+def test_config_refuses_bad_values_and_names_them(
+    ip: InteractiveShell, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR):
+        ip.run_line_magic("config", "GemBatch.model = 'Not A Model!'")
+    assert settings.model == "gemini-2.5-flash"
+    assert "'Not A Model!'" in caplog.text  # %config logs the TraitError, naming the value
+    magics = next(c for c in ip.configurables if isinstance(c, _magics.GemBatch))
+    with pytest.raises(TraitError, match="'Not A Model!'"):
+        magics.model = "Not A Model!"
+    with pytest.raises(TraitError, match="-3"):
+        magics.poll_interval = -3
+    with pytest.raises(TraitError, match="'fast'"):
+        magics.backend = "fast"
+    assert settings.poll_interval == 0.05 and settings.backend == "auto"
+
+
+def test_config_lists_the_options(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.run_line_magic("config", "GemBatch")
+    out = capsys.readouterr().out
+    for name in ("model", "poll_interval", "max_poll_interval", "home", "inline_limit_bytes",
+                 "max_file_bytes", "max_requests_per_shard", "backend"):
+        assert f"GemBatch.{name}" in out
+
+
+# ------------------------------------------------------------------ %%gembatch
+def test_lines_are_prompts_keyed_by_line_number(ip: InteractiveShell, emu: Any) -> None:
+    result = ip.run_cell("%%gembatch out --wait\nfirst question\n\nsecond question\n")
+    assert result.success, result.error_in_exec
+    out = ip.user_ns["out"]
+    assert isinstance(out, pd.DataFrame)
+    assert out.index.tolist() == [1, 3]
+    assert out["response"].tolist() == ["first question", "second question"]
+    assert result.result is None  # OUT receives the value; nothing else is returned
+
+
+def test_df_template_wait_aligns_to_the_index(ip: InteractiveShell, emu: Any) -> None:
+    df = pd.DataFrame({"text": ["good", "bad", "fine"], "lang": ["fr", "de", "it"]},
+                      index=["c", "a", "b"])
+    ip.user_ns["df"] = df
+    ip.user_ns["name"] = "df"
+    result = ip.run_cell("%%gembatch out --df $name --wait --temperature 0.1 "
+                         "--max-output-tokens 50\nTranslate {text} into {lang}.")
+    assert result.success, result.error_in_exec
+    out = ip.user_ns["out"]
+    assert out.index.equals(df.index)
+    assert out["response"].tolist() == [f"Translate {t} into {g}." for t, g in
+                                        zip(df["text"], df["lang"], strict=True)]
+    run = gbm.attach(gbm.runs()["run_id"][0])
+    assert run.record.config["generation_config"] == {"temperature": 0.1,
+                                                      "max_output_tokens": 50}
+
+
+def test_col_with_body_as_system_instruction_and_key(ip: InteractiveShell, emu: Any) -> None:
+    ip.user_ns["df"] = pd.DataFrame({"id": ["x1", "x2"], "q": ["one", "two"]})
+    result = ip.run_cell("%%gembatch --df df --col q --key id --name mine\nBe brief.\n")
+    assert result.success, result.error_in_exec
+    run = result.result
+    assert isinstance(run, gbm.BatchRun)  # no OUT and no --wait: the run is the value
+    assert run.display_name == "mine"
+    assert run.record.config["system_instruction"] == "Be brief."
+    assert run.record.config["key"] == "id"
+    assert run.wait(progress=False).result()["response"].tolist() == ["one", "two"]
+
+
+def test_without_wait_out_gets_the_run_at_once(ip: InteractiveShell, emulator_factory: Any,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    emulator_factory(pending_seconds=60)
+    result = ip.run_cell("%%gembatch run -m gemini-2.5-flash-lite\nhello\n")
+    assert result.success, result.error_in_exec
+    run = ip.user_ns["run"]
+    assert isinstance(run, gbm.BatchRun) and run.state == "PENDING"
+    assert run.model == "gemini-2.5-flash-lite"
+    assert run.run_id in capsys.readouterr().out  # the terminal shows the run
+
+
+def test_dry_run_sends_nothing(ip: InteractiveShell, emu: Any,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    ip.user_ns["df"] = pd.DataFrame({"text": [f"t{i}" for i in range(5)]})
+    result = ip.run_cell("%%gembatch est --df df --dry-run\nSummarise: {text}")
+    assert result.success, result.error_in_exec
+    assert emu.calls == []
+    assert gbm.runs().empty
+    est = ip.user_ns["est"]
+    assert isinstance(est, gbm.Estimate) and est.requests == 5
+    out = capsys.readouterr().out
+    assert "dry run, nothing sent" in out and "Summarise: t0" in out
+
+
+def test_schema_from_a_pydantic_model(ip: InteractiveShell, emu: Any) -> None:
+    ip.run_cell("from pydantic import BaseModel\n"
+                "class Review(BaseModel):\n    sentiment: str\n    score: int\n")
+    ip.user_ns["df"] = pd.DataFrame({"text": ["great", "awful"]})
+    result = ip.run_cell("%%gembatch out --df df --schema Review --wait\nRate: {text}")
+    assert result.success, result.error_in_exec
+    out = ip.user_ns["out"]
+    assert {"parsed", "sentiment", "score"} <= set(out.columns)
+    assert out["error"].isna().all()
+    assert type(out["parsed"].iloc[0]).__name__ == "Review"
+
+
+def test_user_mistakes_fail_with_one_short_line(
+    ip: InteractiveShell, emu: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip.user_ns["df"] = pd.DataFrame({"text": ["a"]})
+    msg = _fails_short(ip, "%%gembatch --df df\nSay {missing}", capsys)
+    assert "missing" in msg
+    msg = _fails_short(ip, "%%gembatch --df nope\nx {text}", capsys)
+    assert "'nope' is not defined" in msg
+    msg = _fails_short(ip, "%%gembatch --bogus\nhello", capsys)
+    assert "unrecognized arguments: --bogus" in msg
+    msg = _fails_short(ip, "%%gembatch -m 'Bad Model'\nhello", capsys)
+    assert "'Bad Model'" in msg
+    msg = _fails_short(ip, "%%gembatch\n\n", capsys)
+    assert "empty" in msg
+    msg = _fails_short(ip, "%%gembatch --max-cost 0\nhello", capsys)
+    assert "max_cost" in msg
+    msg = _fails_short(ip, "%gembatch frobnicate", capsys)
+    assert "valid subcommands: list, status, wait, results, cancel, retry" in msg
+    msg = _fails_short(ip, "%gembatch status zzzz", capsys)
+    assert "no run 'zzzz'" in msg
+    assert emu.calls == []
+
+
+# ------------------------------------------------------------------ %gembatch
+def test_every_subcommand(ip: InteractiveShell, emu: Any,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    ip.run_cell("%%gembatch run\nok line\nbad line [[fail]]\n")
+    run = ip.user_ns["run"]
+    listed = ip.run_line_magic("gembatch", "list")
+    assert listed["run_id"].tolist() == [run.run_id]
+    waited = ip.run_line_magic("gembatch", f"wait {run.run_id}")
+    assert waited is run and run.state == "SUCCEEDED"
+    status = ip.run_line_magic("gembatch", "status run")  # a variable holding the run
+    assert status is run
+    res = ip.run_line_magic("gembatch", f"results {run.run_id[:5]}")
+    assert res["response"].tolist() == ["ok line", None]
+    assert ip.run_line_magic("gembatch", f"results {run.run_id} -o res") is None
+    assert ip.user_ns["res"]["error"].notna().tolist() == [False, True]
+    child = ip.run_line_magic("gembatch", f"retry {run.run_id}")
+    assert isinstance(child, gbm.BatchRun) and child.parent_id == run.run_id
+    attached = ip.run_line_magic("gembatch", f"attach {run.batch_names[0]}")
+    assert attached.run_id == run.run_id
+    ip.run_line_magic("gembatch", f"attach {run.run_id} -o answers")
+    assert ip.user_ns["answers"] is run
+    panel = ip.run_line_magic("gembatch", "panel")
+    assert type(panel).__name__ == "JobsPanel" and len(panel.rows) == 2
+    capsys.readouterr()
+    ip.run_line_magic("gembatch", "backend")
+    out = capsys.readouterr().out
+    assert "external endpoint" in out and "API key from: no key" in out
+    ip.run_line_magic("gembatch", "help")
+    assert "%%gembatch [OUT] [options]" in capsys.readouterr().out
+
+
+def test_cancel_subcommand(ip: InteractiveShell, emulator_factory: Any) -> None:
+    emu = emulator_factory(pending_seconds=60)
+    ip.run_cell("%%gembatch run\nwait for me\n")
+    run = ip.user_ns["run"]
+    ip.run_line_magic("gembatch", f"cancel {run.run_id}")
+    assert run.state == "CANCELLED"
+    assert emu.batches()[0]["state"] == "BATCH_STATE_CANCELLED"
+
+
+def test_backend_never_shows_the_key(ip: InteractiveShell, emulator_factory: Any,
+                                     monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza-secret-0123456789")
+    emulator_factory()
+    capsys.readouterr()
+    ip.run_line_magic("gembatch", "backend")
+    out = capsys.readouterr().out
+    assert "$GEMINI_API_KEY" in out and "AIza-secret" not in out
+
+
+def test_unload_removes_the_magics(ip: InteractiveShell) -> None:
+    ip.run_line_magic("unload_ext", "gemini_batch_magic")
+    assert "gembatch" not in ip.magics_manager.magics["line"]
+    assert not [c for c in ip.configurables if isinstance(c, _magics.GemBatchMagics)]
+    ip.run_line_magic("load_ext", "gemini_batch_magic")
+    assert "gembatch" in ip.magics_manager.magics["cell"]
