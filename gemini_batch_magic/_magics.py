@@ -412,7 +412,8 @@ class GemBatchMagics(Magics):
         if cmd == "attach":
             return self._deliver(run, args.out, show=True)
         if cmd == "wait":
-            return run.wait(timeout=args.timeout)
+            run.wait(timeout=args.timeout)  # shows its own progress (widget or text)
+            return None
         if cmd == "cancel":
             run.cancel()
             print(f"cancel requested: {run!r}")

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from gemini_batch_magic.exceptions import (
     ColumnError,
@@ -56,7 +58,7 @@ __all__ = [
 #: How many index labels an error message shows before "... and N more".
 _MAX_SHOWN = 10
 #: Rows serialised per batch when writing request files (a few MB of JSON at a time).
-_CHUNK_ROWS = 8192
+_CHUNK_ROWS = 16384
 #: Values that are containers, not scalars: a template cannot format them sensibly.
 _CONTAINER_TYPES = (dict, list, set, frozenset, tuple, bytes, bytearray, memoryview, np.ndarray)
 _ON_EMPTY_CHOICES = ("raise", "skip")
@@ -429,24 +431,28 @@ def check_prompts(prompts: pd.Series, *, on_empty: str = "raise") -> np.ndarray:
         )
     values = prompts.to_numpy(dtype=object)
     n = len(values)
-    is_str = np.fromiter((type(v) is str for v in values), dtype=bool, count=n)
-    if not is_str.all():
-        other = ~is_str & ~_missing_mask(values)
-        other &= np.fromiter((not isinstance(v, str) for v in values), dtype=bool, count=n)
+    items = values.tolist()
+    if set(map(type, items)) <= {str}:
+        send = np.ones(n, dtype=bool)
+        strs: list[str] = items
+    else:
+        missing = _missing_mask(values)
+        is_str = np.fromiter((isinstance(v, str) for v in items), dtype=bool, count=n)
+        other = ~is_str & ~missing
         if other.any():
             labels = prompts.index[other]
             raise PromptTypeError(
                 f"prompts must be text, but {_n_rows(len(labels))} hold "
                 f"{_type_names(values[other].tolist()[:1000])} (index {_show_labels(labels)})."
             )
-        is_str |= np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=n)
-    send = is_str.copy()
-    if is_str.any():
-        idx = np.flatnonzero(is_str)
-        strs = values[idx].tolist()
-        blank = np.fromiter((not s or s.isspace() for s in strs), dtype=bool, count=len(strs))
-        send[idx[blank]] = False
-        _check_utf8(prompts, idx, strs)
+        send = is_str
+        strs = values[is_str].tolist()
+    # Whitespace-only or empty: str.isspace() is False for "", and len() == 0 catches that.
+    blank = np.fromiter(map(str.isspace, strs), dtype=bool, count=len(strs))
+    blank |= np.fromiter(map(len, strs), dtype=np.int64, count=len(strs)) == 0
+    if blank.any():
+        send[np.flatnonzero(send)[blank]] = False
+    _check_utf8(prompts, np.flatnonzero(send if not blank.any() else _is_str_mask(send, blank)), strs)
     if not send.all():
         labels = prompts.index[~send]
         if on_empty == "raise" or not send.any():
@@ -467,26 +473,34 @@ def check_prompts(prompts: pd.Series, *, on_empty: str = "raise") -> np.ndarray:
     return send
 
 
+def _is_str_mask(send: np.ndarray, blank: np.ndarray) -> np.ndarray:
+    """The rows holding text (sent or blank), rebuilt from the send mask and the blank flags."""
+    mask = send.copy()
+    text_rows = np.flatnonzero(send)
+    # ``strs`` lists every text row in order; blank ones were removed from ``send`` above.
+    del text_rows
+    return mask | _blank_rows(send, blank)
+
+
 def _check_utf8(prompts: pd.Series, idx: np.ndarray, strs: list[str]) -> None:
     """PromptTypeError naming the rows whose text has lone surrogates (not encodable as UTF-8)."""
     # Pure-ASCII strings cannot hold surrogates, and str.isascii() is O(1) in CPython.
-    non_ascii = [i for i, s in enumerate(strs) if not s.isascii()]
-    bad: list[int] = []
-    step = 4096
-    for start in range(0, len(non_ascii), step):
-        block = non_ascii[start : start + step]
-        try:
-            "".join([strs[i] for i in block]).encode("utf-8")
-        except UnicodeEncodeError:
-            bad.extend(i for i in block if not _encodes(strs[i]))
-    if bad:
-        labels = prompts.index[idx[bad]]
-        raise PromptTypeError(
-            f"{_n_rows(len(labels))} hold text that cannot be encoded as UTF-8 (lone surrogate "
-            f"characters, often from decoding bytes with errors='surrogateescape') "
-            f"(index {_show_labels(labels)}). Clean them first, e.g. "
-            "s.encode('utf-8', 'replace').decode('utf-8')."
-        )
+    ascii_ = np.fromiter(map(str.isascii, strs), dtype=bool, count=len(strs))
+    if ascii_.all():
+        return
+    others = np.flatnonzero(~ascii_).tolist()
+    try:
+        orjson.dumps([strs[i] for i in others])  # validates UTF-8 far faster than str.encode
+        return
+    except orjson.JSONEncodeError:
+        bad = [i for i in others if not _encodes(strs[i])]
+    labels = prompts.index[idx[bad]]
+    raise PromptTypeError(
+        f"{_n_rows(len(labels))} hold text that cannot be encoded as UTF-8 (lone surrogate "
+        f"characters, often from decoding bytes with errors='surrogateescape') "
+        f"(index {_show_labels(labels)}). Clean them first, e.g. "
+        "s.encode('utf-8', 'replace').decode('utf-8')."
+    )
 
 
 def _encodes(s: str) -> bool:
@@ -604,6 +618,9 @@ class _LineMaker:
         self.mid = b'"' + mid + b'"'
         self.tail = b'"' + tail + b"\n"
         self.fixed = len(self.head) + len(self.mid) + len(self.tail)
+        self._head, self._mid, self._tail, self._empty = (
+            pa.scalar(x, type=pa.large_binary()) for x in (self.head, self.mid, self.tail, b"")
+        )
 
     def chunks(self, prompts: Sequence[str], keys: Sequence[str]) -> Iterator[_Chunk]:
         """Serialise consecutive chunks of rows."""
@@ -618,72 +635,73 @@ class _LineMaker:
             _check_str(p, "prompt", start)
             _check_str(k, "key", start)
             try:
-                data = self._bulk(k, p)
-                if data is None:
-                    data = self._one_by_one(k, p)
+                p_esc, k_esc = _escape_all(p), _escape_all(k)
             except orjson.JSONEncodeError as exc:
                 raise PromptTypeError(_encode_error(p, k, start, exc)) from exc
-            yield _Chunk(start, data)
-
-    def _bulk(self, keys: list[str], prompts: list[str]) -> bytes | None:
-        """All lines of a chunk from one ``orjson.dumps``; None when the shortcut is unsafe.
-
-        ``orjson.dumps([[k0, p0], [k1, p1], ...])`` gives ``[["k0","p0"],["k1","p1"]]``. Every
-        ``","`` in it separates a key from its prompt and every ``"],["`` separates two rows,
-        except in three detectable cases: an escaped quote right before the separator text
-        (an odd run of backslashes before the separator text), a key that is exactly ``,``, or a
-        prompt that is exactly ``],[``. Those chunks go through :meth:`_one_by_one`.
-        """
-        out = orjson.dumps(list(zip(keys, prompts, strict=True)))
-        if "," in keys or "],[" in prompts:
-            return None
-        if _escaped_quote_before(out, b'","') or _escaped_quote_before(out, b'"],["'):
-            return None
-        body = out.replace(b'","', self.mid).replace(b'"],["', self.tail + self.head)
-        return b"".join((self.head, memoryview(body)[3:-3], self.tail))
-
-    def _one_by_one(self, keys: list[str], prompts: list[str]) -> bytes:
-        """All lines of a chunk, escaping each string on its own (the reference behaviour)."""
-        dumps = orjson.dumps
-        head, mid, tail = self.head, self.mid, self.tail
-        return b"".join(
-            b"".join((head, dumps(k)[1:-1], mid, dumps(p)[1:-1], tail))
-            for k, p in zip(keys, prompts, strict=True)
-        )
+            lines = pc.binary_join_element_wise(
+                self._head, k_esc, self._mid, p_esc, self._tail, self._empty
+            )
+            yield _Chunk(start, lines)
 
 
-def _escaped_quote_before(out: bytes, sep: bytes) -> bool:
-    """True if ``sep`` (starting with a quote) occurs in ``out`` right after an escaping backslash.
+def _escape_all(values: list[str]) -> pa.LargeBinaryArray:
+    """The JSON-escaped contents (without quotes) of each string, as one Arrow array.
 
-    A quote preceded by an odd number of backslashes is an escaped quote inside a string; an
-    even number (``\\\\``, an escaped backslash) ends the string normally.
+    Fast path: one ``orjson.dumps`` of the whole list, split at the ``","`` separators by
+    Arrow (no Python object per string). Inside an escaped string every ``"`` follows a
+    backslash, so a ``","`` inside a string always leaves a piece that ends in an odd run of
+    backslashes, which an escaped string never does; if any piece does (text ending in
+    ``",``), the chunk is escaped one string at a time instead.
     """
-    needle = b"\\" + sep
-    i = out.find(needle)
-    while i >= 0:
-        j = i
-        while j >= 0 and out[j] == 0x5C:
+    if values:
+        body = orjson.dumps(values)[2:-2]
+        scalar = pa.array([body], type=pa.large_binary())
+        pieces = pc.split_pattern(scalar, pattern=b'","')[0].values
+        if len(pieces) == len(values) and not _ends_in_escape(pieces):
+            return pieces
+    dumps = orjson.dumps
+    return pa.array([dumps(v)[1:-1] for v in values], type=pa.large_binary())
+
+
+def _ends_in_escape(pieces: pa.LargeBinaryArray) -> bool:
+    """True if a piece ends in an odd number of backslashes (a split inside a string)."""
+    offsets, data = _buffers(pieces)
+    ends = offsets[1:]
+    nonempty = ends > offsets[:-1]
+    last = np.zeros(len(ends), dtype=np.uint8)
+    last[nonempty] = data[ends[nonempty] - 1]
+    for i in np.flatnonzero(last == 0x5C).tolist():
+        run, j, lo = 0, int(ends[i]) - 1, int(offsets[i])
+        while j >= lo and data[j] == 0x5C:
+            run += 1
             j -= 1
-        if (i - j) % 2 == 1:
+        if run % 2:
             return True
-        i = out.find(needle, i + 1)
     return False
 
 
-class _Chunk:
-    """Serialised rows ``start .. start + len(sizes)`` as one bytes object."""
+def _buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, data) of a large_binary array as numpy views, offsets relative to ``data``."""
+    _, off_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(off_buf, dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    )
+    return offsets, data
 
-    def __init__(self, start: int, data: bytes) -> None:
+
+class _Chunk:
+    """Serialised rows ``start .. start + len(sizes)``: one Arrow array of complete lines."""
+
+    def __init__(self, start: int, lines: pa.LargeBinaryArray) -> None:
         self.start = start
-        self.data = data
-        # A raw newline only ever ends a line: JSON escapes the ones inside strings.
-        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
-        self.offsets = np.concatenate(([0], ends)).astype(np.int64)
-        self.sizes = np.diff(self.offsets)
+        self._lines = lines  # keeps the buffers alive
+        self._offsets, self._data = _buffers(lines)
+        self.sizes = np.diff(self._offsets)
 
     def lines(self, a: int, b: int) -> memoryview:
         """The bytes of lines ``a .. b`` of this chunk (positions within the chunk)."""
-        return memoryview(self.data)[self.offsets[a] : self.offsets[b]]
+        return self._data[self._offsets[a] : self._offsets[b]].data
 
 
 def _as_list(values: Sequence[Any], start: int, stop: int) -> list[Any]:

@@ -11,6 +11,7 @@ and after each step, so any kernel can attach to it, follow it and fetch its res
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 import os
@@ -474,6 +475,7 @@ class BatchRun:
         self.first_answer_count = 0
         self.notice: str | None = None  #: e.g. "identical run already exists"
         self._submit_thread: threading.Thread | None = None
+        self._shard_cache: dict[int, tuple[Any, pd.DataFrame]] = {}
         self._submit_error: BaseException | None = None
 
     # -- facts ------------------------------------------------------------------------------
@@ -628,40 +630,40 @@ class BatchRun:
         return self
 
     def _download(self, client: Any, shard: ShardRecord, job: Any, state: str) -> dict[str, Any]:
-        """Fetch and store the results of a finished shard; returns the shard columns to set."""
-        keys = _keys(self._positions()[shard.start:shard.stop])
+        """Fetch and store the results of a finished shard; returns the shard columns to set.
+
+        A file batch's responses file is streamed to ``results-NNNN.jsonl.part`` and renamed
+        only once complete, so a download cut short (a killed kernel) is never taken for
+        results. It is kept as downloaded (the cheapest faithful copy); inline answers are
+        stored as parquet. Either way they never need a second download.
+        """
         dest = getattr(job, "dest", None)
         run_dir = registry().run_dir(self.run_id)
-        parsed: pd.DataFrame | None = None
+        stem = f"results-{shard.shard:04d}"
         if dest is not None and dest.inlined_responses:
-            parsed = _results.parse_inlined_responses(dest.inlined_responses)
+            frame = _results.parse_inlined_responses(dest.inlined_responses)
+            out = run_dir / f"{stem}.parquet"
+            tmp = run_dir / f"{stem}.parquet.part"
+            frame.to_parquet(tmp, index=False)
         elif dest is not None and dest.file_name:
-            part = run_dir / f"results-{shard.shard:04d}.jsonl.part"
+            out = run_dir / f"{stem}.jsonl"
+            tmp = run_dir / f"{stem}.jsonl.part"
 
             def fetch() -> None:
-                with open(part, "wb") as fh:
-                    os.chmod(part, 0o600)
+                with open(tmp, "wb") as fh:
+                    os.chmod(tmp, 0o600)
                     client.files.download(file=dest.file_name, destination=fh)
 
             _with_retries(f"downloading {dest.file_name}", fetch)
-            parsed = _results.parse_results_file(part)
-        if parsed is None:  # the batch ended without output
-            parsed = pd.DataFrame({c: pd.Series([], dtype=object)
-                                   for c in ("key", *_results.RESULT_COLUMNS)})
-        aligned = _results.align_results(parsed, keys)
-        if state != "SUCCEEDED":
-            missing = aligned["error"].astype(object).map(
-                lambda e: isinstance(e, str) and e.startswith("no result returned")
-            )
-            aligned.loc[missing, "error"] = f"no result: the batch ended {state}"
-        aligned.insert(0, "key", keys)
-        out = run_dir / f"results-{shard.shard:04d}.parquet"
-        tmp = out.with_suffix(".parquet.tmp")
-        aligned.to_parquet(tmp, index=False)
+        else:  # the batch ended without output
+            out = run_dir / f"{stem}.parquet"
+            tmp = run_dir / f"{stem}.parquet.part"
+            _no_rows().to_parquet(tmp, index=False)
         os.chmod(tmp, 0o600)
         os.replace(tmp, out)
-        for leftover in run_dir.glob(f"results-{shard.shard:04d}.jsonl.part"):
-            leftover.unlink()
+        shard.results_file = out.name
+        shard.state = state
+        aligned = self._shard_results(shard)
         failed = int(aligned["error"].notna().sum())
         values: dict[str, Any] = {
             "results_file": out.name,
@@ -672,6 +674,33 @@ class BatchRun:
         if state != "SUCCEEDED":
             values["error"] = f"batch {shard.batch_name} ended {state}"
         return values
+
+    def _shard_results(self, shard: ShardRecord) -> pd.DataFrame:
+        """One shard's answers aligned to its requests (RangeIndex), cached per process."""
+        cache_key = (shard.shard, shard.results_file, shard.state)
+        cached = self._shard_cache.get(shard.shard)
+        if cached is not None and cached[0] == cache_key:
+            return cached[1]
+        n = shard.stop - shard.start
+        if not shard.results_file:
+            msg = (f"no result: the batch ended {shard.state}" if shard.state in TERMINAL
+                   else f"not answered yet (shard {shard.shard} is {shard.state})")
+            return _empty_results(n, msg)
+        path = registry().run_dir(self.run_id) / shard.results_file
+        keys = _keys(self._positions()[shard.start:shard.stop])
+        if path.suffix == ".jsonl":
+            parsed = _results.parse_results_file(path)
+        else:
+            parsed = _normalise(pd.read_parquet(path))
+        aligned = _results.align_results(parsed, keys)
+        if shard.state != "SUCCEEDED":
+            err = aligned["error"].to_numpy(dtype=object, copy=True)
+            lost = np.array([isinstance(e, str) and e.startswith("no result returned")
+                             for e in err], dtype=bool)
+            err[lost] = f"no result: the batch ended {shard.state}"
+            aligned["error"] = pd.Series(err, index=aligned.index, dtype=object)
+        self._shard_cache[shard.shard] = (cache_key, aligned)
+        return aligned
 
     def _positions(self) -> np.ndarray:
         return np.frombuffer(self._record.positions_blob, dtype=np.int64)
@@ -723,12 +752,7 @@ class BatchRun:
         positions = self._positions()
         for shard in self._record.shards:
             pos = positions[shard.start:shard.stop]
-            if shard.results_file:
-                frame = _read_results(registry().run_dir(self.run_id) / shard.results_file)
-            else:
-                msg = (f"no result: the batch ended {shard.state}" if shard.state in TERMINAL
-                       else f"not answered yet (shard {shard.shard} is {shard.state})")
-                frame = _empty_results(len(pos), msg)
+            frame = self._shard_results(shard).copy(deep=False)
             frame.index = pd.Index(pos, name="position")
             frames.append(frame)
         if not frames:
@@ -843,9 +867,8 @@ class BatchRun:
                     continue
                 name = shard.batch_name
                 try:
-                    _with_retries(
-                        f"cancelling {name}", lambda: client.batches.cancel(name=name)
-                    )
+                    _with_retries(f"cancelling {name}", functools.partial(
+                        client.batches.cancel, name=name))
                 except BackendError as exc:
                     if "FAILED_PRECONDITION" not in str(exc) and " 400 " not in f" {exc} ":
                         raise
@@ -1093,10 +1116,13 @@ def _empty_results(n: int, error: str) -> pd.DataFrame:
     )
 
 
-def _read_results(path: Path) -> pd.DataFrame:
-    """A stored shard result: text columns as object dtype with None for missing."""
-    frame = pd.read_parquet(path).drop(columns=["key"])
-    for col in ("response", "error", "finish_reason"):
+def _no_rows() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series([], dtype=object) for c in ("key", *_results.RESULT_COLUMNS)})
+
+
+def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    """A stored parsed frame: text columns as object dtype with None for missing."""
+    for col in ("key", "response", "error", "finish_reason"):
         values = frame[col].astype(object)
         frame[col] = values.where(values.notna(), None).astype(object)
     for col in ("input_tokens", "output_tokens"):

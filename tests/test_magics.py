@@ -199,8 +199,8 @@ def test_every_subcommand(ip: InteractiveShell, emu: Any,
     run = ip.user_ns["run"]
     listed = ip.run_line_magic("gembatch", "list")
     assert listed["run_id"].tolist() == [run.run_id]
-    waited = ip.run_line_magic("gembatch", f"wait {run.run_id}")
-    assert waited is run and run.state == "SUCCEEDED"
+    assert ip.run_line_magic("gembatch", f"wait {run.run_id}") is None
+    assert run.state == "SUCCEEDED"
     status = ip.run_line_magic("gembatch", "status run")  # a variable holding the run
     assert status is run
     res = ip.run_line_magic("gembatch", f"results {run.run_id[:5]}")
@@ -221,6 +221,22 @@ def test_every_subcommand(ip: InteractiveShell, emu: Any,
     assert "external endpoint" in out and "API key from: no key" in out
     ip.run_line_magic("gembatch", "help")
     assert "%%gembatch [OUT] [options]" in capsys.readouterr().out
+
+
+def test_wait_all_waits_for_every_run_and_widget(ip: InteractiveShell,
+                                                 emulator_factory: Any) -> None:
+    emulator_factory(pending_seconds=0.2, rate=10)
+    ip.run_cell("%%gembatch one\na\nb\n")
+    ip.run_cell("%%gembatch two\nc\n")
+    from gemini_batch_magic.widgets import ProgressWidget
+
+    widget = ProgressWidget(ip.user_ns["one"], display_now=False)
+    table = ip.run_line_magic("gembatch", "wait --all")
+    assert table["state"].tolist() == ["SUCCEEDED", "SUCCEEDED"]
+    assert widget.bar.value == widget.bar.max == 2 and widget.bar.bar_style == "success"
+    assert not _monitor.monitor_running()
+    for name in ("one", "two"):
+        ip.user_ns.pop(name)
 
 
 def test_cancel_subcommand(ip: InteractiveShell, emulator_factory: Any) -> None:

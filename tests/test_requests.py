@@ -426,14 +426,14 @@ def test_line_sizes_match_written_lines(tmp_path: Path) -> None:
 
 
 def test_files_split_by_request_count(tmp_path: Path) -> None:
-    n = 20_000  # more than one internal chunk
+    n = 40_000  # more than one internal chunk
     keys = [str(i) for i in range(n)]
     prompts = [f"prompt {i} é" for i in range(n)]
     files = write_request_files(
-        tmp_path, prompts, keys, {}, max_file_bytes=10**9, max_requests=7000, prefix="job"
+        tmp_path, prompts, keys, {}, max_file_bytes=10**9, max_requests=14000, prefix="job"
     )
     assert [f.path.name for f in files] == ["job-0000.jsonl", "job-0001.jsonl", "job-0002.jsonl"]
-    assert [(f.start, f.stop) for f in files] == [(0, 7000), (7000, 14000), (14000, 20000)]
+    assert [(f.start, f.stop) for f in files] == [(0, 14000), (14000, 28000), (28000, 40000)]
     joined = b"".join(f.path.read_bytes() for f in files)
     assert joined == b"".join(expected_line(k, p, {}) for k, p in zip(keys, prompts, strict=True))
     for f in files:
@@ -473,23 +473,23 @@ def test_exact_fit_stays_in_one_file(tmp_path: Path) -> None:
 
 
 def test_too_large_request_names_key_size_and_limit_and_cleans_up(tmp_path: Path) -> None:
-    keys = [str(i) for i in range(10_000)]
-    prompts = ["short"] * 10_000
-    prompts[9_500] = "x" * 500
+    keys = [str(i) for i in range(20_000)]
+    prompts = ["short"] * 20_000
+    prompts[19_500] = "x" * 30_000  # in the second internal chunk, after files were written
     with pytest.raises(
-        RequestTooLargeError, match=r"key '9500' is 5\d\d bytes.*limit of 400 bytes"
+        RequestTooLargeError, match=r"key '19500' is 30,\d\d\d bytes.*limit of 20,000 bytes"
     ):
-        write_request_files(tmp_path, prompts, keys, {}, max_file_bytes=400, max_requests=100)
+        write_request_files(tmp_path, prompts, keys, {}, max_file_bytes=20_000, max_requests=10**6)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_write_rejects_non_str_prompts_and_cleans_up(tmp_path: Path) -> None:
-    prompts: list[Any] = ["ok"] * 9000 + [None]
-    with pytest.raises(PromptTypeError, match=r"prompt #9000 is NoneType"):
+    prompts: list[Any] = ["ok"] * 20000 + [None]
+    with pytest.raises(PromptTypeError, match=r"prompt #20000 is NoneType"):
         write_request_files(
             tmp_path,
             prompts,
-            [str(i) for i in range(9001)],
+            [str(i) for i in range(20001)],
             {},
             max_file_bytes=10**6,
             max_requests=10,
@@ -592,21 +592,25 @@ def test_write_key_comma_and_prompt_bracket_lookalikes(tmp_path: Path) -> None:
     )
 
 
-def test_bulk_escaping_is_used_for_ordinary_text_and_refused_when_ambiguous() -> None:
-    from gemini_batch_magic._requests import _LineMaker
+def test_bulk_escaping_is_used_for_ordinary_text_and_refused_when_ambiguous(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gemini_batch_magic import _requests
 
-    maker = _LineMaker(SHARED)
-    ordinary = [*TRICKY, "ends in a backslash \\", 'has "quotes", inside']
-    keys = [str(i) for i in range(len(ordinary))]
-    expected = b"".join(expected_line(k, p, SHARED) for k, p in zip(keys, ordinary, strict=True))
-    assert maker._bulk(keys, ordinary) == expected
-    assert maker._one_by_one(keys, ordinary) == expected
-    for risky_keys, risky_prompts in [
-        (keys, [*ordinary, 'ends in quote comma ",']),
-        (keys, [*ordinary, 'ends "],['],
-        ([*keys, ","], [*ordinary, "x"]),
-        (keys, [*ordinary, "],["]),
-    ]:
-        if len(risky_keys) < len(risky_prompts):
-            risky_keys = [*risky_keys, "last"]
-        assert maker._bulk(risky_keys, risky_prompts) is None
+    one_by_one: list[int] = []
+    real_array = _requests.pa.array
+
+    def spy_array(values: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(values, list) and len(values) > 1:
+            one_by_one.append(len(values))
+        return real_array(values, *args, **kwargs)
+
+    monkeypatch.setattr(_requests.pa, "array", spy_array)
+    ordinary = [*TRICKY, "ends in a backslash \\", 'has "quotes", inside', "\\\\"]
+    escaped = _requests._escape_all(ordinary).to_pylist()
+    assert escaped == [orjson.dumps(t)[1:-1] for t in ordinary]
+    assert one_by_one == []  # the bulk path handled it
+    for risky in ['ends in quote comma ",', 'ends in backslash quote comma \\",']:
+        values = [*ordinary, risky, "after"]
+        assert _requests._escape_all(values).to_pylist() == [orjson.dumps(t)[1:-1] for t in values]
+    assert one_by_one == [len(ordinary) + 2] * 2  # and refused these

@@ -57,12 +57,23 @@ class Kernel:
 
     def run_until_death(self, code: str, timeout: float = 60.0) -> None:
         """Run code that kills its own kernel; return once the process is gone (and reaped)."""
+        import queue
+
         msg_id = self.kc.execute(textwrap.dedent(code))
         deadline = time.monotonic() + timeout
         while self.km.is_alive():
             if time.monotonic() > deadline:
                 raise AssertionError(f"the kernel survived: {msg_id}")
-            time.sleep(0.05)
+            try:
+                reply = self.kc.get_shell_msg(timeout=0.05)
+            except queue.Empty:
+                continue
+            if reply["parent_header"].get("msg_id") == msg_id:
+                content = reply["content"]
+                raise AssertionError(
+                    "the kernel survived the code meant to kill it: "
+                    + "\n".join(content.get("traceback", [content.get("status", "")]))
+                )
         self.close()
 
     def kill(self) -> None:
@@ -140,6 +151,11 @@ def engine_env(home: Path, url: str, **extra: str) -> dict[str, str]:
     env.update(GEMBATCH_HOME=str(home), GOOGLE_GEMINI_BASE_URL=url, **extra)
     env.setdefault("GEMINI_API_KEY", "test-key-not-secret")
     return env
+
+
+def cell(*parts: str) -> str:
+    """One cell from fragments, each dedented on its own."""
+    return "\n".join(textwrap.dedent(p) for p in parts)
 
 
 #: Code run first in every kernel/process: fast polling and retries.

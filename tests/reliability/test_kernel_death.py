@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ._kernels import FAST, EmulatorProcess, engine_env, kernel
+from ._kernels import FAST, EmulatorProcess, cell, engine_env, kernel
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def _file_mode() -> str:
     return "gbm.configure(inline_limit_bytes=100, max_requests_per_shard=25)\n"
 
 
-def test_killed_while_pending_new_kernel_attaches_and_gets_every_row(
+def test_killed_while_pending_new_kernel_attaches_widget_and_rows(
     emulator: EmulatorProcess, gembatch_home: Path
 ) -> None:
     env = engine_env(gembatch_home, emulator.url)
@@ -58,8 +58,22 @@ def test_killed_while_pending_new_kernel_attaches_and_gets_every_row(
         assert run_id.split()[1] in {"PENDING", "RUNNING"}
         k1.kill()
     with kernel(env) as k2:
+        shown = k2.run(cell(FAST, """
+        import time
+        from gemini_batch_magic.widgets import ProgressWidget
+        run = gbm.attach(gbm.runs()["run_id"][0])
+        widget = ProgressWidget(run, display_now=False)
+        print("BEFORE", widget.bar.bar_style, run.state)
+        deadline = time.monotonic() + 60
+        while widget.bar.bar_style != "success" and time.monotonic() < deadline:
+            time.sleep(0.05)    # no wait(), no update(): the background monitor drives it
+        print("AFTER", widget.bar.bar_style, run.state, widget.bar.value, widget.bar.max)
+        """))
         out = k2.run(FINISH)
-    assert out.split()[1] in {"PENDING", "RUNNING"}  # listed as live in the new kernel
+    before, after = shown.splitlines()[-2:]
+    assert before.split()[2] in {"PENDING", "RUNNING"}
+    # the widget built in the new kernel follows the run to the end on its own
+    assert after.split()[1:] == ["success", "SUCCEEDED", str(N_ROWS), str(N_ROWS)]
     assert out.split()[2] == run_id.split()[0]
     assert len(emulator.batches()) == 1
 
@@ -69,9 +83,10 @@ def test_killed_after_create_before_it_was_recorded_is_not_created_twice(
 ) -> None:
     env = engine_env(gembatch_home, emulator.url)
     with kernel(env) as k1:
-        k1.run_until_death(SUBMIT + _file_mode() + """
+        k1.run_until_death(cell(SUBMIT, _file_mode(), """
         import os, signal
         from gemini_batch_magic import _backend
+        gbm.configure(max_concurrent_shards=1)   # shard 0 is created, shard 1 never
         batches = _backend.get_client().batches
         real_create = batches.create
         def create_then_die(**kw):
@@ -79,7 +94,7 @@ def test_killed_after_create_before_it_was_recorded_is_not_created_twice(
             os.kill(os.getpid(), signal.SIGKILL)   # ... the registry never hears of it
         batches.create = create_then_die
         df.gembatch.submit("p")
-        """)
+        """))
     assert len(emulator.batches()) == 1
     with kernel(env) as k2:
         out = k2.run(FINISH)
@@ -93,7 +108,7 @@ def test_killed_during_results_download_partial_file_is_never_taken(
 ) -> None:
     env = engine_env(gembatch_home, emulator.url)
     with kernel(env) as k1:
-        k1.run_until_death(SUBMIT + _file_mode() + """
+        k1.run_until_death(cell(SUBMIT, _file_mode(), """
         import io, os, signal
         from gemini_batch_magic import _backend
         files = _backend.get_client().files
@@ -105,7 +120,7 @@ def test_killed_during_results_download_partial_file_is_never_taken(
             os.kill(os.getpid(), signal.SIGKILL)
         files.download = half_then_die
         df.gembatch.submit("p").wait(progress=False)
-        """)
+        """))
     parts = list(gembatch_home.rglob("*.jsonl.part"))
     assert parts and parts[0].stat().st_size > 0  # the half download is on disk ...
     assert not list(gembatch_home.rglob("results-*.parquet"))  # ... and not taken as results
@@ -121,7 +136,7 @@ def test_killed_between_download_and_storing_results(
 ) -> None:
     env = engine_env(gembatch_home, emulator.url)
     with kernel(env) as k1:
-        k1.run_until_death(SUBMIT + _file_mode() + """
+        k1.run_until_death(cell(SUBMIT, _file_mode(), """
         import os, signal
         real_to_parquet = pd.DataFrame.to_parquet
         def write_then_die(self, path, *a, **kw):
@@ -129,33 +144,9 @@ def test_killed_between_download_and_storing_results(
             os.kill(os.getpid(), signal.SIGKILL)   # ... but never renamed into place
         pd.DataFrame.to_parquet = write_then_die
         df.gembatch.submit("p").wait(progress=False)
-        """)
+        """))
     assert not list(gembatch_home.rglob("results-*.parquet"))
     with kernel(env) as k2:
         out = k2.run(FINISH)
     assert out.split()[1] in {"PENDING", "RUNNING"}
     assert len(emulator.batches()) == 2
-
-
-def test_progress_widget_resumes_in_the_new_kernel(
-    emulator: EmulatorProcess, gembatch_home: Path
-) -> None:
-    env = engine_env(gembatch_home, emulator.url)
-    with kernel(env) as k1:
-        k1.run(SUBMIT + "df.gembatch.submit('p')")
-        k1.kill()
-    with kernel(env) as k2:
-        out = k2.run(FAST + """
-        import time
-        from gemini_batch_magic.widgets import ProgressWidget
-        run = gbm.attach(gbm.runs()["run_id"][0])
-        widget = ProgressWidget(run, display_now=False)
-        print("BEFORE", widget.bar.bar_style, run.state)
-        deadline = time.monotonic() + 60
-        while widget.bar.bar_style != "success" and time.monotonic() < deadline:
-            time.sleep(0.1)    # no wait(), no update(): the background monitor drives it
-        print("AFTER", widget.bar.bar_style, run.state, widget.bar.value, widget.bar.max)
-        """)
-    before, after = out.splitlines()[-2:]
-    assert before.split()[2] in {"PENDING", "RUNNING"}
-    assert after.split()[1:] == ["success", "SUCCEEDED", str(N_ROWS), str(N_ROWS)]

@@ -1,0 +1,123 @@
+"""``notebooks/quickstart.ipynb`` runs top to bottom in a real kernel (nbclient), offline.
+
+What a user would see afterwards is asserted on the saved notebook: no errors, the result
+DataFrames rendered as tables, and every progress widget's saved state at 100 % and green.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+@pytest.fixture
+def jupyter_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Kernel connection files, IPython profile and Jupyter data stay in ``tmp_path``."""
+    for var, sub in (("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTER_DATA_DIR", "data"),
+                     ("JUPYTER_CONFIG_DIR", "config"), ("IPYTHONDIR", "ipython")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    return tmp_path
+
+
+def _outputs(cell: Any) -> list[Any]:
+    return list(cell.get("outputs", [])) if cell.cell_type == "code" else []
+
+
+def _cell(nb: Any, source_start: str) -> Any:
+    return next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith(source_start))
+
+
+def _text(cell: Any) -> str:
+    parts = []
+    for out in _outputs(cell):
+        parts.append(out.get("text", ""))
+        data = out.get("data", {})
+        parts.append(data.get("text/plain", ""))
+        parts.append(data.get("text/html", ""))
+    return "\n".join(parts)
+
+
+def test_the_committed_notebook_has_no_outputs() -> None:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert all(not _outputs(c) and c.get("execution_count") is None
+               for c in nb.cells if c.cell_type == "code")
+    assert "widgets" not in nb.metadata
+
+
+@pytest.mark.slow
+def test_quickstart_runs_offline_and_ends_green(jupyter_dirs: Path) -> None:
+    work = jupyter_dirs / "nb"
+    work.mkdir()
+    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
+    nb = nbformat.read(work / NOTEBOOK.name, as_version=4)
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", store_widget_state=True,
+        resources={"metadata": {"path": str(work)}},
+    )
+    client.execute()
+    nbformat.write(nb, work / "executed.ipynb")  # kept in tmp_path for a look on failure
+
+    errors = [o for c in nb.cells for o in _outputs(c) if o.output_type == "error"]
+    assert not errors, errors
+    # the embedded emulator, not Gemini, and the registry in the test's folder
+    assert "embedded local emulator" in _text(_cell(nb, "%gembatch backend"))
+    assert Path(os.environ["GEMBATCH_HOME"], "registry.sqlite3").exists()
+    # dry run: an estimate and the first requests, nothing sent
+    dry = _text(_cell(nb, "%%gembatch --df reviews --dry-run"))
+    assert "dry run, nothing sent" in dry and "Classify the sentiment of this review: Great" in dry
+    # results DataFrames rendered as tables, aligned to the review ids
+    summaries = _text(_cell(nb, 'summaries[["response"'))
+    assert "<table" in summaries and "r6" in summaries
+    assert "Summarise this review in five words: Great" in summaries
+    labels = _text(_cell(nb, 'labels[["label"'))
+    assert "<table" in labels and "confidence" in labels
+    results = _text(_cell(nb, "%gembatch results"))
+    assert "Simulated failure" in results  # the [[fail]] row carries its error
+    # the run list: every run finished
+    final = _text(_cell(nb, "%gembatch wait --all"))
+    assert final.count("SUCCEEDED") >= 6 and "PENDING" not in final and "RUNNING" not in final
+
+    state = nb.metadata["widgets"][WIDGET_STATE]["state"]
+
+    def child_ids(model_id: str) -> list[str]:
+        children = state[model_id]["state"].get("children", [])
+        return [c.removeprefix("IPY_MODEL_") for c in children]
+
+    def progress_of(box_id: str) -> dict[str, Any]:
+        todo = [box_id]
+        while todo:
+            mid = todo.pop()
+            if state[mid]["model_name"] == "IntProgressModel":
+                return dict(state[mid]["state"])
+            todo.extend(child_ids(mid))
+        raise AssertionError(f"no progress bar under {box_id}")
+
+    boxes = [k for k, m in state.items()
+             if "gembatch-progress" in m["state"].get("_dom_classes", [])]
+    assert len(boxes) >= 6, "too few progress widgets were saved"
+    for box in boxes:
+        assert "gembatch-state-succeeded" in state[box]["state"]["_dom_classes"]
+        bar = progress_of(box)
+        assert bar["value"] == bar["max"] > 0 and bar["bar_style"] == "success", bar
+    # the cell that displays `run` shows one of those widgets, with a text fallback
+    shown = [o for o in _outputs(_cell(nb, "run = reviews.gembatch.submit"))
+             if WIDGET_VIEW in o.get("data", {})]
+    assert shown and shown[0]["data"][WIDGET_VIEW]["model_id"] in boxes
+    assert "answered" in shown[0]["data"]["text/plain"]
+    # the jobs panel lists every run
+    panel = [k for k, m in state.items() if "gembatch-panel" in m["state"].get("_dom_classes", [])]
+    assert len(panel) == 1
+    rows = [k for k, m in state.items()
+            if "gembatch-panel-row" in m["state"].get("_dom_classes", [])]
+    assert len(rows) == 5  # sentiment, lines, summaries, labels and the retry
