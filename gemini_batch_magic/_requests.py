@@ -447,12 +447,12 @@ def check_prompts(prompts: pd.Series, *, on_empty: str = "raise") -> np.ndarray:
             )
         send = is_str
         strs = values[is_str].tolist()
+    text_rows = np.flatnonzero(send)  # the row of each item of ``strs``
+    _check_utf8(prompts, text_rows, strs)
     # Whitespace-only or empty: str.isspace() is False for "", and len() == 0 catches that.
     blank = np.fromiter(map(str.isspace, strs), dtype=bool, count=len(strs))
     blank |= np.fromiter(map(len, strs), dtype=np.int64, count=len(strs)) == 0
-    if blank.any():
-        send[np.flatnonzero(send)[blank]] = False
-    _check_utf8(prompts, np.flatnonzero(send if not blank.any() else _is_str_mask(send, blank)), strs)
+    send[text_rows[blank]] = False
     if not send.all():
         labels = prompts.index[~send]
         if on_empty == "raise" or not send.any():
@@ -471,15 +471,6 @@ def check_prompts(prompts: pd.Series, *, on_empty: str = "raise") -> np.ndarray:
                 f"(index {_show_labels(labels)}); {fix}."
             )
     return send
-
-
-def _is_str_mask(send: np.ndarray, blank: np.ndarray) -> np.ndarray:
-    """The rows holding text (sent or blank), rebuilt from the send mask and the blank flags."""
-    mask = send.copy()
-    text_rows = np.flatnonzero(send)
-    # ``strs`` lists every text row in order; blank ones were removed from ``send`` above.
-    del text_rows
-    return mask | _blank_rows(send, blank)
 
 
 def _check_utf8(prompts: pd.Series, idx: np.ndarray, strs: list[str]) -> None:

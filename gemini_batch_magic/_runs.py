@@ -640,14 +640,16 @@ class BatchRun:
         dest = getattr(job, "dest", None)
         run_dir = registry().run_dir(self.run_id)
         stem = f"results-{shard.shard:04d}"
+        # the temporary name is this writer's own: two kernels may fetch the same shard at once
+        own = f"{os.getpid()}-{secrets.token_hex(4)}.part"
         if dest is not None and dest.inlined_responses:
             frame = _results.parse_inlined_responses(dest.inlined_responses)
             out = run_dir / f"{stem}.parquet"
-            tmp = run_dir / f"{stem}.parquet.part"
+            tmp = run_dir / f"{stem}.parquet.{own}"
             frame.to_parquet(tmp, index=False)
         elif dest is not None and dest.file_name:
             out = run_dir / f"{stem}.jsonl"
-            tmp = run_dir / f"{stem}.jsonl.part"
+            tmp = run_dir / f"{stem}.jsonl.{own}"
 
             def fetch() -> None:
                 with open(tmp, "wb") as fh:
@@ -657,10 +659,14 @@ class BatchRun:
             _with_retries(f"downloading {dest.file_name}", fetch)
         else:  # the batch ended without output
             out = run_dir / f"{stem}.parquet"
-            tmp = run_dir / f"{stem}.parquet.part"
+            tmp = run_dir / f"{stem}.parquet.{own}"
             _no_rows().to_parquet(tmp, index=False)
         os.chmod(tmp, 0o600)
         os.replace(tmp, out)
+        for leftover in run_dir.glob(f"{stem}.*.part"):  # cut short by a writer that died
+            pid = leftover.name.rsplit(".", 2)[-2].split("-")[0]
+            if not _owner_alive(f"{socket.gethostname()}:{pid}"):
+                leftover.unlink(missing_ok=True)
         shard.results_file = out.name
         shard.state = state
         aligned = self._shard_results(shard)

@@ -66,3 +66,26 @@ def test_estimate_and_backend_and_unknown_run(emu: Any, tmp_path: Path) -> None:
     assert "external endpoint" in gembatch("backend", env=env).stdout
     missing = gembatch("status", "nope", env=env)
     assert missing.returncode == 2 and "no run 'nope'" in missing.stderr
+
+
+def test_gembatch_emulator_serves_and_prints_its_url_first() -> None:
+    import signal
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gemini_batch_magic.cli", "emulator", "--port", "0",
+         "--pending-seconds", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        req = urllib.request.Request(f"{url}/v1beta/batches", headers={"x-goog-api-key": "k"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)  # also closes the pipes
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err

@@ -45,6 +45,11 @@ def emulator(tmp_path: Path) -> Iterator[EmulatorProcess]:
     proc.close()
 
 
+def _stored_results(home: Path) -> list[Path]:
+    """Results files the registry would read (temporary ``.part`` files excluded)."""
+    return [p for p in home.rglob("results-*") if not p.name.endswith(".part")]
+
+
 def _file_mode() -> str:
     return "gbm.configure(inline_limit_bytes=100, max_requests_per_shard=25)\n"
 
@@ -121,13 +126,13 @@ def test_killed_during_results_download_partial_file_is_never_taken(
         files.download = half_then_die
         df.gembatch.submit("p").wait(progress=False)
         """))
-    parts = list(gembatch_home.rglob("*.jsonl.part"))
+    parts = list(gembatch_home.rglob("results-*.part"))
     assert parts and parts[0].stat().st_size > 0  # the half download is on disk ...
-    assert not list(gembatch_home.rglob("results-*.parquet"))  # ... and not taken as results
+    assert _stored_results(gembatch_home) == []  # ... and not taken as results
     with kernel(env) as k2:
         out = k2.run(FINISH)
     assert out.split()[1] in {"PENDING", "RUNNING"}
-    assert not list(gembatch_home.rglob("*.jsonl.part"))
+    assert not list(gembatch_home.rglob("*.part"))  # the dead kernel's leftover is gone
     assert len(emulator.batches()) == 2
 
 
@@ -138,14 +143,16 @@ def test_killed_between_download_and_storing_results(
     with kernel(env) as k1:
         k1.run_until_death(cell(SUBMIT, _file_mode(), """
         import os, signal
-        real_to_parquet = pd.DataFrame.to_parquet
-        def write_then_die(self, path, *a, **kw):
-            real_to_parquet(self, path, *a, **kw)  # the temporary file is complete ...
-            os.kill(os.getpid(), signal.SIGKILL)   # ... but never renamed into place
-        pd.DataFrame.to_parquet = write_then_die
+        real_replace = os.replace
+        def die_before_storing(src, dst, *a, **kw):
+            if os.path.basename(dst).startswith("results-"):
+                os.kill(os.getpid(), signal.SIGKILL)  # downloaded, never stored
+            return real_replace(src, dst, *a, **kw)
+        os.replace = die_before_storing
         df.gembatch.submit("p").wait(progress=False)
         """))
-    assert not list(gembatch_home.rglob("results-*.parquet"))
+    assert list(gembatch_home.rglob("results-*.part"))  # complete, but never renamed
+    assert _stored_results(gembatch_home) == []
     with kernel(env) as k2:
         out = k2.run(FINISH)
     assert out.split()[1] in {"PENDING", "RUNNING"}
