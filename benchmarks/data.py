@@ -92,9 +92,22 @@ def make_responses_file(
             key = str(i)
             obj: dict[str, object]
             if kind < error_rate:
-                obj = {"key": key, "error": {"code": 500, "message": "Internal error encountered.", "status": "INTERNAL"}}
+                obj = {
+                    "key": key,
+                    "error": {
+                        "code": 500,
+                        "message": "Internal error encountered.",
+                        "status": "INTERNAL",
+                    },
+                }
             elif kind < error_rate + 0.005:
-                obj = {"key": key, "response": {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": int(tokens[i, 0])}}}
+                obj = {
+                    "key": key,
+                    "response": {
+                        "promptFeedback": {"blockReason": "SAFETY"},
+                        "usageMetadata": {"promptTokenCount": int(tokens[i, 0])},
+                    },
+                }
             else:
                 s = int(starts[i])
                 parts: list[dict[str, object]] = [{"text": corpus[s : s + int(lengths[i])]}]

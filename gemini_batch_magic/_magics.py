@@ -112,6 +112,7 @@ stops at that cell. The API key is never shown.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -126,7 +127,7 @@ from IPython.core.magic import (
     magics_class,
     needs_local_scope,
 )
-from traitlets import Float, Integer, TraitError, Unicode, validate
+from traitlets import Bool, Float, HasTraits, Integer, TraitError, Unicode, validate
 
 from . import _config, _monitor, _runs
 from ._runs import BatchRun
@@ -215,12 +216,6 @@ def _usage_error(exc: BaseException) -> UsageError:
     return UsageError(_monitor.redact(exc))
 
 
-def _setting_trait(trait: Any, name: str) -> Any:
-    default = getattr(_config.Settings(), name)
-    value = str(default) if isinstance(default, Path) else default
-    return trait(default_value=value, config=True, help=_FIELD_HELP.get(name, name))
-
-
 _FIELD_HELP = {
     "model": "Model used when a cell names none (-m/--model).",
     "home": "Folder of the run registry and cached results ($GEMBATCH_HOME).",
@@ -238,27 +233,31 @@ _FIELD_HELP = {
 }
 
 
+def _settings_traits() -> type[HasTraits]:
+    """A mixin with one ``config=True`` trait per field of :class:`Settings`, same defaults.
+
+    Built from the dataclass, so every engine setting is a ``%config GemBatch`` option.
+    """
+    traits: dict[str, Any] = {}
+    for f in dataclasses.fields(_config.Settings):
+        default = getattr(_config.Settings(), f.name)
+        kind = {bool: Bool, int: Integer, float: Float}.get(type(default), Unicode)
+        value = str(default) if isinstance(default, Path) else default
+        traits[f.name] = kind(default_value=value, config=True,
+                              help=_FIELD_HELP.get(f.name, f.name.replace("_", " ")))
+    return type("_SettingsTraits", (HasTraits,), traits)
+
+
+_SETTINGS = tuple(f.name for f in dataclasses.fields(_config.Settings))
+
+
 @magics_class
-class GemBatchMagics(Magics):
+class GemBatchMagics(Magics, _settings_traits()):  # type: ignore[misc]
     """``%%gembatch`` and ``%gembatch``; its traits are the package settings.
 
     Registered under the config name ``GemBatch`` (see :class:`GemBatch`): setting a trait
     calls :func:`gemini_batch_magic.configure`, so there is one source of truth.
     """
-
-    model = _setting_trait(Unicode, "model")
-    home = _setting_trait(Unicode, "home")
-    backend = _setting_trait(Unicode, "backend")
-    poll_interval = _setting_trait(Float, "poll_interval")
-    max_poll_interval = _setting_trait(Float, "max_poll_interval")
-    inline_limit_bytes = _setting_trait(Integer, "inline_limit_bytes")
-    max_file_bytes = _setting_trait(Integer, "max_file_bytes")
-    max_requests_per_shard = _setting_trait(Integer, "max_requests_per_shard")
-    max_concurrent_shards = _setting_trait(Integer, "max_concurrent_shards")
-    retry_attempts = _setting_trait(Integer, "retry_attempts")
-    retry_initial_delay = _setting_trait(Float, "retry_initial_delay")
-    emulator_pending_seconds = _setting_trait(Float, "emulator_pending_seconds")
-    emulator_rate = _setting_trait(Float, "emulator_rate")
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         self._pull_settings()  # class defaults -> the current settings, before config loads
@@ -278,7 +277,7 @@ class GemBatchMagics(Magics):
             if name in current:
                 self._trait_values[name] = current[name]
 
-    @validate(*_FIELD_HELP)
+    @validate(*_SETTINGS)
     def _validate_setting(self, proposal: Any) -> Any:
         name = proposal["trait"].name
         value = proposal["value"]

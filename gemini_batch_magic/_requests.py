@@ -23,8 +23,9 @@ import difflib
 import hashlib
 import os
 import string
-from collections import Counter
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,7 +191,12 @@ def _text_column(df: pd.DataFrame, name: str) -> np.ndarray:
             _raise_not_text(col, bad, name)
         return _none_for_missing(col.to_numpy(dtype=object))
     if _is_text_dtype(dtype):
-        return _none_for_missing(col.to_numpy(dtype=object))
+        values = col.to_numpy(dtype=object)
+        missing = np.asarray(col.isna(), dtype=bool)  # from the validity bitmap: no object scan
+        if missing.any():
+            values = values.copy()  # never write into the caller's frame
+            values[missing] = None
+        return values
     values = col.to_numpy(dtype=object)
     if dtype is np.dtype(object):
         kind = pd.api.types.infer_dtype(values, skipna=True)
@@ -451,7 +457,8 @@ def check_prompts(prompts: pd.Series, *, on_empty: str = "raise") -> np.ndarray:
     _check_utf8(prompts, text_rows, strs)
     # Whitespace-only or empty: str.isspace() is False for "", and len() == 0 catches that.
     blank = np.fromiter(map(str.isspace, strs), dtype=bool, count=len(strs))
-    blank |= np.fromiter(map(len, strs), dtype=np.int64, count=len(strs)) == 0
+    if "" in strs:
+        blank |= np.fromiter(map(len, strs), dtype=np.int64, count=len(strs)) == 0
     send[text_rows[blank]] = False
     if not send.all():
         labels = prompts.index[~send]
@@ -539,6 +546,13 @@ def check_keys(df: pd.DataFrame, key: str | None = None) -> pd.Index:
             f"{what} has {_n_rows(len(rows))} with a missing key {where}; every row needs a key: "
             f"fill them or {fix}."
         )
+    if keys.dtype == object and not isinstance(keys, pd.MultiIndex):
+        bad = next((i for i, v in enumerate(keys) if not isinstance(v, Hashable)), None)
+        if bad is not None:
+            raise InputError(
+                f"{what} holds unhashable values ({type(keys[bad]).__name__} at position "
+                f"{bad}); keys identify rows, so they must be hashable (str, int, tuple...): {fix}."
+            )
     if not keys.is_unique:
         dup = keys[keys.duplicated(keep=False)]
         counts = Counter(dup.tolist())
@@ -645,9 +659,13 @@ def _escape_all(values: list[str]) -> pa.LargeBinaryArray:
     ``",``), the chunk is escaped one string at a time instead.
     """
     if values:
-        body = orjson.dumps(values)[2:-2]
-        scalar = pa.array([body], type=pa.large_binary())
-        pieces = pc.split_pattern(scalar, pattern=b'","')[0].values
+        out = orjson.dumps(values)
+        # One binary value viewing out[2:-2] (inside the outer '["' and '"]'), without a copy.
+        bounds = np.array([2, len(out) - 2], dtype=np.int64)
+        body = pa.Array.from_buffers(
+            pa.large_binary(), 1, [None, pa.py_buffer(bounds), pa.py_buffer(out)]
+        )
+        pieces = pc.split_pattern(body, pattern=b'","')[0].values
         if len(pieces) == len(values) and not _ends_in_escape(pieces):
             return pieces
     dumps = orjson.dumps
@@ -769,9 +787,10 @@ def write_request_files(
             raise InputError(f"{name} must be a positive int, got {value!r}.")
     maker = _LineMaker(shared)
     directory = Path(directory)
-    written: list[RequestFile] = []
-    writer: _FileWriter | None = None
+    files: list[_FileWriter] = []
+    io = _BackgroundIO()
     try:
+        current: _FileWriter | None = None
         for chunk in maker.chunks(prompts, keys):
             sizes = chunk.sizes
             too_big = np.flatnonzero(sizes > max_file_bytes)
@@ -784,34 +803,70 @@ def write_request_files(
                 )
             pos, m = 0, len(sizes)
             while pos < m:
-                if writer is None:
-                    path = directory / f"{prefix}-{len(written):04d}.jsonl"
-                    writer = _FileWriter(path, chunk.start + pos)
-                room_bytes = max_file_bytes - writer.n_bytes
-                room_rows = max_requests - writer.n_lines
-                cum = np.cumsum(sizes[pos : pos + room_rows])
-                take = int(np.searchsorted(cum, room_bytes, side="right"))
+                if current is None:
+                    current = _FileWriter(
+                        directory / f"{prefix}-{len(files):04d}.jsonl", chunk.start + pos
+                    )
+                    files.append(current)
+                cum = np.cumsum(sizes[pos : pos + max_requests - current.n_lines])
+                take = int(np.searchsorted(cum, max_file_bytes - current.n_bytes, side="right"))
                 if take:
-                    writer.write(chunk.lines(pos, pos + take), take)
+                    current.n_lines += take
+                    current.n_bytes += int(cum[take - 1])
+                    io.submit(current.write, chunk.lines(pos, pos + take))
                     pos += take
                 if pos < m:
-                    written.append(writer.close())
-                    writer = None
-        if writer is not None:
-            written.append(writer.close())
-            writer = None
+                    io.submit(current.close)
+                    current = None
+        if current is not None:
+            io.submit(current.close)
+        io.finish()
     except BaseException:
-        if writer is not None:
-            writer.abort()
-        for f in written:
-            with contextlib.suppress(OSError):
-                f.path.unlink()
+        io.abandon()
+        for f in files:
+            f.abort()
         raise
-    return written
+    return [f.result() for f in files]
+
+
+class _BackgroundIO:
+    """Runs file writes and hashing on one worker thread, in order, a few jobs ahead at most.
+
+    ``hashlib`` and file writes release the GIL, so they overlap with serialising the next
+    chunk on the calling thread. At most ``depth`` jobs wait, which bounds the memory held.
+    """
+
+    def __init__(self, depth: int = 3) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gembatch-write")
+        self._pending: deque[Future[None]] = deque()
+        self._depth = depth
+
+    def submit(self, func: Callable[..., None], *args: Any) -> None:
+        while len(self._pending) >= self._depth:
+            self._pending.popleft().result()  # re-raises the worker's error here
+        self._pending.append(self._pool.submit(func, *args))
+
+    def finish(self) -> None:
+        """Wait for every job; raise the first error."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def abandon(self) -> None:
+        """Wait for the running jobs to stop, ignoring their errors (we are failing anyway)."""
+        for job in self._pending:
+            job.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending.clear()
 
 
 class _FileWriter:
-    """An open request file: buffered writes of joined line batches, hashed as written."""
+    """One request file: opened 0600 at once; written and hashed by the I/O thread.
+
+    ``n_lines`` and ``n_bytes`` are planned by the calling thread as it hands out lines.
+    """
 
     def __init__(self, path: Path, start: int) -> None:
         self.path = path
@@ -819,6 +874,7 @@ class _FileWriter:
         self.n_bytes = 0
         self.n_lines = 0
         self._hash = hashlib.sha256()
+        self._digest: str | None = None
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.fchmod(fd, 0o600)
@@ -827,20 +883,27 @@ class _FileWriter:
             raise
         self._f = os.fdopen(fd, "wb", buffering=0)
 
-    def write(self, data: bytes | memoryview, n_lines: int) -> None:
+    def write(self, data: memoryview) -> None:
         self._hash.update(data)
-        self._f.write(data)
-        self.n_bytes += len(data)
-        self.n_lines += n_lines
+        view = data
+        while view:  # a raw write may be partial
+            done = self._f.write(view)
+            if not done:
+                raise OSError(f"could not write to {self.path}")
+            view = view[done:]
 
-    def close(self) -> RequestFile:
+    def close(self) -> None:
         self._f.close()
+        self._digest = self._hash.hexdigest()
+
+    def result(self) -> RequestFile:
+        assert self._digest is not None, "result() before close()"
         return RequestFile(
             path=self.path,
             start=self.start,
             stop=self.start + self.n_lines,
             n_bytes=self.n_bytes,
-            sha256=self._hash.hexdigest(),
+            sha256=self._digest,
         )
 
     def abort(self) -> None:

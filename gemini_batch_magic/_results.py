@@ -27,6 +27,9 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -136,10 +139,13 @@ def _result_row(obj: Any, line_no: int) -> _Row | None:
         return None
     if not isinstance(key, str):
         key = str(key)
-    if "response" in obj and obj["response"] is not None:
-        return (key, *_response_fields(obj["response"]))
-    if "error" in obj and obj["error"] is not None:
-        return key, None, _error_message(obj["error"]), None, None, None
+    try:
+        if obj.get("response") is not None:
+            return (key, *_response_fields(obj["response"]))
+        if obj.get("error") is not None:
+            return key, None, _error_message(obj["error"]), None, None, None
+    except (AttributeError, TypeError, KeyError, IndexError):
+        return key, None, f"result line {line_no} has an unexpected shape", None, None, None
     return key, None, f"result line {line_no} has neither a response nor an error", None, None, None
 
 
@@ -186,22 +192,51 @@ def parse_results_file(path: Path) -> pd.DataFrame:
     ``"result line N is not valid JSON"`` (N counts from 1), otherwise it is skipped and the row
     shows as missing after :func:`align_results`.
     """
-    data = Path(path).read_bytes()
-    if not data.strip():
+    path = Path(path)
+    if _is_blank(path):
         return _empty_frame()
-    fast = _parse_arrow(data)
+    fast = _parse_arrow(path)
     if fast is not None:
         return fast
-    return _parse_lines(data)
+    data = path.read_bytes()
+    fast = _parse_with_broken_last_line(data)
+    return fast if fast is not None else _parse_lines(data)
 
 
-def _parse_lines(data: bytes) -> pd.DataFrame:
-    """The plain parser: orjson per line, one Python tuple per result."""
+def _is_blank(path: Path) -> bool:
+    """True for an empty (or whitespace-only) file, read in blocks."""
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            if block.strip():
+                return False
+    return True
+
+
+def _parse_with_broken_last_line(data: bytes) -> pd.DataFrame | None:
+    """A download cut short breaks only the last line: read the others vectorised.
+
+    Returns None unless every line but the last one suits the vectorised reader.
+    """
+    cut = data.rstrip().rfind(b"\n") + 1
+    if cut <= 0:
+        return None
+    head = _parse_arrow(pa.BufferReader(pa.py_buffer(data).slice(0, cut)))
+    if head is None:
+        return None
+    tail = _parse_lines(data[cut:], first_line=data.count(b"\n", 0, cut) + 1)
+    if len(tail) == 0:
+        return head
+    return pd.concat([head, tail], ignore_index=True)
+
+
+def _parse_lines(data: bytes, first_line: int = 1) -> pd.DataFrame:
+    """The plain parser: orjson per line, one Python tuple per result (the reference
+    behaviour; ``first_line`` is the line number of ``data``'s first line)."""
     lines = data.split(b"\n")
     loads = orjson.loads
     rows: list[_Row] = []
     append = rows.append
-    for i, line in enumerate(lines, 1):
+    for i, line in enumerate(lines, first_line):
         if not line or line.isspace():
             continue
         try:
@@ -215,9 +250,181 @@ def _parse_lines(data: bytes) -> pd.DataFrame:
     return _frame(rows)
 
 
-def _parse_arrow(data: bytes) -> pd.DataFrame | None:
-    """Vectorised parse with pyarrow; None when the file needs the per-line parser."""
-    return None
+#: The fields the vectorised reader extracts; everything else in a line is skipped unparsed.
+_PART = pa.struct([("text", pa.string()), ("thought", pa.bool_())])
+_CANDIDATE = pa.struct(
+    [("content", pa.struct([("parts", pa.list_(_PART))])), ("finishReason", pa.string())]
+)
+_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        (
+            "response",
+            pa.struct(
+                [
+                    ("candidates", pa.list_(_CANDIDATE)),
+                    (
+                        "usageMetadata",
+                        pa.struct(
+                            [
+                                ("promptTokenCount", pa.int64()),
+                                ("candidatesTokenCount", pa.int64()),
+                                ("thoughtsTokenCount", pa.int64()),
+                            ]
+                        ),
+                    ),
+                    ("promptFeedback", pa.struct([("blockReason", pa.string())])),
+                ]
+            ),
+        ),
+        (
+            "error",
+            pa.struct([("code", pa.int64()), ("message", pa.string()), ("status", pa.string())]),
+        ),
+    ]
+)
+#: Arrow reads the file in blocks of this size on its thread pool; a line longer than a block
+#: makes it fail, and the per-line parser takes over.
+_BLOCK_SIZE = 16 << 20
+
+
+class _NeedsFallback(Exception):
+    """The vectorised reader met something only the per-line parser reports exactly."""
+
+
+def _parse_arrow(source: Path | pa.NativeFile) -> pd.DataFrame | None:
+    """Vectorised parse with pyarrow's JSON reader and an explicit schema.
+
+    Returns None when the file needs the per-line parser: a line that is not valid JSON, a
+    value of an unexpected type, a line longer than the block size, or a line with neither a
+    response nor an error (whose message names the line number).
+    """
+    try:
+        table = pa_json.read_json(
+            source,
+            read_options=pa_json.ReadOptions(block_size=_BLOCK_SIZE, use_threads=True),
+            parse_options=pa_json.ParseOptions(
+                explicit_schema=_SCHEMA, unexpected_field_behavior="ignore"
+            ),
+        )
+        frames = [_batch_columns(batch) for batch in table.to_batches()]
+    except (pa.ArrowException, _NeedsFallback, UnicodeDecodeError):
+        return None
+    if not frames:
+        return _empty_frame()
+    data: dict[str, Any] = {}
+    for name in ("key", *RESULT_COLUMNS):
+        parts = [f[name] for f in frames]
+        if name in _TOKEN_COLUMNS:
+            values = np.concatenate([v for v, _ in parts])
+            missing = np.concatenate([m for _, m in parts])
+            data[name] = pd.arrays.IntegerArray(values, missing)
+        else:
+            data[name] = pd.Series(np.concatenate(parts), dtype=object, copy=False)
+    return pd.DataFrame(data)
+
+
+def _objects(arr: pa.Array) -> np.ndarray:
+    """An Arrow string array as an object array of str, None for null."""
+    out = arr.to_numpy(zero_copy_only=False)
+    return out if out.dtype == object else out.astype(object)
+
+
+def _batch_columns(batch: pa.RecordBatch) -> dict[str, Any]:
+    """The result columns of one record batch: object arrays; tokens as (int64, missing)."""
+    keys = batch.column("key")
+    resp = batch.column("response")
+    err = batch.column("error")
+    keep = np.asarray(keys.is_valid())
+    has_resp = np.asarray(resp.is_valid()) & keep
+    has_err = np.asarray(err.is_valid()) & ~has_resp & keep
+    if (keep & ~has_resp & ~has_err).any():
+        raise _NeedsFallback("a line with neither a response nor an error")
+    n = len(batch)
+    response = np.full(n, None, dtype=object)
+    error = np.full(n, None, dtype=object)
+    finish = np.full(n, None, dtype=object)
+
+    # Usage counts: input = promptTokenCount; output = candidates + thoughts when either is set.
+    usage = pc.struct_field(resp, "usageMetadata")
+    prompt_tok = pc.struct_field(usage, "promptTokenCount")
+    cand_tok = pc.struct_field(usage, "candidatesTokenCount")
+    thought_tok = pc.struct_field(usage, "thoughtsTokenCount")
+    out_tok = pc.if_else(
+        pc.or_(cand_tok.is_valid(), thought_tok.is_valid()),
+        pc.add(pc.fill_null(cand_tok, 0), pc.fill_null(thought_tok, 0)),
+        pa.nulls(n, pa.int64()),
+    )
+
+    # First candidate of each response (rows without candidates get no first candidate).
+    cands = pc.struct_field(resp, "candidates")
+    n_cands = np.asarray(pc.fill_null(pc.list_value_length(cands), 0))
+    rows_c = np.flatnonzero(n_cands > 0)
+    first = np.asarray(cands.offsets)[rows_c] if len(rows_c) else np.zeros(0, np.int64)
+    c0 = cands.values.take(pa.array(first, type=pa.int64()))
+    finish[rows_c] = _objects(pc.struct_field(c0, "finishReason"))
+
+    # Text: every non-thought text part of the first candidate, joined.
+    parts = pc.struct_field(pc.struct_field(c0, "content"), "parts")
+    flat = pc.list_flatten(parts)
+    parent = np.asarray(pc.list_parent_indices(parts))
+    text = pc.struct_field(flat, "text")
+    kept = pc.and_(
+        text.is_valid(), pc.invert(pc.fill_null(pc.struct_field(flat, "thought"), False))
+    )
+    kept_np = np.asarray(kept)
+    kept_parent = parent[kept_np]
+    counts = np.bincount(kept_parent, minlength=len(rows_c))
+    texts = text.filter(kept)
+    if len(texts) == np.count_nonzero(counts):  # one text part each: no joining needed
+        joined = texts
+    else:
+        offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
+        joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), texts), "")
+        joined = joined.filter(pa.array(counts > 0))
+    with_text = rows_c[counts > 0]
+    response[with_text] = _objects(joined)
+
+    # Errors: no text, no candidates, or an error result.
+    no_text = rows_c[counts == 0]
+    error[no_text] = [
+        f"no text (finish_reason {f})" if f else "no text" for f in finish[no_text].tolist()
+    ]
+    no_cands = np.flatnonzero(has_resp & (n_cands == 0))
+    if len(no_cands):
+        block = _objects(pc.struct_field(pc.struct_field(resp, "promptFeedback"), "blockReason"))
+        error[no_cands] = [
+            f"no candidates (prompt blocked: {b})" if b else "no candidates"
+            for b in block[no_cands].tolist()
+        ]
+    err_rows = np.flatnonzero(has_err)
+    if len(err_rows):
+        idx = pa.array(err_rows, type=pa.int64())
+        codes = err.field("code").take(idx).to_pylist()
+        messages = err.field("message").take(idx).to_pylist()
+        statuses = err.field("status").take(idx).to_pylist()
+        error[err_rows] = [
+            _error_message({"code": c, "message": m, "status": st})
+            for c, m, st in zip(codes, messages, statuses, strict=True)
+        ]
+
+    in_np = _masked_ints(prompt_tok, has_resp)
+    out_np = _masked_ints(out_tok, has_resp)
+    rows = np.flatnonzero(keep)
+    return {
+        "key": _objects(keys)[rows],
+        "response": response[rows],
+        "error": error[rows],
+        "finish_reason": finish[rows],
+        "input_tokens": (in_np[0][rows], in_np[1][rows]),
+        "output_tokens": (out_np[0][rows], out_np[1][rows]),
+    }
+
+
+def _masked_ints(arr: pa.Array, valid_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An int64 Arrow array as (values, missing), missing also outside ``valid_rows``."""
+    values = np.asarray(pc.fill_null(arr, 0)).astype(np.int64)
+    return values, ~(np.asarray(arr.is_valid()) & valid_rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,7 +435,8 @@ def parse_inlined_responses(items: Sequence[Any]) -> pd.DataFrame:
     """The result frame of the SDK's inline responses (``batch.dest.inlined_responses``).
 
     ``item.metadata["key"]`` gives the key (None when the item has none), ``item.response`` a
-    ``GenerateContentResponse`` and ``item.error`` a ``JobError``.
+    ``GenerateContentResponse`` and ``item.error`` a ``JobError``. Same columns and messages as
+    :func:`parse_results_file`.
     """
     rows: list[_Row] = []
     for item in items:
@@ -264,6 +472,7 @@ def align_results(parsed: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     A key with no result gets the error ``"no result returned for this row (key '17')"``; a key
     returned more than once keeps the first answer, with the error
     ``"the service returned 2 results for key '17'"``. Results for unknown keys are ignored.
+    Vectorised: one hash lookup of all keys (``Index.get_indexer``) and numpy takes.
     """
     expected = _object_index(keys)
     got = _object_index(parsed["key"].to_numpy(dtype=object))
@@ -292,8 +501,8 @@ def align_results(parsed: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
         ]
     if has_dups:
         dup_keys = got[got.duplicated(keep=False)]
-        counts = pd.Series(dup_keys).value_counts()
-        where = counts.index.get_indexer(expected)
+        counts = pd.Series(dup_keys, dtype=object).value_counts()
+        where = _object_index(counts.index).get_indexer(expected)
         hit = np.flatnonzero(where >= 0)
         if hit.size:
             n = counts.to_numpy()[where[hit]]

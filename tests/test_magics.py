@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -91,6 +92,9 @@ def test_config_lists_the_options(ip: InteractiveShell, capsys: pytest.CaptureFi
     for name in ("model", "poll_interval", "max_poll_interval", "home", "inline_limit_bytes",
                  "max_file_bytes", "max_requests_per_shard", "backend"):
         assert f"GemBatch.{name}" in out
+    # every engine setting is an option, with the engine's default
+    for field in dataclasses.fields(gbm.Settings):
+        assert f"GemBatch.{field.name}=" in out
 
 
 # ------------------------------------------------------------------ %%gembatch
@@ -265,3 +269,13 @@ def test_unload_removes_the_magics(ip: InteractiveShell) -> None:
     assert not [c for c in ip.configurables if isinstance(c, _magics.GemBatchMagics)]
     ip.run_line_magic("load_ext", "gemini_batch_magic")
     assert "gembatch" in ip.magics_manager.magics["cell"]
+
+
+def test_help_and_missing_subcommand(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+                                     ) -> None:
+    ip.run_cell_magic("gembatch", "--help", "anything")
+    assert "--dry-run" in capsys.readouterr().out
+    msg = _fails_short(ip, "%gembatch", capsys)
+    assert "needs a subcommand" in msg and "list" in msg
+    msg = _fails_short(ip, "%gembatch results", capsys)
+    assert "the following arguments are required: run" in msg

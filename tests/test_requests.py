@@ -99,10 +99,14 @@ def test_column_error_message_is_not_quoted_like_a_keyerror() -> None:
 def test_render_prompt_column_accepts_every_text_dtype(dtype: Any) -> None:
     text = pd.Series(["héllo", None, "x\x00y 😀"], dtype=dtype, index=[10, 11, 12])
     df = pd.DataFrame({"text": text})
+    before = df.copy()
     out = render_prompts(df, prompt="text")
     assert out.dtype == object
     assert out.index.tolist() == [10, 11, 12]
     assert out.tolist() == ["héllo", None, "x\x00y 😀"]
+    pd.testing.assert_frame_equal(df, before)  # the caller's frame is untouched
+    out.iloc[0] = "changed"
+    pd.testing.assert_frame_equal(df, before)
 
 
 @pytest.mark.parametrize("arrow_type", ["string", "large_string"])

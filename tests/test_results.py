@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import pytest
 from google.genai import types
 
 from gemini_batch_magic import _results
@@ -272,7 +273,73 @@ def realistic_results(n: int, seed: int = 0) -> list[Any]:
 def test_fast_parse_matches_plain_parse(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "r.jsonl", realistic_results(3000))
     plain = _results._parse_lines(path.read_bytes())
+    fast = _results._parse_arrow(path)
+    assert fast is not None  # the vectorised reader handled this file
+    pd.testing.assert_frame_equal(fast, plain)
     pd.testing.assert_frame_equal(parse_results_file(path), plain)
+
+
+def _ok_line(key: str, text: str = "x") -> bytes:
+    return orjson.dumps(ok(key, text))
+
+
+@pytest.mark.parametrize(
+    ("data", "fast_path"),
+    [
+        pytest.param(_ok_line("a") + b"\r\n" + _ok_line("b") + b"\r\n", True, id="crlf"),
+        pytest.param(_ok_line("a") + b"\n\n  \n" + _ok_line("b") + b"\n", True, id="blank-lines"),
+        pytest.param(_ok_line("a", "x\x00y😀\n\u2028") + b"\n", True, id="nul-emoji"),
+        pytest.param(b'{"response":{}}\n' + _ok_line("b") + b"\n", True, id="no-key-skipped"),
+        pytest.param(b'{"key":"a","response":null,"error":{"code":3}}\n', True, id="null-response"),
+        pytest.param(b'{"key":"a","response":{}}\n', True, id="empty-response"),
+        pytest.param(b'{"key":"a","response":{"candidates":[{}]}}\n', True, id="empty-candidate"),
+        pytest.param(
+            b'{"key":"a","response":{"candidates":[{"content":{"parts":[{"text":"t",'
+            b'"functionCall":{"x":[1,{"y":2}]}},{"functionCall":{}}]},"safetyRatings":[{}]}],'
+            b'"modelVersion":"m"},"other":[1,2]}\n',
+            True,
+            id="extra-fields",
+        ),
+        pytest.param(
+            _ok_line("a")[:-3] + b'\xff"}]}}\n' + _ok_line("b") + b"\n", False, id="bad-utf8"
+        ),
+        pytest.param(b'{"key":5,"response":{}}\n', False, id="numeric-key"),
+        pytest.param(
+            b'{"key":"a","response":{"candidates":[{"content":{"parts":["x"]}}]}}\n',
+            False,
+            id="odd-shape",
+        ),
+        pytest.param(b'{"key":"a"}\n', False, id="neither"),
+        pytest.param(b'{"key":"a","error":{"code":500.0,"message":"m"}}\n', False, id="float-code"),
+    ],
+)
+def test_fast_parse_agrees_with_plain_parse_on_edge_cases(
+    tmp_path: Path, data: bytes, fast_path: bool
+) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(data)
+    plain = _results._parse_lines(data)
+    fast = _results._parse_arrow(path)
+    assert (fast is not None) == fast_path
+    if fast is not None:
+        pd.testing.assert_frame_equal(fast, plain)
+    pd.testing.assert_frame_equal(parse_results_file(path), plain)
+    assert_result_dtypes(plain)
+
+
+def test_parse_edge_case_messages(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(
+        b'{"key":5,"response":{}}\n'
+        b'{"key":"b","response":{"candidates":[{"content":{"parts":["x"]}}]}}\n'
+        b'{"key":"c","error":{"code":3}}\n'
+    )
+    assert parse_results_file(path).to_dict("list")["error"] == [
+        "no candidates",
+        "result line 2 has an unexpected shape",
+        "3 INVALID_ARGUMENT",
+    ]
+    assert parse_results_file(path)["key"].tolist() == ["5", "b", "c"]
 
 
 def test_fast_parse_with_broken_lines_matches_plain_parse(tmp_path: Path) -> None:

@@ -109,6 +109,35 @@ is a pure function of the stored timestamps and the configuration stored with ea
 Malformed lines in a file batch: the first 1000 lines are checked at create time (``400
 INVALID_ARGUMENT``); later malformed lines become per-request ``INVALID_ARGUMENT`` errors.
 
+Supported wire protocol
+-----------------------
+Any version segment (``v1``, ``v1beta``, ...); camelCase and snake_case request bodies.
+
+* Files: resumable upload (``POST /upload/{v}/files`` + chunks on the returned
+  ``X-Goog-Upload-URL``, which needs no key), ``GET /{v}/files/{id}``, ``GET /{v}/files``
+  (``pageSize``/``pageToken``, newest first), ``DELETE /{v}/files/{id}``, and downloads at
+  ``GET /{v}/files/{id}:download?alt=media`` and ``/download/{v}/files/{id}:download``.
+  Unknown files are ``403 PERMISSION_DENIED``; a requested name that exists is ``409``.
+* Batches: ``POST /{v}/models/{m}:batchGenerateContent`` and ``:asyncBatchEmbedContent``
+  (also ``tunedModels/{m}``; inline ``inputConfig.requests.requests[]`` or
+  ``inputConfig.fileName``), ``GET /{v}/batches/{id}``, ``GET /{v}/batches`` (list key
+  ``operations``, newest first, never an empty page with a ``nextPageToken``),
+  ``POST /{v}/batches/{id}:cancel``, ``DELETE /{v}/batches/{id}``. Unknown batches and routes
+  are ``404 NOT_FOUND``.
+* Every success is exactly HTTP 200; every error is ``{"error": {"code", "message",
+  "status"}}`` with ``Content-Type: application/json``.
+
+Limitations
+-----------
+* Only the Gemini Developer API surface above (no Vertex AI, no ``generateContent``).
+* A ``base_url`` with a path prefix is not supported; uploads must use the resumable
+  protocol (the SDK always does).
+* The synthetic model ignores tools, images and safety settings; JSON-schema ``pattern``
+  and ``multipleOf`` are not honoured.
+* ``--api-key`` on a command line is visible to other local users (e.g. in ``ps``).
+* Throughput of the built-in model is roughly 100k requests per CPU-second (one thread per
+  batch); memory stays flat because input and output are streamed in blocks of 1024.
+
 Test helpers and admin routes
 -----------------------------
 Python: ``emu.url``, ``emu.calls`` (``(method, path)`` of every API call),

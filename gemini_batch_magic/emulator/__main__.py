@@ -61,9 +61,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="fraction of batch creates persisted but answered by a dropped connection",
     )
-    p.add_argument(
-        "--no-shuffle", action="store_true", help="return results in submission order"
-    )
+    p.add_argument("--no-shuffle", action="store_true", help="return results in submission order")
     p.add_argument(
         "--data-dir",
         default=None,
@@ -116,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             emu.start()
         except OSError as exc:
-            print(f"{parser.prog}: error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+            print(
+                f"{parser.prog}: error: cannot listen on {args.host}:{args.port}: {exc}",
+                file=sys.stderr,
+            )
             return 1
         print(emu.url, flush=True)
         if not args.quiet:

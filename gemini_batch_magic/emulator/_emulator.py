@@ -33,7 +33,9 @@ def is_loopback_host(host: str) -> bool:
     except socket.gaierror:
         return False
     addrs = {info[4][0] for info in infos}
-    return bool(addrs) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addrs)
+    return bool(addrs) and all(
+        ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addrs
+    )
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -185,7 +187,7 @@ class Emulator:
             except BaseException:
                 self._cleanup()
                 raise
-            bound_host, bound_port = self._server.server_address[:2]
+            _bound_host, bound_port = self._server.server_address[:2]
             shown = self.host.strip("[]")
             shown = f"[{shown}]" if ipv6 else shown
             self._url = f"http://{shown}:{bound_port}"

@@ -90,7 +90,7 @@ def prompt_texts(request: dict[str, Any]) -> tuple[str, str]:
         else:
             texts = [_content_text(c) for c in contents]
             all_text = "".join(texts)
-            for c, t in zip(reversed(contents), reversed(texts)):
+            for c, t in zip(reversed(contents), reversed(texts), strict=False):
                 if type(c) is dict and c.get("role", "user") in ("user", None):
                     last_user = t
                     break
@@ -242,7 +242,8 @@ class _SchemaGen:
         out: dict[str, Any] = {}
         if not isinstance(props, dict):
             return out
-        required = s.get("required") if isinstance(s.get("required"), list) else []
+        req_raw = s.get("required")
+        required: list[Any] = req_raw if isinstance(req_raw, list) else []
         ordering = s.get("propertyOrdering")
         names = list(ordering) if isinstance(ordering, list) else list(props)
         names += [n for n in props if n not in names]
@@ -484,7 +485,10 @@ def default_embed(request: dict[str, Any]) -> dict[str, Any]:
             400,
             "INVALID_ARGUMENT",
         )
-    return {"embedding": {"values": embedding_values(text, n)}, "tokenCount": str(token_count(text))}
+    return {
+        "embedding": {"values": embedding_values(text, n)},
+        "tokenCount": str(token_count(text)),
+    }
 
 
 def error_dict(exc: BaseException) -> dict[str, Any]:

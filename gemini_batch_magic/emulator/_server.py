@@ -53,9 +53,7 @@ _GEN_OUTPUT_TYPE = (
     "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"
 )
 _EMB_BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.EmbedContentBatch"
-_EMB_OUTPUT_TYPE = (
-    "type.googleapis.com/google.ai.generativelanguage.v1main.EmbedContentBatchOutput"
-)
+_EMB_OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.EmbedContentBatchOutput"
 _MAX_JSON_BODY = 1 << 30
 _VALIDATE_LINES = 1000
 _COPY_CHUNK = 1 << 20
@@ -81,9 +79,7 @@ def _get(d: dict[str, Any], camel: str, snake: str) -> Any:
 def _stringify_metadata(md: Any) -> dict[str, str] | None:
     if not isinstance(md, dict):
         return None
-    return {
-        str(k): v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in md.items()
-    }
+    return {str(k): v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in md.items()}
 
 
 def count_and_check_jsonl(path: Path, label: str, known_count: int | None = None) -> int:
@@ -135,13 +131,10 @@ class _UploadProgress:
         self.hasher.update(piece)
         self.offset += len(piece)
         self.newlines += piece.count(b"\n")
-        if (
-            not self.blank_suspect
-            and (
-                (self.last == b"\n" and piece[:1] in (b"\n", b"\r"))
-                or b"\n\n" in piece
-                or b"\n\r\n" in piece
-            )
+        if not self.blank_suspect and (
+            (self.last == b"\n" and piece[:1] in (b"\n", b"\r"))
+            or b"\n\n" in piece
+            or b"\n\r\n" in piece
         ):
             self.blank_suspect = True
         self.last = piece[-1:]
@@ -161,6 +154,25 @@ def _check_line(line: bytes, number: int, label: str) -> None:
         ) from None
     if not isinstance(obj, dict):
         raise ApiError(400, "INVALID_ARGUMENT", f"Line {number} of {label} is not a JSON object.")
+
+
+def _write_inline_requests(path: Path, items: list[Any]) -> None:
+    """Stores inline requests as JSONL lines ``{"request", "metadata"?}`` (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb", buffering=_COPY_CHUNK) as f:
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ApiError(400, "INVALID_ARGUMENT", f"requests[{i}] must be an object.")
+            request = item.get("request")
+            if request is None and ("contents" in item or "content" in item):
+                request = item
+            if not isinstance(request, dict):
+                raise ApiError(400, "INVALID_ARGUMENT", f"requests[{i}].request must be an object.")
+            line: dict[str, Any] = {"request": request}
+            md = _stringify_metadata(item.get("metadata"))
+            if md is not None:
+                line["metadata"] = md
+            f.write(orjson.dumps(line) + b"\n")
 
 
 class Core:
@@ -244,7 +256,9 @@ class Core:
         if self._api_key is not None and not hmac.compare_digest(
             provided.encode(), self._api_key.encode()
         ):
-            raise ApiError(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.")
+            raise ApiError(
+                400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key."
+            )
 
     # -- summaries -----------------------------------------------------------------------
 
@@ -337,7 +351,7 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_GET(self) -> None:
@@ -398,7 +412,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         except Exception as e:
             self._drain()
-            self._send_error(500, "INTERNAL", f"Emulator internal error: {type(e).__name__}: {e}")
+            self._send_error(
+                500,
+                "INTERNAL",
+                f"Emulator internal error: {type(e).__name__}: {e}",
+                upload_status="final" if self._upload_chunk else None,
+            )
 
     def _route(self, method: str, path: str) -> None:
         if self._upload_chunk:
@@ -516,7 +535,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, obj: Any, headers: dict[str, str] | None = None) -> None:
         self._send_bytes(orjson.dumps(obj), headers=headers)
 
-    def _send_error(self, code: int, status: str, message: str, upload_status: str | None) -> None:
+    def _send_error(
+        self, code: int, status: str, message: str, upload_status: str | None = None
+    ) -> None:
         body = orjson.dumps({"error": {"code": code, "message": message, "status": status}})
         headers = {"X-Goog-Upload-Status": upload_status} if upload_status else None
         try:
@@ -528,7 +549,8 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host")
         if not host:
             h, p = self.server.server_address[:2]
-            host = f"[{h}]:{p}" if ":" in str(h) else f"{h}:{p}"
+            hs = h.decode() if isinstance(h, bytes) else str(h)
+            host = f"[{hs}]:{p}" if ":" in hs else f"{hs}:{p}"
         return f"http://{host}"
 
     # -- admin ---------------------------------------------------------------------------
@@ -546,7 +568,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif method == "GET" and path == "/_emulator/files":
             core.settle_all()
             with core.store.conn() as c:
-                rows = c.execute("SELECT * FROM files ORDER BY create_time DESC, id DESC").fetchall()
+                rows = c.execute(
+                    "SELECT * FROM files ORDER BY create_time DESC, id DESC"
+                ).fetchall()
             self._send_json({"files": [core.file_summary(r) for r in rows]})
         elif method == "GET" and path == "/_emulator/health":
             self._send_json({"ok": True})
@@ -560,7 +584,9 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError as exc:
                 raise ApiError(400, "INVALID_ARGUMENT", str(exc)) from None
             except KeyError:
-                raise ApiError(404, "NOT_FOUND", f"batches/{m.group('id')} does not exist.") from None
+                raise ApiError(
+                    404, "NOT_FOUND", f"batches/{m.group('id')} does not exist."
+                ) from None
             row = core.store.get_batch(m.group("id"))
             self._send_json(core.batch_summary(row) if row is not None else {})
         else:
@@ -604,11 +630,11 @@ class _Handler(BaseHTTPRequestHandler):
             )
         return row
 
-    def _h_file_get(self, id: str) -> None:  # noqa: A002
+    def _h_file_get(self, id: str) -> None:
         self._drain()
         self._send_json(self._file_json(self._file_row(id)))
 
-    def _h_file_delete(self, id: str) -> None:  # noqa: A002
+    def _h_file_delete(self, id: str) -> None:
         self._drain()
         self._file_row(id)
         self.core.store.delete_file(id)
@@ -642,18 +668,19 @@ class _Handler(BaseHTTPRequestHandler):
             out["nextPageToken"] = token
         self._send_json(out)
 
-    def _h_file_download(self, id: str) -> None:  # noqa: A002
+    def _h_file_download(self, id: str) -> None:
         self._drain()
         row = self._file_row(id)
         path = self.core.store.file_path(id)
         try:
-            f = open(path, "rb")  # noqa: SIM115
+            f = open(path, "rb")
         except FileNotFoundError:
             raise ApiError(404, "NOT_FOUND", f"The bytes of files/{id} are gone.") from None
         with f:
             size = os.fstat(f.fileno()).st_size
             self.send_response(200)
-            self.send_header("Content-Type", row["mime_type"] or "application/octet-stream")
+            mime = str(row["mime_type"] or "")
+            self.send_header("Content-Type", mime if "/" in mime else "application/octet-stream")
             self.send_header("Content-Length", str(size))
             self.end_headers()
             left = size
@@ -731,23 +758,32 @@ class _Handler(BaseHTTPRequestHandler):
         up = core.store.get_upload(upload_id) if re.fullmatch(r"[a-z0-9]+", upload_id) else None
         if up is None:
             raise ApiError(404, "NOT_FOUND", "Unknown or finished upload session.")
-        command = {c.strip() for c in (self.headers.get("X-Goog-Upload-Command") or "").lower().split(",")}
+        command = {
+            c.strip() for c in (self.headers.get("X-Goog-Upload-Command") or "").lower().split(",")
+        }
         part = core.store.upload_path(upload_id)
         current = part.stat().st_size if part.exists() else 0
         if "query" in command:
             self._drain()
             self._send_bytes(
                 b"",
-                headers={"X-Goog-Upload-Status": "active", "X-Goog-Upload-Size-Received": str(current)},
+                headers={
+                    "X-Goog-Upload-Status": "active",
+                    "X-Goog-Upload-Size-Received": str(current),
+                },
             )
             return
         if "upload" not in command and "finalize" not in command:
-            raise ApiError(400, "INVALID_ARGUMENT", "X-Goog-Upload-Command must be upload and/or finalize.")
+            raise ApiError(
+                400, "INVALID_ARGUMENT", "X-Goog-Upload-Command must be upload and/or finalize."
+            )
         off_raw = self.headers.get("X-Goog-Upload-Offset")
         try:
             offset = int(off_raw) if off_raw is not None else current
         except ValueError:
-            raise ApiError(400, "INVALID_ARGUMENT", f"Invalid X-Goog-Upload-Offset {off_raw!r}.") from None
+            raise ApiError(
+                400, "INVALID_ARGUMENT", f"Invalid X-Goog-Upload-Offset {off_raw!r}."
+            ) from None
         if offset < 0 or offset > current:
             raise ApiError(
                 400,
@@ -868,7 +904,7 @@ class _Handler(BaseHTTPRequestHandler):
         lines = [ln for ln in data.split(b"\n") if ln]
         return b"[" + b",".join(lines) + b"]"
 
-    def _h_batch_get(self, id: str) -> None:  # noqa: A002
+    def _h_batch_get(self, id: str) -> None:
         self._drain()
         row = self._batch_row(id)
         self._send_bytes(self._operation(row, self.core.view(row)))
@@ -889,7 +925,7 @@ class _Handler(BaseHTTPRequestHandler):
             parts.append(b'"nextPageToken":' + orjson.dumps(token))
         self._send_bytes(b"{" + b",".join(parts) + b"}")
 
-    def _h_batch_cancel(self, id: str) -> None:  # noqa: A002
+    def _h_batch_cancel(self, id: str) -> None:
         self._drain()
         self._batch_row(id)
         if not self.core.store.set_override(id, _store.STATE_CANCELLED, time.time(), True):
@@ -902,7 +938,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
         self._send_json({})
 
-    def _h_batch_delete(self, id: str) -> None:  # noqa: A002
+    def _h_batch_delete(self, id: str) -> None:
         self._drain()
         self._batch_row(id)
         self.core.store.delete_batch(id)
@@ -934,25 +970,13 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             bdir.mkdir(mode=0o700, parents=True, exist_ok=True)
             input_path = bdir / "input.jsonl"
-            fd = os.open(input_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb", buffering=_COPY_CHUNK) as f:
-                for i, item in enumerate(items):
-                    if not isinstance(item, dict):
-                        raise ApiError(
-                            400, "INVALID_ARGUMENT", f"requests[{i}] must be an object."
-                        )
-                    request = item.get("request")
-                    if request is None and ("contents" in item or "content" in item):
-                        request = item
-                    if not isinstance(request, dict):
-                        raise ApiError(
-                            400, "INVALID_ARGUMENT", f"requests[{i}].request must be an object."
-                        )
-                    line: dict[str, Any] = {"request": request}
-                    md = _stringify_metadata(item.get("metadata"))
-                    if md is not None:
-                        line["metadata"] = md
-                    f.write(orjson.dumps(line) + b"\n")
+            try:
+                _write_inline_requests(input_path, items)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    input_path.unlink(missing_ok=True)
+                    bdir.rmdir()
+                raise
             count = len(items)
             mode = "inline"
         elif isinstance(file_name, str) and file_name:

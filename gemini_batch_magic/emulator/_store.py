@@ -145,31 +145,28 @@ class Store:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        for sub in ("", "files", "uploads", "batches"):
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for sub in ("files", "uploads", "batches"):
             d = data_dir / sub
-            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            d.mkdir(mode=0o700, exist_ok=True)
             with contextlib.suppress(OSError):
                 os.chmod(d, 0o700)
         self.db_path = data_dir / "emulator.sqlite3"
+        # SQLite gives its -wal/-shm files the permissions of the database file.
+        os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o600))
         self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._all: list[sqlite3.Connection] = []
         self._closed = False
         with self.conn() as c:
             c.execute("PRAGMA journal_mode=WAL")
             c.executescript(_SCHEMA)
-        with contextlib.suppress(OSError):
-            os.chmod(self.db_path, 0o600)
 
     # -- connections ---------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        old = os.umask(0o077)
-        try:
-            c = sqlite3.connect(
-                str(self.db_path), timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-        finally:
-            os.umask(old)
+        c = sqlite3.connect(
+            str(self.db_path), timeout=30.0, isolation_level=None, check_same_thread=False
+        )
         c.row_factory = sqlite3.Row
         c.execute("PRAGMA busy_timeout=30000")
         c.execute("PRAGMA synchronous=NORMAL")
@@ -436,11 +433,20 @@ def batch_view(store: Store, row: sqlite3.Row, now: float) -> BatchView:
     n = int(row["request_count"])
     processed = int(row["processed"])
     if row["settled_state"] is not None:
-        state = row["settled_state"]
-        end = row["settled_end"]
-        k = int(row["settled_k"])
-        failed = int(row["settled_failed"])
-        return BatchView(state, n, k - failed, failed, n - k, end, end, _op_error(row, state))
+        settled = row["settled_state"]
+        settled_end = float(row["settled_end"])
+        sk = int(row["settled_k"])
+        sfailed = int(row["settled_failed"])
+        return BatchView(
+            settled,
+            n,
+            sk - sfailed,
+            sfailed,
+            n - sk,
+            settled_end,
+            settled_end,
+            _op_error(row, settled),
+        )
 
     t0 = float(row["create_time"])
     run_at = t0 + float(row["pending_seconds"])

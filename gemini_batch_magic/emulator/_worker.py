@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import orjson
@@ -27,6 +28,7 @@ import orjson
 from . import _model
 from ._store import Store
 
+_dumps = orjson.dumps
 BLOCK_SIZE = 1024
 RESPONDER_BLOCK_SIZE = 64
 LEASE_SECONDS = 15.0
@@ -65,16 +67,45 @@ class _Answerer:
 
     def __init__(
         self,
-        row: sqlite3.Row,
+        kind: str,
+        inline: bool,
+        model_id: str,
         responder: Callable[[dict[str, Any], str], dict[str, Any]] | None,
     ) -> None:
-        self.kind = row["kind"]
-        self.inline = row["mode"] == "inline"
-        model = str(row["model"])
-        self.model_id = model.split("/", 1)[1] if "/" in model else model
+        self.kind = kind
+        self.inline = inline
+        self.model_id = model_id
         self.responder = responder
 
     def answer(self, line: bytes, index: int, forced_failure: bool) -> tuple[bytes, bool]:
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return self._answer_slow(line, index, forced_failure)
+        # Fast path: the built-in generate model on a well-formed line.
+        if (
+            type(obj) is dict
+            and not forced_failure
+            and self.responder is None
+            and self.kind == "generate"
+        ):
+            request = obj.get("request")
+            if type(request) is dict:
+                try:
+                    response = _model.default_generate(request, self.model_id, index)
+                except Exception:
+                    return self._answer_slow(line, index, forced_failure)
+                if self.inline:
+                    md = obj.get("metadata")
+                    if type(md) is dict:
+                        return _dumps({"response": response, "metadata": md}), False
+                    return _dumps({"response": response}), False
+                if "key" in obj:
+                    return _dumps({"key": obj["key"], "response": response}), False
+                return _dumps({"response": response}), False
+        return self._answer_slow(line, index, forced_failure)
+
+    def _answer_slow(self, line: bytes, index: int, forced_failure: bool) -> tuple[bytes, bool]:
         out: dict[str, Any] = {}
         try:
             obj = orjson.loads(line)
@@ -152,6 +183,86 @@ def _permutation(seed: int, n: int) -> tuple[list[int], list[int]]:
     return perm, inv
 
 
+@dataclass(frozen=True)
+class BlockSpec:
+    """Everything needed to answer a block of a batch (picklable for worker processes)."""
+
+    kind: str
+    inline: bool
+    model_id: str
+    seed: int
+    fail_rate: float
+    shuffle: bool
+
+
+_ANSWERERS: dict[BlockSpec, _Answerer] = {}
+
+
+def answer_block(
+    spec: BlockSpec,
+    lines: list[bytes],
+    first_index: int,
+    block: int,
+    responder: Callable[[dict[str, Any], str], dict[str, Any]] | None = None,
+    stop: threading.Event | None = None,
+) -> tuple[bytes, bytes, int] | None:
+    """Answers one block: returns (output bytes, failure-bitmap bytes, failed count).
+
+    A pure function of its arguments (the output is byte-identical in any process), so
+    blocks can be answered in worker processes. Returns ``None`` when ``stop`` is set.
+    """
+    if responder is None:
+        answerer = _ANSWERERS.get(spec)
+        if answerer is None:
+            if len(_ANSWERERS) > 64:
+                _ANSWERERS.clear()
+            answerer = _ANSWERERS[spec] = _Answerer(spec.kind, spec.inline, spec.model_id, None)
+    else:
+        answerer = _Answerer(spec.kind, spec.inline, spec.model_id, responder)
+    n = len(lines)
+    if spec.fail_rate > 0:
+        frng = random.Random(f"fail:{spec.seed}:{block}")
+        forced = [frng.random() < spec.fail_rate for _ in range(n)]
+    else:
+        forced = [False] * n
+    answer = answerer.answer
+    outs: list[bytes] = []
+    bad: list[int] = []
+    for j in range(n):
+        data_j, is_bad = answer(lines[j], first_index + j, forced[j])
+        outs.append(data_j)
+        if is_bad:
+            bad.append(j)
+        if stop is not None and stop.is_set():
+            return None
+    if spec.shuffle and n > 1:
+        perm, inv = _permutation(spec.seed, n)
+        k = (block * 7919) % n
+        outs = [outs[perm[(p + k) % n]] for p in range(n)]
+        bad = [(inv[i] - k) % n for i in bad]
+    if not outs:
+        return b"", b"", 0
+    bits = 0
+    for p in bad:
+        bits |= 1 << p
+    return b"\n".join(outs) + b"\n", bits.to_bytes((n + 7) // 8, "little"), len(bad)
+
+
+def _read_block(src: BinaryIO, size: int) -> tuple[list[bytes], int]:
+    """Reads up to ``size`` non-blank lines; returns them and the bytes consumed."""
+    lines: list[bytes] = []
+    consumed = 0
+    readline = src.readline
+    while len(lines) < size:
+        line = readline()
+        if not line:
+            break
+        consumed += len(line)
+        if line.strip():
+            lines.append(line)
+    return lines, consumed
+
+
 def process_batch(
     store: Store,
     batch_id: str,
@@ -159,7 +270,11 @@ def process_batch(
     stop: threading.Event,
     responder: Callable[[dict[str, Any], str], dict[str, Any]] | None,
 ) -> None:
-    """Answers a claimed batch until it is done, cancelled, expired, or ``stop`` is set."""
+    """Answers a claimed batch until it is done, cancelled, expired, or ``stop`` is set.
+
+    Blocks are written and checkpointed strictly in order; the output is a pure function of
+    the input, the seed and the responder, so a resumed run produces identical bytes.
+    """
     row = store.get_batch(batch_id)
     if row is None or row["owner"] != owner:
         return
@@ -169,7 +284,7 @@ def process_batch(
     if out_path is None:
         out_path = store.file_path(f"batch-{batch_id}")
     try:
-        src = open(row["input_path"], "rb", buffering=1 << 20)  # noqa: SIM115
+        src = open(row["input_path"], "rb", buffering=1 << 20)
     except OSError:
         with store.conn() as c:
             c.execute(
@@ -178,13 +293,18 @@ def process_batch(
                 (time.time(), f"Input file {row['input_file']} no longer exists.", batch_id, owner),
             )
         return
-    answerer = _Answerer(row, responder)
+    model = str(row["model"])
+    spec = BlockSpec(
+        kind=row["kind"],
+        inline=row["mode"] == "inline",
+        model_id=model.split("/", 1)[1] if "/" in model else model,
+        seed=int(row["seed"]),
+        fail_rate=float(row["fail_rate"]),
+        # Inline embedding requests carry no key or metadata: their order is the only way
+        # to match results, so those are never shuffled.
+        shuffle=bool(row["shuffle"]) and not (row["mode"] == "inline" and row["kind"] == "embed"),
+    )
     block_size = RESPONDER_BLOCK_SIZE if responder is not None else BLOCK_SIZE
-    seed = int(row["seed"])
-    fail_rate = float(row["fail_rate"])
-    # Inline embedding requests carry no key or metadata, so their order is the only way to
-    # match results: never shuffle those.
-    shuffle = bool(row["shuffle"]) and not (row["mode"] == "inline" and row["kind"] == "embed")
     expire_at = (
         float(row["create_time"]) + float(row["expire_after"])
         if row["expire_after"] is not None
@@ -203,66 +323,27 @@ def process_batch(
     ):
         out_offset = int(row["out_offset"])
         fail_offset = int(row["fail_offset"])
-        while not stop.is_set():
-            if expire_at is not None and time.time() >= expire_at:
-                break
-            lines: list[bytes] = []
-            consumed = 0
-            while len(lines) < block_size:
-                line = src.readline()
-                if not line:
-                    break
-                consumed += len(line)
-                if line.strip():
-                    lines.append(line)
-            if not lines and consumed == 0:
-                # Input exhausted: publish completion.
-                with store.conn() as c:
-                    # processed is authoritative for the request count (blank lines
-                    # are skipped; an estimate made at upload time could differ).
-                    c.execute(
-                        "UPDATE batches SET done_at = ?, owner = NULL, lease_until = NULL,"
-                        " request_count = ? WHERE id = ? AND owner = ?",
-                        (time.time(), processed, batch_id, owner),
-                    )
+        while True:
+            if stop.is_set() or (expire_at is not None and time.time() >= expire_at):
                 return
-            n = len(lines)
-            if fail_rate > 0:
-                frng = random.Random(f"fail:{seed}:{block}")
-                forced = [frng.random() < fail_rate for _ in range(n)]
-            else:
-                forced = [False] * n
-            answer = answerer.answer
-            outs: list[bytes] = []
-            bad: list[int] = []
-            for j in range(n):
-                data_j, is_bad = answer(lines[j], in_lines + j, forced[j])
-                outs.append(data_j)
-                if is_bad:
-                    bad.append(j)
-                if responder is not None and stop.is_set():
-                    return
-            if shuffle and n > 1:
-                perm, inv = _permutation(seed, n)
-                k = (block * 7919) % n
-                outs = [outs[perm[(p + k) % n]] for p in range(n)]
-                bad = [(inv[i] - k) % n for i in bad]
-            bits = 0
-            for p in bad:
-                bits |= 1 << p
-            block_failed = len(bad)
-            if outs:
-                data = b"\n".join(outs) + b"\n"
+            lines, consumed = _read_block(src, block_size)
+            if not lines and consumed == 0:
+                break
+            nlines = len(lines)
+            result = answer_block(spec, lines, in_lines, block, responder, stop)
+            if result is None:
+                return
+            data, fbytes, block_failed = result
+            if data:
                 out.write(data)
                 out_offset += len(data)
-                fbytes = bits.to_bytes((n + 7) // 8, "little")
                 fails.write(fbytes)
                 fail_offset += len(fbytes)
             out.flush()
             fails.flush()
             in_offset += consumed
-            in_lines += len(lines)
-            processed += n
+            in_lines += nlines
+            processed += nlines
             failed += block_failed
             block += 1
             with store.conn() as c:
@@ -285,6 +366,14 @@ def process_batch(
                 )
             if cur.rowcount == 0:
                 return  # cancelled, deleted, or the lease was lost
+    # Input exhausted: publish completion. ``processed`` is authoritative for the request
+    # count (blank lines are skipped; an estimate made at upload time could differ).
+    with store.conn() as c:
+        c.execute(
+            "UPDATE batches SET done_at = ?, owner = NULL, lease_until = NULL,"
+            " request_count = ? WHERE id = ? AND owner = ?",
+            (time.time(), processed, batch_id, owner),
+        )
 
 
 class WorkerPool:
@@ -305,6 +394,7 @@ class WorkerPool:
         self.wake = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
+
         self._dispatcher = threading.Thread(
             target=self._run, name="gemini-emulator-dispatch", daemon=True
         )
@@ -324,6 +414,7 @@ class WorkerPool:
             threads = list(self._threads.values())
         for t in threads:
             t.join(timeout=10)
+
         with contextlib.suppress(Exception), self.store.conn() as c:
             c.execute(
                 "UPDATE batches SET owner = NULL, lease_until = NULL WHERE owner = ?",

@@ -49,7 +49,8 @@ def preview_html(run: BatchRun, rows: int = _PREVIEW_ROWS) -> str:
     head = frame[cols].head(rows).map(_short)
     more = f"<div>… {len(frame) - rows} more rows: run.result()</div>" if len(frame) > rows else ""
     table = head.to_html(classes="gembatch-preview", border=0, na_rep="")
-    return _monitor.redact(table) + more
+    return ("<div style='font-size:0.85em;line-height:1.25;max-height:14em;overflow:auto'>"
+            f"{_monitor.redact(table)}{more}</div>")
 
 
 class ProgressWidget:

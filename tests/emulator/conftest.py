@@ -46,9 +46,7 @@ def make_emu() -> Iterator[Callable[..., Emulator]]:
         e.close()
 
 
-def make_client(
-    emu: Emulator, api_version: str | None = None, **http_options: Any
-) -> genai.Client:
+def make_client(emu: Emulator, api_version: str | None = None, **http_options: Any) -> genai.Client:
     return genai.Client(
         api_key=API_KEY,
         http_options=types.HttpOptions(base_url=emu.url, api_version=api_version, **http_options),

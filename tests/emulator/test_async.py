@@ -99,7 +99,9 @@ def test_async_inline_results_and_embeddings(client: genai.Client) -> None:
             warnings.simplefilter("ignore")
             emb = await client.aio.batches.create_embeddings(
                 model="gemini-embedding-001",
-                src={"inlined_requests": {"contents": ["a"], "config": {"output_dimensionality": 4}}},
+                src={
+                    "inlined_requests": {"contents": ["a"], "config": {"output_dimensionality": 4}}
+                },
             )
         edone = await _wait(client, emb.name or "")
         assert edone.dest is not None and edone.dest.inlined_embed_content_responses is not None

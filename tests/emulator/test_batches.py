@@ -23,8 +23,11 @@ def test_inline_batch_lifecycle_and_typed_results(client: genai.Client) -> None:
     job = client.batches.create(
         model="gemini-2.5-flash",
         src=[
-            {"contents": "Tell me a joke", "metadata": {"key": "a"},
-             "config": {"system_instruction": "be brief", "temperature": 0.5}},
+            {
+                "contents": "Tell me a joke",
+                "metadata": {"key": "a"},
+                "config": {"system_instruction": "be brief", "temperature": 0.5},
+            },
             {"contents": "please [[fail]]", "metadata": {"key": "b"}},
             {"contents": "plain"},
         ],
@@ -104,7 +107,9 @@ def test_file_batch_produces_generated_results_file(client: genai.Client) -> Non
     by_key = {o["key"]: o for o in out}
     assert by_key["req-3"]["response"]["candidates"][0]["content"]["parts"][0]["text"] == "hello 3"
     assert by_key["bad"]["error"] == {
-        "code": 500, "message": "Simulated failure ([[fail]] in prompt).", "status": "INTERNAL"
+        "code": 500,
+        "message": "Simulated failure ([[fail]] in prompt).",
+        "status": "INTERNAL",
     }
     assert "details" not in by_key["bad"]["error"]
     assert done.dest.file_name in [f.name for f in client.files.list()]
@@ -117,8 +122,12 @@ def test_file_batch_accepts_snake_case_and_src_dict(emu: Emulator, client: genai
     )
     job = client.batches.create(model="gemini-2.5-flash", src={"file_name": src.name})
     assert wait_done(client, job.name or "").state.name == "JOB_STATE_SUCCEEDED"  # type: ignore[union-attr]
-    r = raw(emu, "POST", "/v1beta/models/m:batchGenerateContent",
-            {"batch": {"display_name": "snake", "input_config": {"file_name": src.name}}})
+    r = raw(
+        emu,
+        "POST",
+        "/v1beta/models/m:batchGenerateContent",
+        {"batch": {"display_name": "snake", "input_config": {"file_name": src.name}}},
+    )
     assert r.status == 200
     assert r.json()["metadata"]["displayName"] == "snake"
     assert r.json()["metadata"]["inputConfig"] == {"fileName": src.name}
@@ -129,8 +138,12 @@ def test_embeddings_inline_and_file(client: genai.Client) -> None:
         warnings.simplefilter("ignore")
         job = client.batches.create_embeddings(
             model="gemini-embedding-001",
-            src={"inlined_requests": {"contents": ["emb one", "emb two"],
-                                      "config": {"output_dimensionality": 3}}},
+            src={
+                "inlined_requests": {
+                    "contents": ["emb one", "emb two"],
+                    "config": {"output_dimensionality": 3},
+                }
+            },
             config={"display_name": "emb-job"},
         )
     done = wait_done(client, job.name or "")
@@ -140,8 +153,10 @@ def test_embeddings_inline_and_file(client: genai.Client) -> None:
     assert all(v is not None and len(v) == 3 for v in vectors)
     assert abs(sum(x * x for x in vectors[0]) - 1.0) < 1e-5  # type: ignore[union-attr]
 
-    line = {"key": "e1", "request": {"content": {"parts": [{"text": "emb one"}]},
-                                     "output_dimensionality": 3}}
+    line = {
+        "key": "e1",
+        "request": {"content": {"parts": [{"text": "emb one"}]}, "output_dimensionality": 3},
+    }
     src = client.files.upload(file=io.BytesIO(jsonl([line])), config={"mime_type": "jsonl"})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -212,8 +227,13 @@ def test_set_state_in_python_and_admin_route(emu: Emulator, client: genai.Client
     got = client.batches.get(name=a.name or "")
     assert got.state is not None and got.state.name == "JOB_STATE_FAILED" and got.dest is None
     assert raw(emu, "GET", f"/v1/{a.name}").json()["error"]["code"] == 13
-    r = raw(emu, "POST", f"/_emulator/batches/{(b.name or '').split('/')[1]}:setState",
-            {"state": "EXPIRED"}, key=None)
+    r = raw(
+        emu,
+        "POST",
+        f"/_emulator/batches/{(b.name or '').split('/')[1]}:setState",
+        {"state": "EXPIRED"},
+        key=None,
+    )
     assert r.status == 200 and r.json()["state"] == "BATCH_STATE_EXPIRED"
     got_b = client.batches.get(name=b.name or "")
     assert got_b.state is not None and got_b.state.name == "JOB_STATE_EXPIRED"
@@ -241,9 +261,23 @@ def test_expire_after_expires_unfinished_batch_without_results(make_emu) -> None
 
 def test_batch_stats_progress_with_rate(make_emu) -> None:  # type: ignore[no-untyped-def]
     emu = make_emu(pending_seconds=0.3, rate=40)
-    r = raw(emu, "POST", "/v1/models/m:batchGenerateContent",
-            {"batch": {"inputConfig": {"requests": {"requests": [
-                {"request": {"contents": [{"parts": [{"text": f"p{i}"}]}]}} for i in range(40)]}}}})
+    r = raw(
+        emu,
+        "POST",
+        "/v1/models/m:batchGenerateContent",
+        {
+            "batch": {
+                "inputConfig": {
+                    "requests": {
+                        "requests": [
+                            {"request": {"contents": [{"parts": [{"text": f"p{i}"}]}]}}
+                            for i in range(40)
+                        ]
+                    }
+                }
+            }
+        },
+    )
     assert r.status == 200
     op = r.json()
     assert op["metadata"]["state"] == "BATCH_STATE_PENDING"
@@ -291,9 +325,25 @@ def test_fail_rate_marks_some_requests_failed(make_emu) -> None:  # type: ignore
 
 
 def test_inline_metadata_values_are_echoed_as_strings(emu: Emulator, client: genai.Client) -> None:
-    r = raw(emu, "POST", "/v1/models/m:batchGenerateContent", {"batch": {"inputConfig": {
-        "requests": {"requests": [{"request": {"contents": [{"parts": [{"text": "x"}]}]},
-                                   "metadata": {"n": 3, "obj": {"a": 1}, "s": "x"}}]}}}})
+    r = raw(
+        emu,
+        "POST",
+        "/v1/models/m:batchGenerateContent",
+        {
+            "batch": {
+                "inputConfig": {
+                    "requests": {
+                        "requests": [
+                            {
+                                "request": {"contents": [{"parts": [{"text": "x"}]}]},
+                                "metadata": {"n": 3, "obj": {"a": 1}, "s": "x"},
+                            }
+                        ]
+                    }
+                }
+            }
+        },
+    )
     done = wait_done(client, r.json()["name"])
     assert done.dest is not None and done.dest.inlined_responses is not None
     assert done.dest.inlined_responses[0].metadata == {"n": "3", "obj": '{"a":1}', "s": "x"}
@@ -305,8 +355,9 @@ def test_bad_requests_are_invalid_argument_json_errors(emu: Emulator, client: ge
     assert r.headers["Content-Type"].startswith("application/json")
     assert r.json()["error"]["status"] == "INVALID_ARGUMENT"
     assert raw(emu, "POST", "/v1/models/m:batchGenerateContent", {"batch": {}}).status == 400
-    bad = client.files.upload(file=io.BytesIO(b'{"key": "a"}\nnot json\n'),
-                              config={"mime_type": "jsonl"})
+    bad = client.files.upload(
+        file=io.BytesIO(b'{"key": "a"}\nnot json\n'), config={"mime_type": "jsonl"}
+    )
     with pytest.raises(errors.ClientError) as e:
         client.batches.create(model="m", src=bad.name or "")
     assert e.value.code == 400 and e.value.status == "INVALID_ARGUMENT"
@@ -326,8 +377,7 @@ def test_api_key_rules(make_emu) -> None:  # type: ignore[no-untyped-def]
     assert wrong.status == 400
     assert wrong.json()["error"]["message"] == "API key not valid. Please pass a valid API key."
     assert b"other-key" not in wrong.body and b"test-key" not in wrong.body
-    bad_client = genai.Client(api_key="nope",
-                              http_options=types.HttpOptions(base_url=emu.url))
+    bad_client = genai.Client(api_key="nope", http_options=types.HttpOptions(base_url=emu.url))
     with pytest.raises(errors.ClientError) as e:
         bad_client.batches.list()
     assert e.value.code == 400 and e.value.status == "INVALID_ARGUMENT"
@@ -337,8 +387,9 @@ def test_api_key_rules(make_emu) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_observability_helpers(emu: Emulator, client: genai.Client) -> None:
-    job = client.batches.create(model="gemini-2.5-flash", src=_inline(3),
-                                config={"display_name": "obs"})
+    job = client.batches.create(
+        model="gemini-2.5-flash", src=_inline(3), config={"display_name": "obs"}
+    )
     wait_done(client, job.name or "")
     [b] = emu.batches()
     assert b["name"] == job.name and b["state"] == "BATCH_STATE_SUCCEEDED"
@@ -352,3 +403,54 @@ def test_observability_helpers(emu: Emulator, client: genai.Client) -> None:
     assert emu.calls == []
     client.files.upload(file=io.BytesIO(b"x"), config={"mime_type": "text/plain"})
     assert [f["sizeBytes"] for f in emu.files()] == [1]
+
+
+def test_progress_counts_failures_in_answer_order(make_emu) -> None:  # type: ignore[no-untyped-def]
+    emu = make_emu(rate=30, fail_rate=0.3, seed=1)
+    client = make_client(emu)
+    job = client.batches.create(model="m", src=_inline(30))
+    failed_seen = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        cur = raw(emu, "GET", f"/v1/{job.name}").json()
+        stats = {k: int(v) for k, v in cur["metadata"]["batchStats"].items()}
+        assert (
+            stats["successfulRequestCount"]
+            + stats["failedRequestCount"]
+            + stats["pendingRequestCount"]
+            == 30
+        )
+        failed_seen.append(stats["failedRequestCount"])
+        if cur.get("done"):
+            break
+        time.sleep(0.03)
+    assert failed_seen == sorted(failed_seen)
+    done = client.batches.get(name=job.name or "")
+    assert done.dest is not None and done.dest.inlined_responses is not None
+    errors_in_output = sum(1 for r in done.dest.inlined_responses if r.error is not None)
+    assert failed_seen[-1] == errors_in_output > 0
+
+
+def test_keep_alive_survives_error_responses_with_bodies(emu: Emulator) -> None:
+    import http.client
+
+    host, port = emu.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        headers = {"x-goog-api-key": "test-key", "Content-Type": "application/json"}
+        conn.request(
+            "POST", "/v1/unknown/route", body=b'{"big": "' + b"x" * 100_000 + b'"}', headers=headers
+        )
+        r1 = conn.getresponse()
+        assert r1.status == 404 and r1.read()
+        half_bad = b'{"batch": {"inputConfig": {"requests": {"requests": [{"request": {}}, 5]}}}}'
+        conn.request("POST", "/v1/models/m:batchGenerateContent", body=half_bad, headers=headers)
+        r2 = conn.getresponse()
+        assert r2.status == 400 and r2.read()
+        conn.request("GET", "/v1/batches", headers=headers)
+        r3 = conn.getresponse()
+        assert r3.status == 200 and r3.read() == b"{}"
+    finally:
+        conn.close()
+    assert emu.batches() == []
+    assert not any((emu.data_dir / "batches").iterdir())  # nothing half-created

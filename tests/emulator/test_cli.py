@@ -28,8 +28,9 @@ def _spawn(*args: str) -> subprocess.Popen[str]:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_first_line_is_url_and_signal_stops_cleanly(tmp_path: Path, sig: int) -> None:
-    proc = _spawn("--pending-seconds", "0", "--data-dir", str(tmp_path / "d"),
-                  "--api-key", "test-key")
+    proc = _spawn(
+        "--pending-seconds", "0", "--data-dir", str(tmp_path / "d"), "--api-key", "test-key"
+    )
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
@@ -63,7 +64,9 @@ def test_quiet_prints_only_the_url(tmp_path: Path) -> None:
 def test_non_loopback_host_is_refused_with_exit_2() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "gemini_batch_magic.emulator", "--host", "0.0.0.0"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "non-loopback" in proc.stderr and "--allow-remote" in proc.stderr
@@ -95,3 +98,36 @@ def test_localhost_and_ipv6_loopback_are_accepted() -> None:
         with e6:
             assert e6.url.startswith("http://[::1]:")
             assert list(make_client(e6).batches.list()) == []
+
+
+def test_cli_process_and_python_emulator_share_a_data_dir(tmp_path: Path) -> None:
+    import io
+
+    from .conftest import gen_line, jsonl, wait_done
+
+    d = tmp_path / "shared"
+    proc = _spawn("--quiet", "--pending-seconds", "0", "--data-dir", str(d))
+    try:
+        assert proc.stdout is not None
+        cli_url = proc.stdout.readline().strip()
+        with Emulator(data_dir=d) as local:
+            c_local = make_client(local)
+            src = c_local.files.upload(
+                file=io.BytesIO(jsonl([gen_line("x", "shared dir")])),
+                config={"mime_type": "jsonl"},
+            )
+            job = c_local.batches.create(model="m", src=src.name or "")
+            from google import genai
+            from google.genai import types
+
+            c_cli = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=cli_url))
+            done = wait_done(c_cli, job.name or "")
+            assert done.state is not None and done.state.name == "JOB_STATE_SUCCEEDED"
+            assert done.dest is not None and done.dest.file_name is not None
+            body = c_cli.files.download(file=done.dest.file_name)
+            assert orjson.loads(body)["key"] == "x"
+            assert c_local.files.download(file=done.dest.file_name) == body
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0

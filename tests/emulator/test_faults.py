@@ -81,8 +81,13 @@ def test_drop_after_create_leaves_exactly_one_batch(make_emu) -> None:  # type: 
 
 
 def test_fault_options_are_validated() -> None:
-    for bad in ({"http_fault_rate": 1.5}, {"fail_rate": -0.1}, {"rate": -1},
-                {"pending_seconds": float("nan")}, {"drop_after_create_rate": 2}):
+    for bad in (
+        {"http_fault_rate": 1.5},
+        {"fail_rate": -0.1},
+        {"rate": -1},
+        {"pending_seconds": float("nan")},
+        {"drop_after_create_rate": 2},
+    ):
         with pytest.raises(ValueError):
             Emulator(**bad)  # type: ignore[arg-type]
 

@@ -175,12 +175,24 @@ def test_upload_size_mismatch_is_a_final_client_error(emu: Emulator) -> None:
         },
     )
     path = r.headers["X-Goog-Upload-URL"][len(emu.url) :]
-    bad = raw(emu, "POST", path, b"short", key=None,
-              headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"})
+    bad = raw(
+        emu,
+        "POST",
+        path,
+        b"short",
+        key=None,
+        headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"},
+    )
     assert bad.status == 400
     assert bad.headers["X-Goog-Upload-Status"] == "final"
     assert bad.headers["Content-Type"].startswith("application/json")
     assert bad.json()["error"]["status"] == "INVALID_ARGUMENT"
-    unknown = raw(emu, "POST", "/upload/v1/files?upload_id=nope&upload_protocol=resumable",
-                  b"x", key=None, headers={"X-Goog-Upload-Command": "upload, finalize"})
+    unknown = raw(
+        emu,
+        "POST",
+        "/upload/v1/files?upload_id=nope&upload_protocol=resumable",
+        b"x",
+        key=None,
+        headers={"X-Goog-Upload-Command": "upload, finalize"},
+    )
     assert unknown.status == 404

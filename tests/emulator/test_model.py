@@ -12,8 +12,7 @@ import pydantic
 import pytest
 from google import genai
 
-from gemini_batch_magic.emulator import Emulator, RequestError
-from gemini_batch_magic.emulator import _model
+from gemini_batch_magic.emulator import Emulator, RequestError, _model
 
 from .conftest import gen_line, jsonl, make_client, wait_done
 
@@ -49,19 +48,25 @@ def _req(text: str, **gc: Any) -> dict[str, Any]:
 
 
 def test_echo_uses_last_user_content_and_is_deterministic() -> None:
-    req = {"contents": [
-        {"role": "user", "parts": [{"text": "first"}]},
-        {"role": "model", "parts": [{"text": "reply"}]},
-        {"role": "user", "parts": [{"text": "second "}, {"text": "turn"}]},
-    ], "systemInstruction": {"parts": [{"text": "sys"}]}}
+    req = {
+        "contents": [
+            {"role": "user", "parts": [{"text": "first"}]},
+            {"role": "model", "parts": [{"text": "reply"}]},
+            {"role": "user", "parts": [{"text": "second "}, {"text": "turn"}]},
+        ],
+        "systemInstruction": {"parts": [{"text": "sys"}]},
+    }
     a = _model.default_generate(req, "gemini-2.5-flash", 3)
     assert a == _model.default_generate(req, "gemini-2.5-flash", 3)
     cand = a["candidates"][0]
     assert cand["content"] == {"parts": [{"text": "second turn"}], "role": "model"}
     assert cand["finishReason"] == "STOP" and cand["index"] == 0
     # tokens: ceil(bytes/4) of all text "first"+"reply"+"second turn"+"sys" = 24 bytes -> 6
-    assert a["usageMetadata"] == {"promptTokenCount": 6, "candidatesTokenCount": 3,
-                                  "totalTokenCount": 9}
+    assert a["usageMetadata"] == {
+        "promptTokenCount": 6,
+        "candidatesTokenCount": 3,
+        "totalTokenCount": 9,
+    }
     assert a["modelVersion"] == "gemini-2.5-flash"
     assert len(a["responseId"]) == 16
     assert a["responseId"] != _model.default_generate(req, "gemini-2.5-flash", 4)["responseId"]
@@ -79,41 +84,55 @@ def test_fail_marker_is_a_per_request_error() -> None:
     with pytest.raises(RequestError) as e:
         _model.default_generate(_req("please [[fail]] now"), "m")
     assert _model.error_dict(e.value) == {
-        "code": 500, "message": "Simulated failure ([[fail]] in prompt).", "status": "INTERNAL"}
+        "code": 500,
+        "message": "Simulated failure ([[fail]] in prompt).",
+        "status": "INTERNAL",
+    }
 
 
 def test_pydantic_json_schema_output_is_valid_and_deterministic() -> None:
     schema = Person.model_json_schema()
-    req = _req("Describe Ada Lovelace", responseMimeType="application/json",
-               responseJsonSchema=schema)
+    req = _req(
+        "Describe Ada Lovelace", responseMimeType="application/json", responseJsonSchema=schema
+    )
     text = _model.default_generate(req, "m")["candidates"][0]["content"]["parts"][0]["text"]
-    assert text == _model.default_generate(req, "m")["candidates"][0]["content"]["parts"][0][
-        "text"]
+    assert text == _model.default_generate(req, "m")["candidates"][0]["content"]["parts"][0]["text"]
     person = Person.model_validate_json(text)
     jsonschema.validate(orjson.loads(text), schema)
     assert "Describe Ada Lovelace" in person.name
     assert len(person.tags) >= 3 and len(set(person.tags)) == len(person.tags)
     other = _model.default_generate(
-        _req("Something else", responseMimeType="application/json", responseJsonSchema=schema),
-        "m")["candidates"][0]["content"]["parts"][0]["text"]
+        _req("Something else", responseMimeType="application/json", responseJsonSchema=schema), "m"
+    )["candidates"][0]["content"]["parts"][0]["text"]
     assert other != text
 
 
 def test_openapi_response_schema_any_case_and_snake_case_config() -> None:
-    schema = {"type": "OBJECT", "properties": {
-        "title": {"type": "STRING"},
-        "count": {"type": "INTEGER", "minimum": 3, "maximum": 5},
-        "ratio": {"type": "number"},
-        "ok": {"type": "BOOLEAN"},
-        "items": {"type": "ARRAY", "items": {"type": "STRING", "enum": ["x", "y"]},
-                  "minItems": 1, "maxItems": 1},
-        "maybe": {"type": "STRING", "nullable": True},
-    }, "required": ["title", "count"], "propertyOrdering": ["title", "count"]}
-    req = {"contents": [{"parts": [{"text": "hello"}]}],
-           "generation_config": {"response_mime_type": "application/json",
-                                 "response_schema": schema}}
-    out = orjson.loads(_model.default_generate(req, "m")["candidates"][0]["content"]["parts"][0][
-        "text"])
+    schema = {
+        "type": "OBJECT",
+        "properties": {
+            "title": {"type": "STRING"},
+            "count": {"type": "INTEGER", "minimum": 3, "maximum": 5},
+            "ratio": {"type": "number"},
+            "ok": {"type": "BOOLEAN"},
+            "items": {
+                "type": "ARRAY",
+                "items": {"type": "STRING", "enum": ["x", "y"]},
+                "minItems": 1,
+                "maxItems": 1,
+            },
+            "maybe": {"type": "STRING", "nullable": True},
+        },
+        "required": ["title", "count"],
+        "propertyOrdering": ["title", "count"],
+    }
+    req = {
+        "contents": [{"parts": [{"text": "hello"}]}],
+        "generation_config": {"response_mime_type": "application/json", "response_schema": schema},
+    }
+    out = orjson.loads(
+        _model.default_generate(req, "m")["candidates"][0]["content"]["parts"][0]["text"]
+    )
     assert list(out)[:2] == ["title", "count"]
     assert out["title"] == "hello" and 3 <= out["count"] <= 5
     assert isinstance(out["ratio"], float) and isinstance(out["ok"], bool)
@@ -122,19 +141,33 @@ def test_openapi_response_schema_any_case_and_snake_case_config() -> None:
 
 def test_json_schema_features_validate() -> None:
     schema = {
-        "$defs": {"Leaf": {"type": "object", "properties": {"v": {"const": 7}},
-                           "required": ["v"], "additionalProperties": False}},
+        "$defs": {
+            "Leaf": {
+                "type": "object",
+                "properties": {"v": {"const": 7}},
+                "required": ["v"],
+                "additionalProperties": False,
+            }
+        },
         "type": "object",
         "properties": {
             "choice": {"anyOf": [{"type": "null"}, {"$ref": "#/$defs/Leaf"}]},
             "one": {"oneOf": [{"type": "integer", "exclusiveMinimum": 10}]},
-            "both": {"allOf": [{"type": "object", "properties": {"a": {"type": "string"}}},
-                               {"properties": {"b": {"type": "integer"}}, "required": ["b"]}]},
+            "both": {
+                "allOf": [
+                    {"type": "object", "properties": {"a": {"type": "string"}}},
+                    {"properties": {"b": {"type": "integer"}}, "required": ["b"]},
+                ]
+            },
             "when": {"type": "string", "format": "date-time"},
             "mail": {"type": "string", "format": "email"},
             "multi": {"type": ["string", "null"], "maxLength": 3},
-            "tuple": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}],
-                      "minItems": 2, "maxItems": 2},
+            "tuple": {
+                "type": "array",
+                "prefixItems": [{"type": "integer"}, {"type": "string"}],
+                "minItems": 2,
+                "maxItems": 2,
+            },
         },
         "required": ["choice", "one", "both", "when", "mail", "multi", "tuple"],
     }
@@ -148,16 +181,20 @@ def test_json_without_schema_and_enum_mime() -> None:
     text = _model.answer_text(_req("q", responseMimeType="application/json"), "q")
     assert orjson.loads(text) == {"text": "q"}
     enum_text = _model.answer_text(
-        _req("q", responseMimeType="text/x.enum",
-             responseSchema={"type": "STRING", "enum": ["pos", "neg"]}), "q")
+        _req(
+            "q",
+            responseMimeType="text/x.enum",
+            responseSchema={"type": "STRING", "enum": ["pos", "neg"]},
+        ),
+        "q",
+    )
     assert enum_text in ("pos", "neg")
 
 
 def test_embedding_vectors_are_deterministic_unit_vectors() -> None:
     a = _model.default_embed({"content": {"parts": [{"text": "hello"}]}})
     b = _model.default_embed({"content": {"parts": [{"text": "hello"}]}})
-    c = _model.default_embed({"content": {"parts": [{"text": "other"}]},
-                              "outputDimensionality": 8})
+    c = _model.default_embed({"content": {"parts": [{"text": "other"}]}, "outputDimensionality": 8})
     assert a == b
     assert len(a["embedding"]["values"]) == 768
     assert abs(sum(v * v for v in a["embedding"]["values"]) - 1.0) < 1e-4
@@ -168,11 +205,21 @@ def test_embedding_vectors_are_deterministic_unit_vectors() -> None:
 def test_schema_answers_through_the_sdk(client: genai.Client) -> None:
     job = client.batches.create(
         model="gemini-2.5-flash",
-        src=[{"contents": "Alan Turing", "metadata": {"key": "p"},
-              "config": {"response_mime_type": "application/json",
-                         "response_json_schema": Person.model_json_schema()}},
-             {"contents": "Grace Hopper", "metadata": {"key": "q"},
-              "config": {"response_mime_type": "application/json", "response_schema": Address}}],
+        src=[
+            {
+                "contents": "Alan Turing",
+                "metadata": {"key": "p"},
+                "config": {
+                    "response_mime_type": "application/json",
+                    "response_json_schema": Person.model_json_schema(),
+                },
+            },
+            {
+                "contents": "Grace Hopper",
+                "metadata": {"key": "q"},
+                "config": {"response_mime_type": "application/json", "response_schema": Address},
+            },
+        ],
     )
     done = wait_done(client, job.name or "")
     assert done.dest is not None and done.dest.inlined_responses is not None
@@ -192,14 +239,23 @@ def test_custom_responder_and_its_errors(make_emu) -> None:  # type: ignore[no-u
             raise RuntimeError("custom explosion")
         if text == "quota":
             raise RequestError("too many", code=429, status="RESOURCE_EXHAUSTED")
-        return {"candidates": [{"content": {"role": "model", "parts": [{"text": text.upper()}]},
-                                "finishReason": "STOP"}]}
+        return {
+            "candidates": [
+                {
+                    "content": {"role": "model", "parts": [{"text": text.upper()}]},
+                    "finishReason": "STOP",
+                }
+            ]
+        }
 
     emu: Emulator = make_emu(responder=responder, shuffle=False)
     client = make_client(emu)
     src = client.files.upload(
-        file=io.BytesIO(jsonl([gen_line("a", "hi"), gen_line("b", "boom"),
-                               gen_line("c", "quota")])), config={"mime_type": "jsonl"})
+        file=io.BytesIO(
+            jsonl([gen_line("a", "hi"), gen_line("b", "boom"), gen_line("c", "quota")])
+        ),
+        config={"mime_type": "jsonl"},
+    )
     done = wait_done(client, client.batches.create(model="gemini-x", src=src.name or "").name or "")
     assert done.dest is not None and done.dest.file_name is not None
     out = [orjson.loads(x) for x in client.files.download(file=done.dest.file_name).splitlines()]

@@ -20,8 +20,16 @@ from .conftest import gen_line, jsonl, make_client, wait_done
 def _slow_echo(request: dict[str, Any], model: str) -> dict[str, Any]:
     time.sleep(0.004)
     text = request["contents"][-1]["parts"][0]["text"]
-    return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
-                            "finishReason": "STOP", "index": 0}], "modelVersion": model}
+    return {
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": [{"text": text}]},
+                "finishReason": "STOP",
+                "index": 0,
+            }
+        ],
+        "modelVersion": model,
+    }
 
 
 def _results(client: Any, name: str) -> bytes:
@@ -58,7 +66,9 @@ def test_restart_mid_batch_resumes_and_completes(tmp_path: Path) -> None:
     with Emulator(responder=_slow_echo, seed=4) as ref:
         cr = make_client(ref)
         rsrc = cr.files.upload(file=io.BytesIO(data), config={"mime_type": "jsonl"})
-        ref_out = _results(cr, cr.batches.create(model="gemini-2.5-flash", src=rsrc.name or "").name or "")
+        ref_out = _results(
+            cr, cr.batches.create(model="gemini-2.5-flash", src=rsrc.name or "").name or ""
+        )
     assert out == ref_out
 
 
@@ -69,13 +79,16 @@ def test_two_emulators_share_one_data_dir(tmp_path: Path) -> None:
         names = []
         for i in range(6):
             c = ca if i % 2 else cb
-            src = c.files.upload(file=io.BytesIO(jsonl([gen_line("k", f"v{i}")])),
-                                 config={"mime_type": "jsonl"})
+            src = c.files.upload(
+                file=io.BytesIO(jsonl([gen_line("k", f"v{i}")])), config={"mime_type": "jsonl"}
+            )
             names.append(c.batches.create(model="m", src=src.name or "").name or "")
         for i, n in enumerate(names):
             out = _results(ca if i % 2 == 0 else cb, n)  # read through the other server
-            assert orjson.loads(out)["response"]["candidates"][0]["content"]["parts"][0][
-                "text"] == f"v{i}"
+            assert (
+                orjson.loads(out)["response"]["candidates"][0]["content"]["parts"][0]["text"]
+                == f"v{i}"
+            )
         assert [j.name for j in ca.batches.list()] == [j.name for j in cb.batches.list()]
         assert len(a.batches()) == 6
 
@@ -104,7 +117,7 @@ def test_private_temp_dir_is_removed_and_permissions(tmp_path: Path) -> None:
         c = make_client(emu)
         c.files.upload(file=io.BytesIO(b"x"), config={"mime_type": "text/plain"})
         wait_done(c, c.batches.create(model="m", src=[{"contents": "y"}]).name or "")
-        for root, dirs, files in os.walk(tmp):
+        for root, _dirs, files in os.walk(tmp):
             assert stat.S_IMODE(os.stat(root).st_mode) == 0o700, root
             for name in files:
                 mode = stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode)

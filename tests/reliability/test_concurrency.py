@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 import gemini_batch_magic as gbm

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +15,7 @@ from ipywidgets.widgets.widget import _instances
 
 import gemini_batch_magic as gbm
 from gemini_batch_magic import _backend, _monitor
+from gemini_batch_magic._config import settings
 from gemini_batch_magic.widgets import ProgressWidget
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -146,3 +150,26 @@ def test_status_errors_show_on_the_widget_and_never_the_key(
 def test_redact_hides_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GOOGLE_API_KEY", "k-123456")
     assert _monitor.redact("bad key k-123456 given") == "bad key *** given"
+
+
+def test_importing_the_package_builds_no_widgets_and_no_magics() -> None:
+    code = ("import sys, gemini_batch_magic\n"
+            "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported'\n"
+            "assert 'gemini_batch_magic._magics' not in sys.modules\n"
+            "assert 'gemini_batch_magic._monitor' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_another_process_shows_the_same_finished_widget(emu: Any) -> None:
+    """What a notebook shows after a kernel restart: attach() by id, same widget, green."""
+    run = gbm.submit(_df(3), "prompt").wait(progress=False)
+    code = (
+        "import gemini_batch_magic as gbm\n"
+        "from gemini_batch_magic.widgets import ProgressWidget\n"
+        f"pw = ProgressWidget(gbm.attach({run.run_id[:6]!r}), display_now=False)\n"
+        "print(pw.bar.value, pw.bar.max, pw.bar.bar_style, pw._repr_mimebundle_()['text/plain'])\n"
+    )
+    env = {**os.environ, "GEMBATCH_HOME": str(settings.home)}
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True, env=env).stdout
+    assert out.startswith("3 3 success ") and f"{run.run_id} SUCCEEDED" in out

@@ -1,0 +1,11 @@
+"""Imports every figure module so that its ``@figure`` functions register themselves.
+
+To add figure 3 (end to end through the SDK and the emulator), 4 (peak RSS vs responses-file
+size) or 5 (monitoring CPU): write ``benchmarks/fig_<name>.py`` with one ``@figure(...)``
+function returning :class:`~benchmarks.registry.Measurement` rows, and import it here.
+"""
+
+from benchmarks import fig_build, fig_parse  # noqa: F401  (registration side effects)
+from benchmarks.registry import FIGURES
+
+__all__ = ["FIGURES"]
