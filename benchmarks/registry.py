@@ -86,16 +86,25 @@ def time_variants(
     repeat: int,
     *,
     setup: Callable[[str], None] | None = None,
+    check: Callable[[str, Any], None] | None = None,
 ) -> dict[str, list[float]]:
     """Time each variant ``repeat`` times, interleaved (A B C A B C ...) so that load from
-    other processes spreads evenly; ``setup(name)`` runs untimed before each run."""
+    other processes spreads evenly.
+
+    ``setup(name)`` runs untimed before each run; ``check(name, result)`` runs untimed after
+    the first run of each variant, then the result is dropped (results of 1M rows are large:
+    keep a fingerprint, not the frame).
+    """
     runs: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeat):
+    for i in range(repeat):
         for name, func in variants.items():
             if setup is not None:
                 setup(name)
             gc.collect()
             start = time.perf_counter()
-            func()
+            result = func()
             runs[name].append(time.perf_counter() - start)
+            if check is not None and i == 0:
+                check(name, result)
+            del result
     return runs

@@ -32,7 +32,14 @@ if TYPE_CHECKING:
     from ._runs import BatchRun
 
 __all__ = [
-    "Callback", "monitor_running", "poll_now", "redact", "unwatch", "wait_idle", "watch",
+    "Callback",
+    "monitor_running",
+    "poll_now",
+    "redact",
+    "reset",
+    "unwatch",
+    "wait_idle",
+    "watch",
     "watched_runs",
 ]
 
@@ -100,6 +107,13 @@ def unwatch(run: BatchRun, callback: Callback | None = None) -> None:
         else:
             with contextlib.suppress(ValueError):
                 entry.callbacks.remove(callback)
+        _cond.notify_all()
+
+
+def reset() -> None:
+    """Forget every watched run; the thread then ends by itself (tests, extension unload)."""
+    with _cond:
+        _entries.clear()
         _cond.notify_all()
 
 

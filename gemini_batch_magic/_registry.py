@@ -229,6 +229,15 @@ class Registry:
         with self.transaction() as con:
             con.execute(f"UPDATE runs SET {cols} WHERE run_id = ?", (*values.values(), run_id))
 
+    def claim(self, run_id: str, owner: str | None, new_owner: str) -> bool:
+        """Take a run over from ``owner`` (compare-and-set); False if another process did first."""
+        with self.transaction() as con:
+            cur = con.execute(
+                "UPDATE runs SET owner = ?, updated = ? WHERE run_id = ? AND owner IS ?",
+                (new_owner, time.time(), run_id, owner),
+            )
+        return cur.rowcount == 1
+
     # -- reads ----------------------------------------------------------------------------
     @staticmethod
     def _run_from_row(row: tuple[Any, ...]) -> RunRecord:

@@ -170,8 +170,6 @@ def _is_text_dtype(dtype: Any) -> bool:
     if isinstance(dtype, pd.StringDtype):
         return True
     if isinstance(dtype, pd.ArrowDtype):
-        import pyarrow as pa
-
         t = dtype.pyarrow_dtype
         return bool(
             pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)

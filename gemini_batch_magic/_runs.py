@@ -656,7 +656,11 @@ class BatchRun:
                     os.chmod(tmp, 0o600)
                     client.files.download(file=dest.file_name, destination=fh)
 
-            _with_retries(f"downloading {dest.file_name}", fetch)
+            try:
+                _with_retries(f"downloading {dest.file_name}", fetch)
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # a half download is never kept, never read
+                raise
         else:  # the batch ended without output
             out = run_dir / f"{stem}.parquet"
             tmp = run_dir / f"{stem}.parquet.{own}"
@@ -976,9 +980,10 @@ class BatchRun:
         rec = self._record
         if rec.state != "SUBMITTING" or self.run_id in _submitting:
             return
-        if rec.owner != _OWNER and _owner_alive(rec.owner):
-            return
-        registry().update_run(self.run_id, owner=_OWNER)
+        if rec.owner != _OWNER:
+            if _owner_alive(rec.owner) or not registry().claim(self.run_id, rec.owner, _OWNER):
+                return  # someone else submits it (or just took it over)
+            self._reload()  # what the dead owner recorded before it died
         self._submit_shards()
 
     def _submit_shards(self) -> None:

@@ -11,7 +11,10 @@ import gemini_batch_magic as gbm
 from gemini_batch_magic import _backend
 
 
-def test_no_key_means_embedded_emulator_with_one_notice(capsys: Any) -> None:
+def test_no_key_means_embedded_emulator_with_one_notice(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_backend, "_notice_shown", False)  # as in a new process
     info = gbm.backend_info()
     assert info.kind == "local" and info.synthetic and info.key_source is None
     assert info.base_url and info.base_url.startswith("http://127.0.0.1:")

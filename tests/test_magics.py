@@ -34,10 +34,7 @@ def loaded(ip: InteractiveShell) -> Iterator[InteractiveShell]:
     ip.config.pop("GemBatch", None)  # %config persists in the shell's config: forget it
     for name in ("out", "df", "run", "res", "answers", "est", "Review"):
         ip.user_ns.pop(name, None)
-    for run_id in _monitor.watched_runs():
-        with _monitor._cond:
-            _monitor._entries.pop(run_id, None)
-            _monitor._cond.notify_all()
+    _monitor.reset()
     deadline = time.monotonic() + 60
     while _monitor.monitor_running():
         assert time.monotonic() < deadline

@@ -35,7 +35,7 @@ Options (Python keyword / CLI flag)
     ``{"code": 500, "message": "Simulated failure (fail_rate).", "status": "INTERNAL"}``.
 ``seed`` / ``--seed``
     Seeds every random choice (faults, per-request failures, result order). Same seed, same
-    sequence of client calls: same outcome.
+    sequence of client calls: same outcome. (Batch and file ids are random, not seeded.)
 ``shuffle`` / ``--no-shuffle``
     Results come back in a deterministic shuffled order (within windows of 1024 requests,
     seeded), inline and file output alike, so clients must match results by ``metadata`` /
@@ -51,9 +51,12 @@ Options (Python keyword / CLI flag)
 ``drop_after_create_rate`` / ``--drop-after-create-rate``
     Fraction of batch creates that are accepted and persisted, after which the connection is
     closed with no response: the "ambiguous create" a client must reconcile by listing.
+    (With ``retry_options`` the SDK retries the dropped connection and creates a second
+    batch, exactly as it would against the real service.)
 ``data_dir`` / ``--data-dir``
     Where state lives: SQLite metadata (WAL) plus file bytes, files 0600 and directories
-    0700. ``None`` uses a private temporary directory deleted on close. An emulator
+    0700. ``None`` uses a private temporary directory deleted on close (one left behind by a
+    killed emulator process is removed when the next emulator starts). An emulator
     restarted on the same directory continues every batch where it was; two emulator
     processes may share one directory.
 ``api_key`` / ``--api-key``
@@ -61,9 +64,12 @@ Options (Python keyword / CLI flag)
     valid. Please pass a valid API key.". Without it any non-empty key is accepted. A
     missing key always gets ``401 UNAUTHENTICATED``. The key is never printed or logged.
 ``host`` / ``--host``, ``port`` / ``--port``
-    Defaults ``127.0.0.1`` and 0 (a free port). Only loopback addresses are accepted unless
-    the caller also passes ``allow_remote=True`` / ``--allow-remote`` (a refused host is a
-    ``ValueError``; the CLI exits with code 2).
+    Defaults ``127.0.0.1`` and 0 (a free port); the environment cannot change them. The
+    emulator binds only the host it is given. A non-loopback address is refused unless it is
+    named explicitly: on the command line by ``--host`` (a warning is printed), in Python by
+    also passing ``allow_remote=True`` (otherwise ``ValueError``).
+``--quiet``
+    CLI only: print nothing but the URL (otherwise one human-readable line goes to stderr).
 ``responder``
     ``responder(request: dict, model: str) -> dict`` replaces the synthetic model for
     generate-content batches. ``request`` is the GenerateContentRequest as sent (camelCase

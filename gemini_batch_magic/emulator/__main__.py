@@ -8,27 +8,28 @@ import sys
 import threading
 from types import FrameType
 
-from ._emulator import Emulator
+from ._emulator import Emulator, is_loopback_host
 
 DEFAULT_CLI_PENDING_SECONDS = 2.0
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m gemini_batch_magic.emulator",
+        prog=prog or "python -m gemini_batch_magic.emulator",
         description=(
             "Run a local emulator of the Gemini Batch API and File API. The first line "
             "printed on stdout is the base URL; point the SDK at it with "
             "HttpOptions(base_url=URL). Stop it with Ctrl+C or SIGTERM."
         ),
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=0, help="port (default 0 = any free port)")
     p.add_argument(
-        "--allow-remote",
-        action="store_true",
-        help="allow a non-loopback --host (exposes the emulator to your network)",
+        "--host",
+        default=None,
+        help="address to bind (default 127.0.0.1). A non-loopback address is used only when "
+        "named here explicitly, and exposes the emulator (which has no real authentication) "
+        "to that network",
     )
+    p.add_argument("--port", type=int, default=0, help="port (default 0 = any free port)")
     p.add_argument(
         "--pending-seconds",
         type=float,
@@ -76,9 +77,18 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Runs the emulator until SIGINT/SIGTERM. Returns the process exit code."""
-    parser = _build_parser()
+def emu_host(args: argparse.Namespace) -> str:
+    return str(args.host or "127.0.0.1")
+
+
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    """Runs the emulator until SIGINT/SIGTERM and returns the exit code.
+
+    ``argv`` defaults to ``sys.argv[1:]``; ``prog`` is the command name shown in help and
+    error messages (e.g. ``"gembatch emulator"``). Exit codes: 0 after a clean stop, 1 when
+    the address cannot be bound, 2 for invalid options (including a refused host).
+    """
+    parser = _build_parser(prog)
     args = parser.parse_args(argv)
     try:
         emu = Emulator(
@@ -89,12 +99,13 @@ def main(argv: list[str] | None = None) -> int:
             http_fault_rate=args.http_fault_rate,
             drop_after_create_rate=args.drop_after_create_rate,
             data_dir=args.data_dir,
-            host=args.host,
+            host=args.host or "127.0.0.1",
             port=args.port,
             shuffle=not args.no_shuffle,
             api_key=args.api_key,
             expire_after=args.expire_after,
-            allow_remote=args.allow_remote,
+            # only an explicit --host may name a non-loopback address
+            allow_remote=args.host is not None,
         )
     except ValueError as exc:
         parser.print_usage(sys.stderr)
@@ -115,11 +126,18 @@ def main(argv: list[str] | None = None) -> int:
             emu.start()
         except OSError as exc:
             print(
-                f"{parser.prog}: error: cannot listen on {args.host}:{args.port}: {exc}",
+                f"{parser.prog}: error: cannot start on {emu_host(args)}:{args.port}: {exc}",
                 file=sys.stderr,
             )
             return 1
         print(emu.url, flush=True)
+        if args.host is not None and not is_loopback_host(args.host):
+            print(
+                f"{parser.prog}: warning: listening on non-loopback {args.host!r}: anyone who "
+                "can reach it can use this emulator",
+                file=sys.stderr,
+                flush=True,
+            )
         if not args.quiet:
             where = args.data_dir or "a temporary directory (deleted on exit)"
             print(
@@ -129,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         try:
-            while not stop.wait(0.5):
+            while not stop.wait(0.2):
                 pass
         except KeyboardInterrupt:
             pass

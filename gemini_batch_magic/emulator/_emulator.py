@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import math
+import os
 import shutil
 import socket
 import tempfile
@@ -36,6 +37,31 @@ def is_loopback_host(host: str) -> bool:
     return bool(addrs) and all(
         ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addrs
     )
+
+
+_TMP_PREFIX = "gemini-batch-emulator-"
+_OWNER_FILE = "owner.pid"
+
+
+def _sweep_stale_temp_dirs() -> None:
+    """Removes private temp dirs left behind by emulator processes that were killed."""
+    try:
+        candidates = list(Path(tempfile.gettempdir()).glob(_TMP_PREFIX + "*"))
+    except OSError:
+        return
+    for d in candidates:
+        try:
+            pid = int((d / _OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue  # not ours, or still being created
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -161,8 +187,12 @@ class Emulator:
             if self._started:
                 return self
             if self._data_dir_arg is None:
-                self._tmp = tempfile.mkdtemp(prefix="gemini-batch-emulator-")
+                _sweep_stale_temp_dirs()
+                self._tmp = tempfile.mkdtemp(prefix=_TMP_PREFIX)
                 data_dir = Path(self._tmp)
+                fd = os.open(data_dir / _OWNER_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(str(os.getpid()))
             else:
                 data_dir = self._data_dir_arg
             try:
@@ -194,7 +224,7 @@ class Emulator:
             self.port = int(bound_port)
             self._thread = threading.Thread(
                 target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.1},
+                kwargs={"poll_interval": 0.05},
                 name="gemini-batch-emulator-http",
                 daemon=True,
             )

@@ -433,8 +433,11 @@ def answer_text(request: dict[str, Any], last_user: str) -> str:
     return last_user
 
 
-def default_generate(request: dict[str, Any], model: str, index: int = 0) -> dict[str, Any]:
-    """The default responder: echoes the last user text (or schema-valid JSON)."""
+def echo_fields(request: dict[str, Any], model: str, index: int) -> tuple[str, int, int, str]:
+    """The default model's ``(text, prompt_tokens, answer_tokens, response_id)``.
+
+    Raises :class:`RequestError` for a ``[[fail]]`` prompt.
+    """
     last_user, all_text = prompt_texts(request)
     if FAIL_MARKER in all_text:
         raise RequestError(FAIL_MARKER_MESSAGE)
@@ -444,6 +447,12 @@ def default_generate(request: dict[str, Any], model: str, index: int = 0) -> dic
     text = answer_text(request, last_user) if gc else last_user
     prompt_tokens = token_count(all_text)
     answer_tokens = prompt_tokens if text is all_text else token_count(text)
+    return text, prompt_tokens, answer_tokens, response_id(model, index, all_text)
+
+
+def default_generate(request: dict[str, Any], model: str, index: int = 0) -> dict[str, Any]:
+    """The default responder: echoes the last user text (or schema-valid JSON)."""
+    text, prompt_tokens, answer_tokens, rid = echo_fields(request, model, index)
     return {
         "candidates": [
             {
@@ -458,7 +467,7 @@ def default_generate(request: dict[str, Any], model: str, index: int = 0) -> dic
             "totalTokenCount": prompt_tokens + answer_tokens,
         },
         "modelVersion": model,
-        "responseId": response_id(model, index, all_text),
+        "responseId": rid,
     }
 
 

@@ -557,6 +557,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _admin(self, method: str, path: str) -> None:
         core = self.core
+        if method != "POST":
+            self._drain()
         if method == "GET" and path == "/_emulator/calls":
             self._send_json({"calls": [list(c) for c in core.calls()]})
         elif method == "POST" and path == "/_emulator/reset-calls":

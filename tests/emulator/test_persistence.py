@@ -40,13 +40,13 @@ def _results(client: Any, name: str) -> bytes:
 
 
 def test_restart_mid_batch_resumes_and_completes(tmp_path: Path) -> None:
-    data = jsonl([gen_line(f"r{i}", f"text {i}") for i in range(250)])
+    data = jsonl([gen_line(f"r{i}", f"text {i}") for i in range(160)])
     d = tmp_path / "state"
     emu1 = Emulator(data_dir=d, responder=_slow_echo, seed=4).start()
     c1 = make_client(emu1)
     src = c1.files.upload(file=io.BytesIO(data), config={"mime_type": "jsonl"})
     job = c1.batches.create(model="gemini-2.5-flash", src=src.name or "")
-    time.sleep(0.5)
+    time.sleep(0.25)
     first = c1.batches.get(name=job.name or "")
     emu1.close()
     assert first.state is not None and first.state.name == "JOB_STATE_RUNNING"  # mid-batch
@@ -60,7 +60,7 @@ def test_restart_mid_batch_resumes_and_completes(tmp_path: Path) -> None:
     finally:
         emu2.close()
     lines = [orjson.loads(x) for x in out.splitlines()]
-    assert sorted(x["key"] for x in lines) == sorted(f"r{i}" for i in range(250))
+    assert sorted(x["key"] for x in lines) == sorted(f"r{i}" for i in range(160))
 
     # Byte-identical to an uninterrupted run with the same seed.
     with Emulator(responder=_slow_echo, seed=4) as ref:
@@ -135,3 +135,52 @@ def test_close_is_idempotent_and_restart_is_refused() -> None:
 
     with pytest.raises(RuntimeError):
         emu.start()
+
+
+def test_batch_whose_input_vanished_fails_with_an_operation_error(tmp_path: Path) -> None:
+    d = tmp_path / "vanish"
+    emu1 = Emulator(data_dir=d, responder=_slow_echo).start()
+    c1 = make_client(emu1)
+    src = c1.files.upload(
+        file=io.BytesIO(jsonl([gen_line(f"r{i}", "x") for i in range(400)])),
+        config={"mime_type": "jsonl"},
+    )
+    job = c1.batches.create(model="m", src=src.name or "")
+    time.sleep(0.1)
+    emu1.close()
+    (d / "files" / f"{(src.name or '').split('/')[1]}.bin").unlink()
+    with Emulator(data_dir=d, responder=_slow_echo) as emu2:
+        c2 = make_client(emu2)
+        done = wait_done(c2, job.name or "")
+        assert done.state is not None and done.state.name == "JOB_STATE_FAILED"
+        from .conftest import raw
+
+        error = raw(emu2, "GET", f"/v1/{job.name}").json()["error"]
+        assert "no longer exists" in error["message"]
+
+
+def test_temp_dirs_of_killed_emulators_are_swept() -> None:
+    import subprocess
+    import sys
+    import tempfile
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stale = Path(tempfile.mkdtemp(prefix="gemini-batch-emulator-"))
+    (stale / "owner.pid").write_text(dead.stdout.strip())
+    alive = Path(tempfile.mkdtemp(prefix="gemini-batch-emulator-"))
+    (alive / "owner.pid").write_text("1")  # pid 1 is always alive
+    try:
+        with Emulator() as emu:
+            assert (emu.data_dir / "owner.pid").read_text() == str(os.getpid())
+        assert not stale.exists()
+        assert alive.exists()
+    finally:
+        import shutil
+
+        shutil.rmtree(alive, ignore_errors=True)
+        shutil.rmtree(stale, ignore_errors=True)

@@ -114,7 +114,8 @@ class EmulatorProcess:
         line = self.proc.stdout.readline().strip()
         if not line.startswith("http://"):
             self.proc.kill()
-            raise AssertionError(f"emulator did not start: {line!r} {self.proc.stderr.read()}")
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise AssertionError(f"emulator did not start: {line!r} {err}")
         self.url = line
         self.port = int(line.rsplit(":", 1)[1])
 

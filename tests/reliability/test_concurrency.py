@@ -39,11 +39,22 @@ def _finish(procs: list[subprocess.Popen[str]]) -> list[str]:
 
 
 def _start_together(go: Path) -> str:
+    """Code that reports ready (imports done), then waits for the common start signal."""
     return f"""
-    import pathlib, time
+    import os, pathlib, time
+    pathlib.Path({str(go)!r} + f".ready-{{os.getpid()}}").touch()
     while not pathlib.Path({str(go)!r}).exists():
         time.sleep(0.001)
     """
+
+
+def _release(go: Path, n: int) -> None:
+    """Start every process at the same instant, once all of them are ready."""
+    deadline = time.monotonic() + 60
+    while len(list(go.parent.glob(go.name + ".ready-*"))) < n:
+        assert time.monotonic() < deadline, "the processes never got ready"
+        time.sleep(0.02)
+    go.touch()
 
 
 def test_same_frame_submitted_by_two_processes_at_once_is_one_batch(
@@ -60,9 +71,8 @@ def test_same_frame_submitted_by_two_processes_at_once_is_one_batch(
     assert out["response"].tolist() == df["p"].tolist(), out
     print(run.run_id)
     """)
-    procs = [_spawn(code, env) for _ in range(3)]
-    time.sleep(1.5)  # let them import; then release all three at once
-    go.touch()
+    procs = [_spawn(code, env) for _ in range(2)]
+    _release(go, 2)
     ids = [o.split()[-1] for o in _finish(procs)]
     assert len(set(ids)) == 1, ids
     assert len(emu.batches()) == 1  # paid once
@@ -87,8 +97,7 @@ def test_concurrent_submits_and_polls_keep_every_update(
             assert out["response"].tolist() == df["p"].tolist()
         print(" ".join(r.run_id for _, r in runs))
         """), env))
-    time.sleep(1.5)
-    go.touch()
+    _release(go, 2)
     # meanwhile this process polls every run it can see, as a jobs panel would
     deadline = time.monotonic() + 60
     while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
@@ -113,3 +122,37 @@ def test_concurrent_submits_and_polls_keep_every_update(
         assert con.execute("SELECT count(*) FROM shards WHERE batch_name IS NULL").fetchone() == (0,)
     finally:
         con.close()
+
+
+def test_orphaned_submission_is_resumed_by_one_process_only(
+    emulator_factory: Any, gembatch_home: Path, tmp_path: Path
+) -> None:
+    """The submitting process dies before its creates; two processes then attach and wait
+    at the same instant. One of them takes the submission over; the service gets each shard
+    once."""
+    emu = emulator_factory()
+    env = engine_env(gembatch_home, emu.url)
+    died = _spawn(cell(FAST, """
+    import os, signal
+    from gemini_batch_magic import _backend
+    gbm.configure(inline_limit_bytes=100, max_requests_per_shard=10)
+    def die(**kw):
+        os.kill(os.getpid(), signal.SIGKILL)
+    _backend.get_client().batches.create = die
+    df = pd.DataFrame({"p": [f"orphan {i}" for i in range(20)]})
+    df.gembatch.submit("p", background=False)
+    """), env)
+    died.communicate(timeout=120)
+    assert died.returncode == -9
+    table = gbm.runs()
+    assert table["state"].tolist() == ["SUBMITTING"] and emu.batches() == []
+    run_id = table["run_id"][0]
+    go = tmp_path / "go"
+    procs = [_spawn(cell(FAST, _start_together(go), f"""
+    out = gbm.attach({run_id!r}).wait(progress=False).result()
+    assert out["response"].tolist() == [f"orphan {{i}}" for i in range(20)], out
+    print("OK")
+    """), env) for _ in range(2)]
+    _release(go, 2)
+    assert [o.strip() for o in _finish(procs)] == ["OK"] * 2
+    assert len(emu.batches()) == 2, [b["displayName"] for b in emu.batches()]

@@ -78,7 +78,9 @@ def test_ambiguous_creates_mixed_with_faults(emulator_factory: Any) -> None:
     assert set(shards_per_batch(emu).values()) == {1}
 
 
-def test_create_that_cannot_be_confirmed_is_not_sent_again(emulator_factory: Any) -> None:
+def test_create_that_cannot_be_confirmed_is_not_sent_again(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The service took the create, and listing fails too: the engine gives up for now,
     and the next attempt (same kernel or another) finds the batch instead of paying twice."""
     emu = emulator_factory(drop_after_create_rate=1.0, seed=5)
@@ -93,13 +95,11 @@ def test_create_that_cannot_be_confirmed_is_not_sent_again(emulator_factory: Any
         finally:
             core.http_fault_rate = 0.0
 
-    _runs.BatchRun._find_batch = failing_list  # type: ignore[method-assign]
-    try:
-        df = pd.DataFrame({"p": prompts(5)})
-        with pytest.raises(gbm.BackendError):
-            df.gembatch.submit("p")
-    finally:
-        _runs.BatchRun._find_batch = original_list  # type: ignore[method-assign]
+    monkeypatch.setattr(_runs.BatchRun, "_find_batch", failing_list)
+    df = pd.DataFrame({"p": prompts(5)})
+    with pytest.raises(gbm.BackendError, match="could not confirm"):
+        df.gembatch.submit("p")
+    monkeypatch.setattr(_runs.BatchRun, "_find_batch", original_list)
     assert len(emu.batches()) == 1
     run = gbm.attach(gbm.runs()["run_id"][0])
     emu._core.drop_after_create_rate = 0.0
@@ -107,3 +107,55 @@ def test_create_that_cannot_be_confirmed_is_not_sent_again(emulator_factory: Any
     assert_echoed(out, df, "p")
     assert len(emu.batches()) == 1, "the create was sent again: the user pays twice"
     assert run.batch_names == [emu.batches()[0]["name"]]
+
+
+@pytest.mark.parametrize("cuts", [2, 100])
+def test_download_cut_short_is_never_taken_as_results(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, gembatch_home: Any, cuts: int
+) -> None:
+    """The connection drops halfway through the results download: retried, never stored
+    half. When it keeps failing, the run stays live (no results) until a later wait()."""
+    from gemini_batch_magic import _backend
+
+    from ._proxy import CuttingProxy
+
+    emu = emulator_factory(seed=9)
+    proxy = CuttingProxy(emu.url, cuts=cuts)
+    try:
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", proxy.url)
+        _backend.reset()
+        settings.inline_limit_bytes = 100
+        settings.retry_attempts = 3
+        df = pd.DataFrame({"p": prompts(300, "long")})
+        run = df.gembatch.submit("p")
+        if cuts > settings.retry_attempts:
+            with pytest.raises(gbm.BackendError, match="download"):
+                run.wait(progress=False)
+            assert not run.done
+            stored = [p for p in gembatch_home.rglob("results-*") if not p.name.endswith(".part")]
+            assert stored == []  # the half files were not taken as results
+            proxy.cuts = 0
+        out = run.wait(progress=False).result()
+        assert_echoed(out, df, "p")
+        assert proxy.cut == min(cuts, settings.retry_attempts)
+        assert not list(gembatch_home.rglob("*.part"))
+        assert len(emu.batches()) == 1
+    finally:
+        proxy.close()
+
+
+def test_cancel_and_retry_under_faults(emulator_factory: Any) -> None:
+    emu = emulator_factory(http_fault_rate=0.3, seed=21, pending_seconds=60)
+    settings.retry_attempts = 10
+    df = pd.DataFrame({"p": prompts(6)})
+    run = df.gembatch.submit("p")
+    run.cancel()
+    assert run.state == "CANCELLED"
+    assert [b["state"] for b in emu.batches()] == ["BATCH_STATE_CANCELLED"]
+    assert run.result()["error"].str.contains("CANCELLED").all()
+    emu._core.pending_seconds = 0.0  # the retry run is answered at once
+    child = run.retry_failed()
+    assert child is not None
+    child.wait(progress=False)
+    assert_echoed(run.result(), df, "p")
+    assert len(emu.batches()) == 2

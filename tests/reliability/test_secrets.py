@@ -95,7 +95,10 @@ def test_canary_key_is_used_but_never_written_shown_or_raised(
         shown += [cli.stdout, cli.stderr]
         cli_runs = subprocess.run([sys.executable, "-m", "gemini_batch_magic.cli", "list"],
                                   env=env, capture_output=True, text=True, timeout=60)
+        assert cli_runs.returncode == 0 and "SUCCEEDED" in cli_runs.stdout, cli_runs.stderr
         shown += [cli_runs.stdout, cli_runs.stderr]
+        # the emulator (ours too) keeps no copy of the key in its state either
+        assert _hits(key, emu.data_dir, slow.data_dir) == []
 
     captured = capsys.readouterr()
     shown += [captured.out, captured.err, caplog.text]
@@ -148,7 +151,8 @@ def test_services_listen_on_loopback_only() -> None:
         host = emu.url.split("//")[1].rsplit(":", 1)[0]
         assert host == "127.0.0.1"
         # nothing answers on a non-loopback address of this machine
-        others = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+        others = {str(a[4][0])
+                  for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
         for addr in others - {"127.0.0.1"}:
             with pytest.raises(OSError), socket.create_connection((addr, emu.port), timeout=2):
                 pass

@@ -14,10 +14,7 @@ def quiet_monitor() -> Iterator[None]:
     from gemini_batch_magic import _monitor
 
     yield
-    for run_id in _monitor.watched_runs():
-        with _monitor._cond:
-            _monitor._entries.pop(run_id, None)
-            _monitor._cond.notify_all()
+    _monitor.reset()
     _eventually(lambda: not _monitor.monitor_running(), "the monitor thread did not stop")
 
 
