@@ -5,7 +5,7 @@ size) or 5 (monitoring CPU): write ``benchmarks/fig_<name>.py`` with one ``@figu
 function returning :class:`~benchmarks.registry.Measurement` rows, and import it here.
 """
 
-from benchmarks import fig_build, fig_parse  # noqa: F401  (registration side effects)
+from benchmarks import fig_build, fig_e2e, fig_memory, fig_monitor, fig_parse  # noqa: F401
 from benchmarks.registry import FIGURES
 
 __all__ = ["FIGURES"]

@@ -270,6 +270,14 @@ class GemBatchMagics(Magics, _settings_traits()):  # type: ignore[misc]
             raise UsageError("the gembatch magics are not registered with an IPython shell")
         return self.shell
 
+    def __getattribute__(self, name: str) -> Any:
+        # reads of a setting see the package settings (also after gbm.configure), except
+        # while traitlets holds notifications to validate a new value
+        if name in _SETTINGS and not super().__getattribute__("_cross_validation_lock"):
+            value = getattr(_config.settings, name)
+            return str(value) if isinstance(value, Path) else value
+        return super().__getattribute__(name)
+
     def _pull_settings(self) -> None:
         """Make every trait show the current setting (also after ``gbm.configure``)."""
         current = _config.settings.as_dict()

@@ -58,7 +58,9 @@ class _Entry:
     interval: float = 0.0
     due: float = 0.0
     fingerprint: tuple[Any, ...] = ()
-    polled: bool = False  #: polled at least once since the last watch()
+    polled: bool = False  #: polled (and callbacks told) since the last watch()
+    told_done: bool = False  #: the callbacks have seen the run done (it may be dropped)
+    generation: int = 0  #: bumped by watch(), so a poll racing with it does not count
 
 
 _cond = threading.Condition(threading.RLock())
@@ -84,8 +86,8 @@ def watch(run: BatchRun, callback: Callback | None = None) -> None:
                                                   fingerprint=_fingerprint(run))
         if callback is not None and callback not in entry.callbacks:
             entry.callbacks.append(callback)
-        if callback is not None and entry.run.done:
-            entry.polled = False  # tell the new callback about the finished run once
+        entry.polled = False  # poll (again) and tell every callback, new ones included
+        entry.generation += 1
         entry.due = 0.0
         if _thread is None or not _thread.is_alive():
             _thread = threading.Thread(target=_loop, name="gembatch-monitor", daemon=True)
@@ -184,6 +186,7 @@ def _poll(entry: _Entry) -> None:
         entry.run.refresh()
     except Exception as exc:  # transient or not: shown on the widget, tried again later
         error = exc
+    done = entry.run.done  # what the callbacks are about to see
     fp = _fingerprint(entry.run)
     if error is None and fp != entry.fingerprint:
         entry.interval = settings.poll_interval
@@ -193,24 +196,31 @@ def _poll(entry: _Entry) -> None:
     entry.fingerprint = fp
     entry.due = time.monotonic() + entry.interval
     _notify(entry, error)
+    entry.told_done = done
 
 
 def _loop() -> None:
     global _thread
     while True:
         with _cond:
-            # drop runs that are finished (their last poll has told the callbacks)
-            for run_id in [k for k, e in _entries.items() if e.polled and e.run.done]:
+            # drop runs whose callbacks have seen them finished
+            # (done by the monitor's own poll: a run finished by wait() elsewhere is polled
+            # once more, so its widgets draw the final state)
+            for run_id in [k for k, e in _entries.items() if e.polled and e.told_done]:
                 del _entries[run_id]
             if not _entries:
                 if _thread is threading.current_thread():
                     _thread = None
                 return
             now = time.monotonic()
-            due = [e for e in _entries.values() if e.due <= now]
+            due = [(e, e.generation) for e in _entries.values() if e.due <= now]
             if not due:
                 _cond.wait(timeout=min(e.due for e in _entries.values()) - now)
                 continue
-        for entry in due:
+        for entry, generation in due:
             _poll(entry)
-            entry.polled = True
+            with _cond:
+                if entry.generation == generation:
+                    entry.polled = True
+                else:  # watched again meanwhile: a new callback may have missed this poll
+                    entry.due = 0.0

@@ -195,12 +195,10 @@ def parse_results_file(path: Path) -> pd.DataFrame:
     path = Path(path)
     if _is_blank(path):
         return _empty_frame()
-    fast = _parse_arrow(path)
-    if fast is not None:
-        return fast
-    data = path.read_bytes()
-    fast = _parse_with_broken_last_line(data)
-    return fast if fast is not None else _parse_lines(data)
+    fast = _parse_with_broken_last_line(path)
+    if fast is None:
+        fast = _parse_arrow(path)
+    return fast if fast is not None else _parse_lines(path.read_bytes())
 
 
 def _is_blank(path: Path) -> bool:
@@ -212,18 +210,49 @@ def _is_blank(path: Path) -> bool:
     return True
 
 
-def _parse_with_broken_last_line(data: bytes) -> pd.DataFrame | None:
+def _last_line(path: Path) -> tuple[int, bytes]:
+    """(offset, bytes) of the last non-blank line, reading the file backwards in blocks."""
+    with open(path, "rb") as f:
+        end = f.seek(0, 2)
+        tail = b""
+        pos = end
+        while pos > 0:
+            step = min(pos, 1 << 16)
+            pos -= step
+            f.seek(pos)
+            tail = f.read(step) + tail
+            body = tail.rstrip()
+            cut = body.rfind(b"\n")
+            if cut >= 0 or pos == 0:
+                return pos + cut + 1, body[cut + 1 :]
+    return 0, b""
+
+
+def _parse_with_broken_last_line(path: Path) -> pd.DataFrame | None:
     """A download cut short breaks only the last line: read the others vectorised.
 
-    Returns None unless every line but the last one suits the vectorised reader.
+    Returns None unless the last line is broken and every other line suits the vectorised
+    reader (which then reads them straight from a memory map of the file).
     """
-    cut = data.rstrip().rfind(b"\n") + 1
+    cut, line = _last_line(path)
+    try:
+        orjson.loads(line)
+        return None  # the last line is fine: nothing special here
+    except orjson.JSONDecodeError:
+        pass
     if cut <= 0:
         return None
-    head = _parse_arrow(pa.BufferReader(pa.py_buffer(data).slice(0, cut)))
-    if head is None:
-        return None
-    tail = _parse_lines(data[cut:], first_line=data.count(b"\n", 0, cut) + 1)
+    with pa.memory_map(str(path)) as mapped:
+        head_buf = mapped.read_buffer(cut)
+        head = _parse_arrow(pa.BufferReader(head_buf))
+        if head is None:
+            return None
+        view = np.frombuffer(head_buf, dtype=np.uint8)
+        n_lines = sum(
+            int(np.count_nonzero(view[i : i + (1 << 26)] == 10))
+            for i in range(0, len(view), 1 << 26)
+        )
+    tail = _parse_lines(line, first_line=n_lines + 1)
     if len(tail) == 0:
         return head
     return pd.concat([head, tail], ignore_index=True)

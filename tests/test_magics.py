@@ -62,7 +62,6 @@ def test_config_sets_the_package_settings(ip: InteractiveShell) -> None:
     ip.run_line_magic("config", "GemBatch.poll_interval = 0.5")
     assert settings.poll_interval == 0.5
     gbm.configure(max_poll_interval=7)  # Python and magics share one source of truth
-    assert ip.run_line_magic("gembatch", "list") is not None
     assert ip.run_line_magic("config", "GemBatch.max_poll_interval") == 7
 
 
@@ -276,3 +275,16 @@ def test_help_and_missing_subcommand(ip: InteractiveShell, capsys: pytest.Captur
     assert "needs a subcommand" in msg and "list" in msg
     msg = _fails_short(ip, "%gembatch results", capsys)
     assert "the following arguments are required: run" in msg
+
+
+def test_profile_config_is_applied_on_load(ip: InteractiveShell) -> None:
+    """``c.GemBatch.model = ...`` in ipython_config.py reaches the settings at load time."""
+    from traitlets.config import Config
+
+    ip.run_line_magic("unload_ext", "gemini_batch_magic")
+    cfg = Config()
+    cfg.GemBatch.model = "gemini-2.5-flash-lite"
+    cfg.GemBatch.max_poll_interval = 9.0
+    ip.config.merge(cfg)
+    ip.run_line_magic("load_ext", "gemini_batch_magic")
+    assert settings.model == "gemini-2.5-flash-lite" and settings.max_poll_interval == 9.0

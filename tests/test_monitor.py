@@ -96,3 +96,20 @@ def test_a_broken_callback_does_not_stop_the_others(emulator_factory: Any) -> No
     _monitor.watch(run, lambda r, e: seen.append(r.state))
     _wait_for(lambda: not _monitor.monitor_running(), "the monitor never stopped")
     assert seen and seen[-1] == "SUCCEEDED"
+
+
+def test_a_run_finished_elsewhere_is_shown_finished_before_it_is_dropped(
+    emulator_factory: Any,
+) -> None:
+    """wait() in the kernel finishes the run between two polls: callbacks still see it done."""
+    emulator_factory(pending_seconds=0.3)
+    settings.poll_interval = settings.max_poll_interval = 30.0  # the monitor polls once
+    run = _submit(3, "elsewhere")
+    seen: list[str] = []
+    _monitor.watch(run, lambda r, e: seen.append(r.state))
+    _wait_for(lambda: seen, "the first poll did not happen")
+    run.wait(poll_interval=0.02, progress=False)  # the kernel's own wait finishes the run
+    assert run.done and seen[-1] != run.state
+    assert _monitor.wait_idle(timeout=60)
+    assert seen[-1] == "SUCCEEDED"
+    assert not _monitor.monitor_running()

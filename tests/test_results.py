@@ -352,7 +352,7 @@ def test_fast_parse_with_broken_lines_matches_plain_parse(tmp_path: Path) -> Non
     pd.testing.assert_frame_equal(df, plain)
     assert df["error"].iloc[-1] == "result line 2001 is not valid JSON"
     # Only the cut-short last line went through the per-line parser.
-    head_fast = _results._parse_with_broken_last_line(path.read_bytes())
+    head_fast = _results._parse_with_broken_last_line(path)
     assert head_fast is not None
     pd.testing.assert_frame_equal(head_fast, plain)
 
@@ -364,7 +364,7 @@ def test_broken_middle_line_uses_the_plain_parser_for_the_file(tmp_path: Path) -
     data = b"\n".join(lines) + b"\n"
     path = tmp_path / "r.jsonl"
     path.write_bytes(data)
-    assert _results._parse_with_broken_last_line(data) is None
+    assert _results._parse_with_broken_last_line(path) is None
     df = parse_results_file(path)
     pd.testing.assert_frame_equal(df, _results._parse_lines(data))
     assert "result line 101 is not valid JSON" in df["error"].tolist()

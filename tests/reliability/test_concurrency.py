@@ -103,7 +103,7 @@ def test_concurrent_submits_and_polls_keep_every_update(
     while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
         for run_id in gbm.runs()["run_id"]:
             _runs.BatchRun(run_id).refresh()
-        time.sleep(0.05)
+        time.sleep(0.2)
     ids = [i for out in _finish(procs) for i in out.split()]
     assert len(ids) == 8 and len(set(ids)) == 8
     table = gbm.runs()

@@ -139,23 +139,29 @@ def test_quickstart_notebook_never_holds_the_key(
     assert _hits(key, executed, gembatch_home) == []
 
 
-def test_services_listen_on_loopback_only() -> None:
+def _unreachable_elsewhere(port: int) -> None:
+    """Nothing answers on this port at the machine's non-loopback addresses."""
+    others = {str(a[4][0])
+              for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+    for addr in others - {"127.0.0.1"}:
+        with pytest.raises(OSError), socket.create_connection((addr, port), timeout=2):
+            pass
+
+
+def test_services_listen_on_loopback_only(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="non-loopback"):
-        Emulator(host="0.0.0.0")
-    cli = subprocess.run(
-        [sys.executable, "-m", "gemini_batch_magic.emulator", "--host", "0.0.0.0"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert cli.returncode == 2 and "loopback" in cli.stderr
+        Emulator(host="0.0.0.0")  # Python: refused unless allow_remote=True
     with Emulator() as emu:
-        host = emu.url.split("//")[1].rsplit(":", 1)[0]
-        assert host == "127.0.0.1"
-        # nothing answers on a non-loopback address of this machine
-        others = {str(a[4][0])
-                  for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
-        for addr in others - {"127.0.0.1"}:
-            with pytest.raises(OSError), socket.create_connection((addr, emu.port), timeout=2):
-                pass
+        assert emu.url.split("//")[1].rsplit(":", 1)[0] == "127.0.0.1"
+        _unreachable_elsewhere(emu.port)
+    from ._kernels import EmulatorProcess
+
+    cli = EmulatorProcess(tmp_path / "emu")  # the command line, with no --host
+    try:
+        assert cli.url.startswith("http://127.0.0.1:")
+        _unreachable_elsewhere(cli.port)
+    finally:
+        cli.close()
 
 
 def test_embedded_emulator_listens_on_loopback(gembatch_home: Path) -> None:
