@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import orjson
 
 from . import _store
+from ._model import _get
 from ._store import STATE_PENDING, STATE_SUCCEEDED, TERMINAL_STATES, BatchView, Store
 
 _VER = r"(?P<v>v\d+[a-z0-9]*)"
@@ -69,11 +70,6 @@ class ApiError(Exception):
         self.code = code
         self.status = status
         self.message = message
-
-
-def _get(d: dict[str, Any], camel: str, snake: str) -> Any:
-    v = d.get(camel)
-    return d.get(snake) if v is None else v
 
 
 def _stringify_metadata(md: Any) -> dict[str, str] | None:
