@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    command = sys.argv if argv is None else ["python", "-m", "benchmarks", *argv]
     workdir = Path(tempfile.mkdtemp(prefix="gembatch-bench-", dir=args.workdir))
     measurements: list[Measurement] = []
     try:
@@ -76,12 +77,12 @@ def main(argv: list[str] | None = None) -> int:
             ctx = Context(rows=rows, workdir=workdir / fig.name, repeat=repeat, quick=args.quick)
             ctx.workdir.mkdir(parents=True)
             measurements.extend(fig.func(ctx))
+            # Written after every figure, so a long run that is stopped keeps what it measured.
+            write_json(args.out, measurements, command)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(format_table(measurements))
-    write_json(
-        args.out, measurements, sys.argv if argv is None else ["python", "-m", "benchmarks", *argv]
-    )
+    write_json(args.out, measurements, command)
     print(f"\nwrote {args.out}", file=sys.stderr)
     return 0
 
