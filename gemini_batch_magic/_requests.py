@@ -436,7 +436,13 @@ def check_prompts(prompts: pd.Series, *, on_empty: str = "raise") -> np.ndarray:
     values = prompts.to_numpy(dtype=object)
     n = len(values)
     items = values.tolist()
-    if set(map(type, items)) <= {str}:
+    blank: np.ndarray | None
+    try:
+        # str.isspace raises TypeError on a non-str: this one pass is also the type check.
+        blank = np.fromiter(map(str.isspace, items), dtype=bool, count=n)
+    except TypeError:
+        blank = None
+    if blank is not None:
         send = np.ones(n, dtype=bool)
         strs: list[str] = items
     else:
@@ -454,7 +460,8 @@ def check_prompts(prompts: pd.Series, *, on_empty: str = "raise") -> np.ndarray:
     text_rows = np.flatnonzero(send)  # the row of each item of ``strs``
     _check_utf8(prompts, text_rows, strs)
     # Whitespace-only or empty: str.isspace() is False for "", and len() == 0 catches that.
-    blank = np.fromiter(map(str.isspace, strs), dtype=bool, count=len(strs))
+    if blank is None:
+        blank = np.fromiter(map(str.isspace, strs), dtype=bool, count=len(strs))
     if "" in strs:
         blank |= np.fromiter(map(len, strs), dtype=np.int64, count=len(strs)) == 0
     send[text_rows[blank]] = False

@@ -721,6 +721,9 @@ class BatchRun:
         else:
             parsed = _normalise(pd.read_parquet(path))
         aligned = _results.align_results(parsed, keys)
+        if len(keys) >= 100_000:  # the parser's buffers are garbage now (fig. 4)
+            del parsed
+            _trim_heap()
         if shard.state != "SUCCEEDED":
             err = aligned["error"].to_numpy(dtype=object, copy=True)
             lost = np.array([isinstance(e, str) and e.startswith("no result returned")
@@ -1240,6 +1243,19 @@ def _content_hash(prep: _Prepared, files: Sequence[Any]) -> str:
     return h.hexdigest()[:32]
 
 
+def _trim_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps what a million freed prompt
+    strings occupied, which otherwise stays in the process's RSS for good)."""
+    import pyarrow
+
+    pyarrow.default_memory_pool().release_unused()  # Arrow's own pool keeps freed buffers too
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _check_cost(est: Estimate, max_cost: float | None, model: str) -> None:
     if max_cost is None:
         return
@@ -1323,6 +1339,9 @@ def _submit_prepared(
                 Registry.insert_run(con, record)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if len(prep.prompts) >= 10_000:  # written: free the strings before uploading (fig. 4)
+        prep.prompts = []
+        _trim_heap()
     if existing is not None:
         run = _run_object(existing.run_id, input_df)
         run._reload()

@@ -47,6 +47,7 @@ def test_quick_run_reports_every_figure_with_baselines(quick_run: tuple[str, dic
     for fig, baselines in BASELINES.items():
         rows = [m for m in measurements if m["figure"] == fig]
         assert any(m["variant"] == "gemini_batch_magic" for m in rows), fig
+        assert all(m["baseline"] is False for m in rows if m["variant"].startswith("gemini")), fig
         assert baselines <= {m["variant"] for m in rows if m["baseline"]}, fig
         for m in rows:
             number = m["seconds"] if m["seconds"] is not None else m["value"]
@@ -64,7 +65,7 @@ def test_quick_run_has_numeric_ratios(quick_run: tuple[str, dict]) -> None:
         for baseline in BASELINES[fig]:
             assert math.isfinite(speedups[baseline]) and speedups[baseline] > 0
     memory = [m for m in payload["measurements"] if m["figure"] == 4]
-    assert {m["unit"] for m in memory} == {"x file"}
+    assert {m["unit"] for m in memory} == {"x file"} and len(memory) == 2
     assert all(m["value"] > 0 and m["extra"]["responses_bytes"] > 0 for m in memory)
     e2e = [m for m in payload["measurements"] if m["name"] == "e2e-client"]
     assert all("identical aligned frames: True" in m["notes"] for m in e2e)
