@@ -117,14 +117,16 @@ class RunRecord:
     config: dict[str, Any]
     owner: str | None
     error: str | None
-    positions_blob: bytes  #: int64 positions (in the root input) of the rows sent, in order
+    #: int64 positions (in the root input) of the rows sent, in order. Written with the run;
+    #: not read back with it (it can be megabytes): see :meth:`Registry.positions`.
+    positions_blob: bytes = b""
     index_blob: bytes | None = None  #: pickled ``pd.Index`` of the root input (root runs only)
     shards: list[ShardRecord] = field(default_factory=list)
 
 
 _RUN_COLS = (
     "run_id, created, updated, model, display_name, backend, content_hash, n_rows, n_requests, "
-    "source, state, parent_id, est_cost, config, owner, error, positions"
+    "source, state, parent_id, est_cost, config, owner, error"
 )
 _SHARD_COLS = (
     "run_id, shard, start, stop, n_bytes, request_file, upload_name, batch_name, state, "
@@ -191,7 +193,8 @@ class Registry:
     @staticmethod
     def insert_run(con: sqlite3.Connection, run: RunRecord) -> None:
         con.execute(
-            f"INSERT INTO runs ({_RUN_COLS}, index_blob) VALUES ({', '.join('?' * 18)})",
+            f"INSERT INTO runs ({_RUN_COLS}, positions, index_blob) "
+            f"VALUES ({', '.join('?' * 18)})",
             (
                 run.run_id, run.created, run.updated, run.model, run.display_name, run.backend,
                 run.content_hash, run.n_rows, run.n_requests, run.source, run.state,
@@ -242,13 +245,13 @@ class Registry:
     @staticmethod
     def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
         (run_id, created, updated, model, display_name, backend, content_hash, n_rows,
-         n_requests, source, state, parent_id, est_cost, config, owner, error, positions) = row
+         n_requests, source, state, parent_id, est_cost, config, owner, error) = row
         return RunRecord(
             run_id=run_id, created=created, updated=updated, model=model,
             display_name=display_name, backend=backend, content_hash=content_hash,
             n_rows=n_rows, n_requests=n_requests, source=source, state=state,
             parent_id=parent_id, est_cost=est_cost, config=orjson.loads(config), owner=owner,
-            error=error, positions_blob=positions,
+            error=error,
         )
 
     @staticmethod
@@ -269,6 +272,12 @@ class Registry:
         run = self._run_from_row(row)
         run.shards = self._shards(con, run_id)
         return run
+
+    def positions(self, run_id: str) -> bytes:
+        """The int64 positions blob of a run (immutable once written)."""
+        with self._connect() as con:
+            row = con.execute("SELECT positions FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return b"" if row is None else bytes(row[0])
 
     def index_blob(self, run_id: str) -> bytes | None:
         with self._connect() as con:

@@ -197,8 +197,59 @@ def parse_results_file(path: Path) -> pd.DataFrame:
         return _empty_frame()
     fast = _parse_with_broken_last_line(path)
     if fast is None:
-        fast = _parse_arrow(path)
+        fast = _parse_arrow_blocks(path)
     return fast if fast is not None else _parse_lines(path.read_bytes())
+
+
+#: The file is read and parsed this many bytes at a time (cut at a line end), so the whole
+#: file and its whole Arrow table are never in memory at once: only the answers, as Python
+#: strings, accumulate.
+_READ_CHUNK = 64 << 20
+
+
+def _parse_arrow_blocks(path: Path) -> pd.DataFrame | None:
+    """:func:`_parse_arrow` over consecutive line-aligned chunks of the file."""
+    frames: list[pd.DataFrame] = []
+    with open(path, "rb") as f:
+        carry = b""
+        while True:
+            block = f.read(_READ_CHUNK)
+            if block:
+                data = carry + block if carry else block
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    carry = data
+                    continue
+                carry, data = data[cut + 1 :], data[: cut + 1]
+            else:
+                data, carry = carry, b""
+            if data.strip():
+                frame = _parse_arrow(pa.BufferReader(data))
+                if frame is None:
+                    return None
+                frames.append(frame)
+            del data
+            if not block:
+                break
+    if not frames:
+        return _empty_frame()
+    if len(frames) == 1:
+        return frames[0]
+    out: dict[str, Any] = {}
+    for name in ("key", *RESULT_COLUMNS):
+        if name in _TOKEN_COLUMNS:
+            out[name] = pd.array(
+                np.concatenate([f[name].to_numpy(dtype="int64", na_value=0) for f in frames]),
+                dtype="Int64",
+            )
+            missing = np.concatenate([f[name].isna().to_numpy() for f in frames])
+            out[name][missing] = pd.NA
+        else:
+            out[name] = pd.Series(
+                np.concatenate([f[name].to_numpy(dtype=object) for f in frames]),
+                dtype=object, copy=False,
+            )
+    return pd.DataFrame(out)
 
 
 def _is_blank(path: Path) -> bool:

@@ -488,6 +488,8 @@ class BatchRun:
         self.notice: str | None = None  #: e.g. "identical run already exists"
         self._submit_thread: threading.Thread | None = None
         self._shard_cache: dict[int, tuple[Any, pd.DataFrame]] = {}
+        self._positions_cache: np.ndarray | None = None
+        self._index_cache: pd.Index | None = None
         self._submit_error: BaseException | None = None
 
     # -- facts ------------------------------------------------------------------------------
@@ -734,7 +736,11 @@ class BatchRun:
         return aligned
 
     def _positions(self) -> np.ndarray:
-        return np.frombuffer(self._record.positions_blob, dtype=np.int64)
+        """Positions (in the root input) of the rows this run sent; read once, immutable."""
+        if self._positions_cache is None:
+            blob = self._record.positions_blob or registry().positions(self.run_id)
+            self._positions_cache = np.frombuffer(blob, dtype=np.int64)
+        return self._positions_cache
 
     # -- waiting ----------------------------------------------------------------------------
     def wait(
@@ -855,8 +861,11 @@ class BatchRun:
 
     def _index(self) -> pd.Index:
         """The original row labels of the root input (kept in the registry)."""
-        index_blob = registry().index_blob(self._root().run_id)
-        return load_index(index_blob) if index_blob else pd.RangeIndex(self._record.n_rows)
+        if self._index_cache is None:
+            index_blob = registry().index_blob(self._root().run_id)
+            self._index_cache = (load_index(index_blob) if index_blob
+                                 else pd.RangeIndex(self._record.n_rows))
+        return self._index_cache
 
     def _build_result(self) -> pd.DataFrame:
         index = self._index()

@@ -279,6 +279,20 @@ def test_fast_parse_matches_plain_parse(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(parse_results_file(path), plain)
 
 
+@pytest.mark.parametrize("chunk", [700, 4096, 1 << 20])
+def test_chunked_parse_matches_plain_parse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """Reading the file in line-aligned chunks (to bound memory) changes nothing."""
+    path = write_jsonl(tmp_path / "r.jsonl", realistic_results(1500, seed=4))
+    plain = _results._parse_lines(path.read_bytes())
+    monkeypatch.setattr(_results, "_READ_CHUNK", chunk)
+    chunked = _results._parse_arrow_blocks(path)
+    assert chunked is not None
+    pd.testing.assert_frame_equal(chunked, plain)
+    pd.testing.assert_frame_equal(parse_results_file(path), plain)
+
+
 def _ok_line(key: str, text: str = "x") -> bytes:
     return orjson.dumps(ok(key, text))
 
