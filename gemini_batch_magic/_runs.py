@@ -11,6 +11,7 @@ and after each step, so any kernel can attach to it, follow it and fetch its res
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import math
@@ -691,9 +692,11 @@ class BatchRun:
             pid = leftover.name.rsplit(".", 2)[-2].split("-")[0]
             if not _owner_alive(f"{socket.gethostname()}:{pid}"):
                 leftover.unlink(missing_ok=True)
-        shard.results_file = out.name
-        shard.state = state
-        aligned = self._shard_results(shard)
+        # read it back as the shard will be once recorded (the caller records these values;
+        # changing `shard` here would hide them from its change check)
+        aligned = self._shard_results(
+            dataclasses.replace(shard, results_file=out.name, state=state)
+        )
         failed = int(aligned["error"].notna().sum())
         values: dict[str, Any] = {
             "results_file": out.name,

@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -421,3 +422,26 @@ def test_background_submission_error_surfaces_in_wait(emulator_factory: Any) -> 
         run.wait(progress=False)
     assert run.state == "SUBMITTING"
     assert "not submitted yet" in (run.error or "")
+
+
+def test_a_shard_whose_counts_were_final_before_it_succeeded_is_still_recorded(
+    emulator_factory: Any,
+) -> None:
+    """Regression: counts already final at the last RUNNING poll must not hide the SUCCEEDED one."""
+    emu = emulator_factory()
+    settings.inline_limit_bytes = 100
+    settings.max_requests_per_shard = 3
+    df = pd.DataFrame({"p": _prompts(6)})
+    run = df.gembatch.submit("p")
+    for shard in run.shards:  # as if batchStats had already reported every answer
+        run._set_shard(shard, succeeded=shard.n_requests, failed=0, pending=0)
+    deadline = time.monotonic() + 60
+    while any(b["state"] != "BATCH_STATE_SUCCEEDED" for b in emu.batches()):
+        assert time.monotonic() < deadline, emu.batches()
+        time.sleep(0.05)  # the next poll is the first to see SUCCEEDED
+    out = run.wait(progress=False).result()
+    assert out["error"].isna().all(), out["error"].tolist()
+    assert out["response"].tolist() == df["p"].tolist()
+    again = _runs.BatchRun(run.run_id)  # what another kernel reads from the registry
+    assert [s.state for s in again.shards] == ["SUCCEEDED", "SUCCEEDED"]
+    assert all(s.results_file for s in again.shards)
