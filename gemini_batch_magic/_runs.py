@@ -1355,6 +1355,8 @@ def _submit_prepared(
         prep.prompts = []
         _trim_heap()
     if existing is not None:
+        if isinstance(prep.schema, type):
+            _schema_classes.setdefault(existing.run_id, prep.schema)
         run = _run_object(existing.run_id, input_df)
         run._reload()
         run.notice = (
@@ -1504,8 +1506,3 @@ def runs() -> pd.DataFrame:
 def live_runs() -> list[BatchRun]:
     """Runs that are not finished yet."""
     return [_run_object(r.run_id) for r in registry().all_runs() if r.state not in TERMINAL]
-
-
-def _cleanup_quietly(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        shutil.rmtree(path)
