@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import random
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -150,8 +151,28 @@ class Registry:
         if not self.path.exists():
             fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
             os.close(fd)
-        with self._connect() as con:
-            con.executescript(_SCHEMA)
+        self._initialise()
+
+    def _initialise(self) -> None:
+        """Switch a new file to WAL (once: it is persistent) and create the tables.
+
+        Changing the journal mode needs the database to itself and does not wait on SQLite's
+        busy handler, so two kernels opening a new registry at the same moment retry here.
+        """
+        deadline = time.monotonic() + 60.0
+        while True:
+            try:
+                with self._connect() as con:
+                    if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                        con.execute("PRAGMA journal_mode = WAL")
+                    con.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02 + random.random() * 0.05)
 
     # -- plumbing -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -159,7 +180,6 @@ class Registry:
         con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         try:
             con.execute("PRAGMA busy_timeout = 60000")
-            con.execute("PRAGMA journal_mode = WAL")
             con.execute("PRAGMA synchronous = NORMAL")
             yield con
         finally:
