@@ -251,12 +251,12 @@ def test_cancel_subcommand(ip: InteractiveShell, emulator_factory: Any) -> None:
 def test_backend_never_shows_the_key(ip: InteractiveShell, emulator_factory: Any,
                                      monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("GEMINI_API_KEY", "AIza-secret-0123456789")
+    monkeypatch.setenv("GEMINI_API_KEY", "fake-secret-0123456789")
     emulator_factory()
     capsys.readouterr()
     ip.run_line_magic("gembatch", "backend")
     out = capsys.readouterr().out
-    assert "$GEMINI_API_KEY" in out and "AIza-secret" not in out
+    assert "$GEMINI_API_KEY" in out and "fake-secret" not in out
 
 
 def test_unload_removes_the_magics(ip: InteractiveShell) -> None:

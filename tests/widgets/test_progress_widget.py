@@ -123,12 +123,12 @@ def test_failed_rows_are_counted_and_pointed_at(
 def test_status_errors_show_on_the_widget_and_never_the_key(
     emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, eventually: Callable[..., None]
 ) -> None:
-    secret = "AIza-very-secret-key-0123456789"
+    secret = "fake-very-secret-key-0123456789"
     monkeypatch.setenv("GEMINI_API_KEY", secret)
     emu = emulator_factory(pending_seconds=0.5, rate=50, api_key=secret)
     run = gbm.submit(_df(6), "prompt")
     # the key is rotated: every status poll is refused (400), the thread keeps going
-    monkeypatch.setenv("GEMINI_API_KEY", "AIza-wrong-key-9876543210")
+    monkeypatch.setenv("GEMINI_API_KEY", "fake-wrong-key-9876543210")
     _backend.reset()
     pw = ProgressWidget(run, display_now=False)
     eventually(lambda: "could not check the status" in pw.message.value,
@@ -143,7 +143,7 @@ def test_status_errors_show_on_the_widget_and_never_the_key(
     assert emu.batches()[0]["state"] == "BATCH_STATE_SUCCEEDED"
     states = json.dumps([x.get_state() for x in list(_instances.values())],
                         default=str)
-    assert secret not in states and "AIza-wrong" not in states
+    assert secret not in states and "fake-wrong" not in states
     assert secret not in run._repr_mimebundle_()["text/plain"]
 
 
