@@ -34,6 +34,7 @@ import pyarrow.json as pa_json
 __all__ = [
     "RESULT_COLUMNS",
     "align_results",
+    "empty_frame",
     "parse_inlined_responses",
     "parse_results_file",
 ]
@@ -176,7 +177,8 @@ def _frame(rows: Sequence[_Row] | Iterable[_Row]) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def _empty_frame() -> pd.DataFrame:
+def empty_frame() -> pd.DataFrame:
+    """The parsed frame of a file with no result lines: ``key`` + RESULT_COLUMNS, no rows."""
     return _frame([])
 
 
@@ -194,7 +196,7 @@ def parse_results_file(path: Path) -> pd.DataFrame:
     """
     path = Path(path)
     if _is_blank(path):
-        return _empty_frame()
+        return empty_frame()
     fast = _parse_with_broken_last_line(path)
     if fast is None:
         fast = _parse_arrow_blocks(path)
@@ -232,7 +234,7 @@ def _parse_arrow_blocks(path: Path) -> pd.DataFrame | None:
             if not block:
                 break
     if not frames:
-        return _empty_frame()
+        return empty_frame()
     if len(frames) == 1:
         return frames[0]
     out: dict[str, Any] = {}
@@ -391,7 +393,7 @@ def _parse_arrow(source: Path | pa.NativeFile) -> pd.DataFrame | None:
     except (pa.ArrowException, _NeedsFallback, UnicodeDecodeError):
         return None
     if not frames:
-        return _empty_frame()
+        return empty_frame()
     data: dict[str, Any] = {}
     for name in ("key", *RESULT_COLUMNS):
         parts = [f[name] for f in frames]

@@ -685,7 +685,7 @@ class BatchRun:
         else:  # the batch ended without output
             out = run_dir / f"{stem}.parquet"
             tmp = run_dir / f"{stem}.parquet.{own}"
-            _no_rows().to_parquet(tmp, index=False)
+            _results.empty_frame().to_parquet(tmp, index=False)
         os.chmod(tmp, 0o600)
         os.replace(tmp, out)
         for leftover in run_dir.glob(f"{stem}.*.part"):  # cut short by a writer that died
@@ -1158,10 +1158,6 @@ def _empty_results(n: int, error: str) -> pd.DataFrame:
             "output_tokens": pd.Series([pd.NA] * n, dtype="Int64"),
         }
     )
-
-
-def _no_rows() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series([], dtype=object) for c in ("key", *_results.RESULT_COLUMNS)})
 
 
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
