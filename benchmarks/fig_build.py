@@ -3,8 +3,9 @@
 Variants, all from the same DataFrame (column ``text``, pandas' default text dtype) with the
 same shared request fields, each writing into a fresh folder:
 
-* ``gemini_batch_magic``: render_prompts + check_prompts + check_keys + write_request_files,
-  the steps the engine runs (validation, 0600 files, sha256, size limits included).
+* ``gemini_batch_magic``: prompt_texts + check_prompts + check_keys + take_prompts +
+  write_request_files, the steps the engine runs (validation, 0600 files, sha256, size limits
+  included; Arrow-held text stays in Arrow until written, a chunk at a time).
 * ``notebooks``: the Batch Mode notebook's way: a dict per request, ``json.dumps`` per line,
   written line by line.
 * ``orjson-floor``: the fastest few lines one would write by hand: ``orjson.dumps`` of a dict
@@ -22,13 +23,16 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
 
 from benchmarks.data import make_prompts
 from benchmarks.registry import OURS, Context, Measurement, figure, time_variants
 from gemini_batch_magic._requests import (
+    ArrowText,
     check_keys,
     check_prompts,
-    render_prompts,
+    prompt_texts,
+    take_prompts,
     write_request_files,
 )
 
@@ -44,12 +48,12 @@ MAX_REQUESTS = 10_000_000
 
 def build_ours(df: pd.DataFrame, out: Path) -> int:
     """What the engine does; returns the bytes written."""
-    prompts = render_prompts(df, prompt="text")
+    prompts = prompt_texts(df, prompt="text")
     mask = check_prompts(prompts)
     check_keys(df)
     rows = np.flatnonzero(mask)
-    keys = list(map(str, rows.tolist()))
-    sent = prompts.to_numpy()[rows].tolist() if not mask.all() else prompts.tolist()
+    keys = ArrowText(pa.array(rows, type=pa.int64()).cast(pa.string()))
+    sent = take_prompts(prompts, rows)
     files = write_request_files(
         out, sent, keys, SHARED, max_file_bytes=MAX_FILE_BYTES, max_requests=MAX_REQUESTS
     )

@@ -3,7 +3,9 @@
 The engine calls these in order:
 
 1. :func:`render_prompts` turns each row into one prompt, from a column (``prompt=``) or a
-   ``str.format``-style template over columns (``template=``).
+   ``str.format``-style template over columns (``template=``). The engine calls
+   :func:`prompt_texts` instead, which keeps a prompt column held in Arrow (pandas' default
+   ``str`` dtype) in Arrow, and :func:`take_prompts` to pick the rows to send.
 2. :func:`check_prompts` rejects (or, with ``on_empty="skip"``, masks out) empty prompts and
    text that cannot be sent as UTF-8.
 3. :func:`check_keys` validates the row keys (the index, or a key column).
@@ -14,6 +16,8 @@ The engine calls these in order:
 Every line written is byte-for-byte
 ``orjson.dumps({"key": k, "request": {"contents": [...], **shared}}) + b"\\n"``, but only the
 prompt and the key are serialised per row: the constant pieces around them are serialised once.
+Text held in Arrow is turned into Python strings one chunk of rows at a time, and not at all
+when a chunk needs no JSON escaping.
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
+import operator
 import os
 import string
+import threading
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias, overload
 
 import numpy as np
 import orjson
@@ -47,12 +53,15 @@ from gemini_batch_magic.exceptions import (
 )
 
 __all__ = [
+    "ArrowText",
     "RequestFile",
     "check_keys",
     "check_prompts",
+    "prompt_texts",
     "read_request_prompts",
     "render_prompts",
     "request_line_sizes",
+    "take_prompts",
     "write_request_files",
 ]
 
@@ -63,6 +72,19 @@ _CHUNK_ROWS = 16384
 #: Values that are containers, not scalars: a template cannot format them sensibly.
 _CONTAINER_TYPES = (dict, list, set, frozenset, tuple, bytes, bytearray, memoryview, np.ndarray)
 _ON_EMPTY_CHOICES = ("raise", "skip")
+#: Every character ``str.isspace()`` is True for (a test checks it against the running Python).
+_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
+#: Whether a UTF-8 byte can be the first / the last byte of a whitespace character.
+_WS_FIRST_BYTE = np.zeros(256, dtype=bool)
+_WS_FIRST_BYTE[[c.encode()[0] for c in _WHITESPACE]] = True
+_WS_LAST_BYTE = np.zeros(256, dtype=bool)
+_WS_LAST_BYTE[[c.encode()[-1] for c in _WHITESPACE]] = True
+#: Bytes of text to scan for JSON escapes before scanning a whole chunk.
+_ESCAPE_PROBE = 1 << 16
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,6 +146,31 @@ def render_prompts(
         PromptTypeError: prompt values that are not text, or template values that are
             containers (dict, list, set, bytes, ...).
     """
+    values = _prompt_values(df, prompt, template, keep_arrow=False)
+    return pd.Series(values, index=df.index, dtype=object, name="prompt")
+
+
+def prompt_texts(
+    df: pd.DataFrame, *, prompt: str | None = None, template: str | None = None
+) -> pd.Series:
+    """:func:`render_prompts`, except that a prompt column held in Arrow is returned as it is.
+
+    Held in Arrow: pandas' default ``str`` dtype, ``string[pyarrow]`` and ``pd.ArrowDtype`` of
+    a string type. Such a column is returned unchanged (its own dtype and missing values, no
+    Python ``str`` per row), for :func:`check_prompts` and :func:`take_prompts`; anything else
+    is what render_prompts returns. Raises what render_prompts raises.
+    """
+    values = _prompt_values(df, prompt, template, keep_arrow=True)
+    if isinstance(values, pd.Series):
+        return values
+    return pd.Series(values, index=df.index, dtype=object, name="prompt")
+
+
+def _prompt_values(
+    df: pd.DataFrame, prompt: str | None, template: str | None, *, keep_arrow: bool
+) -> np.ndarray | pd.Series:
+    """Validate the arguments of render_prompts; the prompts as an object array (or, with
+    ``keep_arrow``, the prompt column itself when it is held in Arrow)."""
     if not isinstance(df, pd.DataFrame):
         raise InputError(
             f"expected a pandas DataFrame, got {type(df).__name__}. "
@@ -142,12 +189,14 @@ def render_prompts(
     if prompt is not None:
         if not isinstance(prompt, str):
             raise InputError(f"prompt= must be a column name (str), got {type(prompt).__name__}.")
-        values = _text_column(df, prompt)
-    else:
-        if not isinstance(template, str):
-            raise InputError(f"template= must be a str, got {type(template).__name__}.")
-        values = _render_template(df, template)
-    return pd.Series(values, index=df.index, dtype=object, name="prompt")
+        if keep_arrow:
+            col = _column(df, prompt, "prompt column")
+            if _arrow_text(col) is not None:
+                return col
+        return _text_column(df, prompt)
+    if not isinstance(template, str):
+        raise InputError(f"template= must be a str, got {type(template).__name__}.")
+    return _render_template(df, template)
 
 
 def _column(df: pd.DataFrame, name: str, what: str) -> pd.Series:
@@ -175,6 +224,32 @@ def _is_text_dtype(dtype: Any) -> bool:
             pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
         )
     return False
+
+
+def _is_arrow_text_type(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t))
+
+
+def _arrow_text(values: Any) -> pa.ChunkedArray | None:
+    """The Arrow strings behind ``values`` (no copy), or None if they are not held in Arrow.
+
+    Held in Arrow: a Series or Index of pandas' default ``str`` dtype, ``string[pyarrow]`` or
+    ``pd.ArrowDtype`` of a string type, and pyarrow string arrays (chunked or not).
+    """
+    if isinstance(values, (pd.Series, pd.Index)):
+        dtype = values.dtype
+        if not (
+            (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow")
+            or isinstance(dtype, pd.ArrowDtype)
+        ):
+            return None
+        array: Any = values.array
+        values = array.__arrow_array__()
+    if isinstance(values, pa.Array):
+        values = pa.chunked_array([values])
+    if isinstance(values, pa.ChunkedArray) and _is_arrow_text_type(values.type):
+        return values
+    return None
 
 
 def _text_column(df: pd.DataFrame, name: str) -> np.ndarray:
@@ -425,7 +500,9 @@ def check_prompts(prompts: pd.Series, *, on_empty: str = "raise") -> np.ndarray:
     ``on_empty="raise"`` (the default) or are left out of the mask with ``on_empty="skip"``;
     if nothing is left to send, EmptyPromptError is raised either way. Text that cannot be
     encoded as UTF-8 (lone surrogates) raises :class:`PromptTypeError`. Any other Unicode,
-    including NUL characters, is valid.
+    including NUL characters, is valid. Text held in Arrow (see :func:`prompt_texts`) is
+    checked from its buffers: it is valid UTF-8 by construction, and only the few rows that
+    start and end like whitespace become Python strings.
     """
     if on_empty not in _ON_EMPTY_CHOICES:
         raise InputError(
@@ -433,6 +510,31 @@ def check_prompts(prompts: pd.Series, *, on_empty: str = "raise") -> np.ndarray:
             + ", ".join(repr(c) for c in _ON_EMPTY_CHOICES)
             + "."
         )
+    arrow = _arrow_text(prompts)
+    send = ~_blank_arrow(arrow) if arrow is not None else _sendable_objects(prompts)
+    if not send.all():
+        labels = prompts.index[~send]
+        if on_empty == "raise" or not send.any():
+            what = (
+                "all prompts are"
+                if not send.any()
+                else f"{_n_rows(len(labels))} {'has' if len(labels) == 1 else 'have'}"
+            )
+            fix = (
+                "fill or drop them, or pass on_empty='skip' to send only the others"
+                if send.any()
+                else "check the prompt column or template"
+            )
+            raise EmptyPromptError(
+                f"{what} missing, empty or whitespace-only prompts "
+                f"(index {_show_labels(labels)}); {fix}."
+            )
+    return send
+
+
+def _sendable_objects(prompts: pd.Series) -> np.ndarray:
+    """Not missing, empty or whitespace-only, per row; PromptTypeError for non-text or text
+    that cannot be encoded as UTF-8."""
     values = prompts.to_numpy(dtype=object)
     n = len(values)
     items = values.tolist()
@@ -465,24 +567,34 @@ def check_prompts(prompts: pd.Series, *, on_empty: str = "raise") -> np.ndarray:
     if "" in strs:
         blank |= np.fromiter(map(len, strs), dtype=np.int64, count=len(strs)) == 0
     send[text_rows[blank]] = False
-    if not send.all():
-        labels = prompts.index[~send]
-        if on_empty == "raise" or not send.any():
-            what = (
-                "all prompts are"
-                if not send.any()
-                else f"{_n_rows(len(labels))} {'has' if len(labels) == 1 else 'have'}"
-            )
-            fix = (
-                "fill or drop them, or pass on_empty='skip' to send only the others"
-                if send.any()
-                else "check the prompt column or template"
-            )
-            raise EmptyPromptError(
-                f"{what} missing, empty or whitespace-only prompts "
-                f"(index {_show_labels(labels)}); {fix}."
-            )
     return send
+
+
+def _blank_arrow(values: pa.ChunkedArray) -> np.ndarray:
+    """Missing, empty or whitespace-only (exactly ``str.isspace``), per row of Arrow strings.
+
+    Read from the buffers: a non-empty row can only be whitespace if its first byte can start
+    a whitespace character and its last byte can end one; only those rows become Python
+    strings, to be tested with ``str.isspace``. Missing rows come from the validity bitmap.
+    """
+    out = np.empty(len(values), dtype=bool)
+    pos = 0
+    for chunk in values.chunks:
+        if pa.types.is_string_view(chunk.type):
+            chunk = chunk.cast(pa.large_string())
+        offsets, data = _buffers(chunk)
+        starts, ends = offsets[:-1], offsets[1:]
+        blank = ends == starts
+        rows = np.flatnonzero(~blank)
+        maybe = rows[_WS_FIRST_BYTE[data[starts[rows]]] & _WS_LAST_BYTE[data[ends[rows] - 1]]]
+        if maybe.size:
+            texts = chunk.take(maybe).to_pylist()
+            blank[maybe] = [t is not None and t.isspace() for t in texts]
+        if chunk.null_count:
+            blank |= chunk.is_null().to_numpy(zero_copy_only=False)
+        out[pos : pos + len(chunk)] = blank
+        pos += len(chunk)
+    return out
 
 
 def _check_utf8(prompts: pd.Series, idx: np.ndarray, strs: list[str]) -> None:
@@ -572,7 +684,100 @@ def check_keys(df: pd.DataFrame, key: str | None = None) -> pd.Index:
 
 
 # --------------------------------------------------------------------------------------------
+# the prompts to send
+
+
+class ArrowText(Sequence[str]):
+    """Text held in Arrow, read as a sequence of ``str``: a string array, or its rows at
+    ``positions``.
+
+    Python strings are made only for what is read, so the request writer can turn a million
+    prompts into strings one chunk of rows at a time instead of all at once.
+    """
+
+    __slots__ = ("_positions", "_values")
+
+    def __init__(
+        self, values: pa.Array | pa.ChunkedArray, positions: np.ndarray | None = None
+    ) -> None:
+        arrow = _arrow_text(values)
+        if arrow is None:
+            raise InputError(
+                f"ArrowText needs a pyarrow string array, got {type(values).__name__}"
+                + (f" of {values.type}" if isinstance(values, (pa.Array, pa.ChunkedArray)) else "")
+                + "."
+            )
+        if pa.types.is_string_view(arrow.type):  # Arrow cannot take() from views
+            arrow = arrow.cast(pa.large_string())
+        self._values = arrow
+        self._positions = None if positions is None else np.asarray(positions, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._values) if self._positions is None else len(self._positions)
+
+    def __repr__(self) -> str:
+        return f"<ArrowText: {_n_rows(len(self))} of {self._values.type}>"
+
+    def arrow(self, start: int = 0, stop: int | None = None) -> pa.Array:
+        """Rows ``start .. stop`` (clipped to the rows there are) as one Arrow array."""
+        stop = len(self) if stop is None else stop
+        if self._positions is None:
+            part = self._values.slice(start, max(0, stop - start))
+        else:
+            part = self._values.take(self._positions[start:stop])
+        return part.chunk(0) if part.num_chunks == 1 else part.combine_chunks()
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        n = len(self)
+        if isinstance(i, slice):
+            start, stop, step = i.indices(n)
+            if step == 1:
+                texts: list[str] = self.arrow(start, max(start, stop)).to_pylist()
+                return texts
+            return [self[j] for j in range(start, stop, step)]
+        j = operator.index(i)
+        if j < 0:
+            j += n
+        if not 0 <= j < n:
+            raise IndexError(f"row {i} is out of range for {_n_rows(n)}")
+        text: str = self.arrow(j, j + 1)[0].as_py()
+        return text
+
+    def __iter__(self) -> Iterator[str]:
+        for start in range(0, len(self), _CHUNK_ROWS):
+            yield from self.arrow(start, start + _CHUNK_ROWS).to_pylist()
+
+
+def take_prompts(prompts: pd.Series, rows: np.ndarray) -> Sequence[str]:
+    """The prompts at positions ``rows`` (such as ``np.flatnonzero(check_prompts(...))``), in
+    that order, for :func:`write_request_files`.
+
+    Text held in Arrow comes back as an :class:`ArrowText` view (nothing copied or converted
+    yet); any other prompts as a list of str.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    n = len(prompts)
+    every = len(rows) == n and bool((rows == np.arange(n)).all())
+    arrow = _arrow_text(prompts)
+    if arrow is not None:
+        return ArrowText(arrow, None if every else rows)
+    values = prompts.to_numpy(dtype=object)
+    texts: list[str] = values.tolist() if every else values[rows].tolist()
+    return texts
+
+
+# --------------------------------------------------------------------------------------------
 # request files
+
+#: What write_request_files and request_line_sizes accept as prompts and as keys: str values
+#: in a list, tuple, object array, Series, pyarrow string array or :class:`ArrowText`.
+Texts: TypeAlias = Sequence[str] | np.ndarray | pd.Series | pa.Array | pa.ChunkedArray
 
 
 @dataclass(frozen=True)
@@ -632,26 +837,67 @@ class _LineMaker:
             pa.scalar(x, type=pa.large_binary()) for x in (self.head, self.mid, self.tail, b"")
         )
 
-    def chunks(self, prompts: Sequence[str], keys: Sequence[str]) -> Iterator[_Chunk]:
+    def chunks(self, prompts: Texts, keys: Texts) -> Iterator[_Chunk]:
         """Serialise consecutive chunks of rows."""
         n = len(prompts)
         if len(keys) != n:
             raise InputError(
                 f"got {len(prompts)} prompts but {len(keys)} keys; pass one key per prompt."
             )
+        prompts, keys = _sliceable(prompts), _sliceable(keys)
         for start in range(0, n, _CHUNK_ROWS):
-            p = _as_list(prompts, start, start + _CHUNK_ROWS)
-            k = _as_list(keys, start, start + _CHUNK_ROWS)
+            p = _chunk_values(prompts, start, start + _CHUNK_ROWS)
+            k = _chunk_values(keys, start, start + _CHUNK_ROWS)
             _check_str(p, "prompt", start)
             _check_str(k, "key", start)
             try:
-                p_esc, k_esc = _escape_all(p), _escape_all(k)
+                p_esc, k_esc = _escape(p), _escape(k)
             except orjson.JSONEncodeError as exc:
                 raise PromptTypeError(_encode_error(p, k, start, exc)) from exc
-            lines = pc.binary_join_element_wise(
-                self._head, k_esc, self._mid, p_esc, self._tail, self._empty
-            )
-            yield _Chunk(start, lines)
+            yield _Chunk(self, start, k_esc, p_esc)
+
+    def join(self, keys: pa.LargeBinaryArray, prompts: pa.LargeBinaryArray) -> pa.Array:
+        """The lines of escaped keys and prompts, as one Arrow array."""
+        return pc.binary_join_element_wise(
+            self._head, keys, self._mid, prompts, self._tail, self._empty
+        )
+
+
+def _sliceable(values: Texts) -> Texts:
+    """Text held in Arrow as an ArrowText (read a chunk at a time); anything else as is."""
+    if isinstance(values, ArrowText):
+        return values
+    arrow = _arrow_text(values)
+    return ArrowText(arrow) if arrow is not None else values
+
+
+def _chunk_values(values: Texts, start: int, stop: int) -> list[Any] | pa.Array:
+    """Rows ``start .. stop``: an Arrow string array if held in Arrow, else a list."""
+    if isinstance(values, ArrowText):
+        return values.arrow(start, stop)
+    return _as_list(values, start, stop)
+
+
+def _escape(values: list[str] | pa.Array) -> pa.LargeBinaryArray:
+    """The JSON-escaped contents (without quotes) of each string, as one Arrow array.
+
+    Arrow strings with nothing to escape are used as they are: orjson writes valid UTF-8
+    text (as all Arrow strings are) unchanged. Others become Python strings for
+    :func:`_escape_all`, one chunk at a time.
+    """
+    if isinstance(values, list):
+        return _escape_all(values)
+    raw = values.cast(pa.large_binary())
+    offsets, data = _buffers(raw)
+    text = data[offsets[0] : offsets[-1]]
+    if _needs_escape(text[:_ESCAPE_PROBE]) or _needs_escape(text):
+        return _escape_all(values.to_pylist())
+    return raw
+
+
+def _needs_escape(text: np.ndarray) -> bool:
+    """True if UTF-8 ``text`` has a byte JSON escapes: ``"``, ``\\`` or a control below 0x20."""
+    return bool(((text < 0x20) | (text == 0x22) | (text == 0x5C)).any())
 
 
 def _escape_all(values: list[str]) -> pa.LargeBinaryArray:
@@ -664,17 +910,25 @@ def _escape_all(values: list[str]) -> pa.LargeBinaryArray:
     ``",``), the chunk is escaped one string at a time instead.
     """
     if values:
-        out = orjson.dumps(values)
-        # One binary value viewing out[2:-2] (inside the outer '["' and '"]'), without a copy.
-        bounds = np.array([2, len(out) - 2], dtype=np.int64)
-        body = pa.Array.from_buffers(
-            pa.large_binary(), 1, [None, pa.py_buffer(bounds), pa.py_buffer(out)]
-        )
-        pieces = pc.split_pattern(body, pattern=b'","')[0].values
-        if len(pieces) == len(values) and not _ends_in_escape(pieces):
+        pieces = _split_json_list(orjson.dumps(values), len(values))
+        if pieces is not None:
             return pieces
     dumps = orjson.dumps
     return pa.array([dumps(v)[1:-1] for v in values], type=pa.large_binary())
+
+
+def _split_json_list(out: bytes, n: int) -> pa.LargeBinaryArray | None:
+    """The ``n`` strings of orjson's ``["...","..."]``, still escaped; None if a split is
+    ambiguous (see :func:`_escape_all`)."""
+    # One binary value viewing out[2:-2] (inside the outer '["' and '"]'), without a copy.
+    bounds = np.array([2, len(out) - 2], dtype=np.int64)
+    body = pa.Array.from_buffers(
+        pa.large_binary(), 1, [None, pa.py_buffer(bounds), pa.py_buffer(out)]
+    )
+    pieces = pc.split_pattern(body, pattern=b'","')[0].values
+    if len(pieces) == n and not _ends_in_escape(pieces):
+        return pieces
+    return None
 
 
 def _ends_in_escape(pieces: pa.LargeBinaryArray) -> bool:
@@ -695,9 +949,15 @@ def _ends_in_escape(pieces: pa.LargeBinaryArray) -> bool:
 
 
 def _buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets, data) of a large_binary array as numpy views, offsets relative to ``data``."""
-    _, off_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(off_buf, dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    """(offsets, data) of a (large) binary or string array as numpy views; offsets index
+    ``data``."""
+    _, off_buf, data_buf = arr.buffers()[:3]
+    large = pa.types.is_large_binary(arr.type) or pa.types.is_large_string(arr.type)
+    if off_buf is None:  # a zero-length array may come without buffers
+        offsets = np.zeros(len(arr) + 1, dtype=np.int64)
+    else:
+        offsets = np.frombuffer(off_buf, dtype=np.int64 if large else np.int32)
+        offsets = offsets[arr.offset : arr.offset + len(arr) + 1]
     data = (
         np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
     )
@@ -705,20 +965,50 @@ def _buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Chunk:
-    """Serialised rows ``start .. start + len(sizes)``: one Arrow array of complete lines."""
+    """Serialised rows ``start .. start + len(sizes)``: their escaped keys and prompts.
 
-    def __init__(self, start: int, lines: pa.LargeBinaryArray) -> None:
+    The line sizes are known at once; the lines themselves are joined into one Arrow array
+    when first asked for, which write_request_files does on its I/O thread (Arrow works
+    without the GIL there while the next chunk is escaped).
+    """
+
+    def __init__(
+        self,
+        maker: _LineMaker,
+        start: int,
+        keys: pa.LargeBinaryArray,
+        prompts: pa.LargeBinaryArray,
+    ) -> None:
         self.start = start
-        self._lines = lines  # keeps the buffers alive
-        self._offsets, self._data = _buffers(lines)
-        self.sizes = np.diff(self._offsets)
+        self.sizes = maker.fixed + _lengths(keys) + _lengths(prompts)
+        self._maker: _LineMaker | None = maker
+        self._parts: tuple[pa.LargeBinaryArray, pa.LargeBinaryArray] | None = (keys, prompts)
+        self._joined: tuple[pa.Array, np.ndarray, np.ndarray] | None = None
+        self._lock = threading.Lock()
 
     def lines(self, a: int, b: int) -> memoryview:
         """The bytes of lines ``a .. b`` of this chunk (positions within the chunk)."""
-        return self._data[self._offsets[a] : self._offsets[b]].data
+        with self._lock:
+            if self._joined is None:
+                assert self._maker is not None and self._parts is not None
+                lines = self._maker.join(*self._parts)
+                self._joined = (lines, *_buffers(lines))  # the array keeps the buffers alive
+                self._maker = self._parts = None
+            _, offsets, data = self._joined
+        return data[offsets[a] : offsets[b]].data
 
 
-def _as_list(values: Sequence[Any], start: int, stop: int) -> list[Any]:
+def _lengths(values: pa.Array) -> np.ndarray:
+    """The byte length of each value of a binary array, as int64."""
+    offsets, _ = _buffers(values)
+    return np.diff(offsets).astype(np.int64, copy=False)
+
+
+def _as_list(values: Texts, start: int, stop: int) -> list[Any]:
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values.slice(start, max(0, stop - start)).to_pylist()
+    if isinstance(values, ArrowText):
+        return values[start:stop]
     if isinstance(values, (pd.Series, pd.Index)):
         return (
             values.iloc[start:stop].tolist()
@@ -730,7 +1020,12 @@ def _as_list(values: Sequence[Any], start: int, stop: int) -> list[Any]:
     return list(values[start:stop])
 
 
-def _check_str(values: list[Any], what: str, start: int) -> None:
+def _check_str(values: list[Any] | pa.Array, what: str, start: int) -> None:
+    if isinstance(values, pa.Array):  # strings, or missing
+        if values.null_count:
+            values = values.to_pylist()
+        else:
+            return
     types = set(map(type, values))
     if types <= {str}:
         return
@@ -743,8 +1038,12 @@ def _check_str(values: list[Any], what: str, start: int) -> None:
     )
 
 
-def _encode_error(p: list[str], k: list[str], start: int, exc: Exception) -> str:
+def _encode_error(
+    p: list[str] | pa.Array, k: list[str] | pa.Array, start: int, exc: Exception
+) -> str:
     for what, values in (("prompt", p), ("key", k)):
+        if not isinstance(values, list):  # Arrow strings are always valid UTF-8
+            continue
         for i, v in enumerate(values):
             if not _encodes(v):
                 return (
@@ -754,9 +1053,7 @@ def _encode_error(p: list[str], k: list[str], start: int, exc: Exception) -> str
     return f"a request cannot be serialised: {exc}"
 
 
-def request_line_sizes(
-    prompts: Sequence[str], keys: Sequence[str], shared: Mapping[str, Any]
-) -> np.ndarray:
+def request_line_sizes(prompts: Texts, keys: Texts, shared: Mapping[str, Any]) -> np.ndarray:
     """Exact byte length (including the newline) of each request line; writes nothing."""
     maker = _LineMaker(shared)
     out = np.empty(len(prompts), dtype=np.int64)
@@ -767,8 +1064,8 @@ def request_line_sizes(
 
 def write_request_files(
     directory: Path,
-    prompts: Sequence[str],
-    keys: Sequence[str],
+    prompts: Texts,
+    keys: Texts,
     shared: Mapping[str, Any],
     *,
     max_file_bytes: int,
@@ -780,7 +1077,8 @@ def write_request_files(
     Line ``i`` is ``{"key": keys[i], "request": {"contents": [<user turn with prompts[i]>],
     **shared}}`` as compact JSON. A new file starts whenever the next line would make the
     current one exceed ``max_file_bytes`` bytes or ``max_requests`` lines. On any error the
-    files already written are removed.
+    files already written are removed. Prompts and keys are str values in any :data:`Texts`
+    container; text held in Arrow is read one chunk of rows at a time.
 
     Raises:
         RequestTooLargeError: one line alone is larger than ``max_file_bytes``.
@@ -818,7 +1116,7 @@ def write_request_files(
                 if take:
                     current.n_lines += take
                     current.n_bytes += int(cum[take - 1])
-                    io.submit(current.write, chunk.lines(pos, pos + take))
+                    io.submit(current.write, chunk, pos, pos + take)
                     pos += take
                 if pos < m:
                     io.submit(current.close)
@@ -835,10 +1133,11 @@ def write_request_files(
 
 
 class _BackgroundIO:
-    """Runs file writes and hashing on one worker thread, in order, a few jobs ahead at most.
+    """Runs line joins, file writes and hashing on one worker thread, in order, a few jobs
+    ahead at most.
 
-    ``hashlib`` and file writes release the GIL, so they overlap with serialising the next
-    chunk on the calling thread. At most ``depth`` jobs wait, which bounds the memory held.
+    Arrow, ``hashlib`` and file writes release the GIL, so they overlap with serialising the
+    next chunk on the calling thread. At most ``depth`` jobs wait, which bounds the memory held.
     """
 
     def __init__(self, depth: int = 3) -> None:
@@ -888,7 +1187,9 @@ class _FileWriter:
             raise
         self._f = os.fdopen(fd, "wb", buffering=0)
 
-    def write(self, data: memoryview) -> None:
+    def write(self, chunk: _Chunk, a: int, b: int) -> None:
+        """Append lines ``a .. b`` of ``chunk``."""
+        data = chunk.lines(a, b)
         self._hash.update(data)
         view = data
         while view:  # a raw write may be partial

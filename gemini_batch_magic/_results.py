@@ -8,9 +8,12 @@
   matched by key, never by position.
 
 Columns (:data:`RESULT_COLUMNS`): ``response`` (the text of the first candidate, all non-thought
-text parts joined, like the SDK's ``.text``), ``error`` (None on success, else a short message
+text parts joined, like the SDK's ``.text``), ``error`` (missing on success, else a short message
 such as ``"500 INTERNAL: ..."``), ``finish_reason`` (e.g. ``"STOP"``), ``input_tokens`` and
-``output_tokens`` (nullable Int64). Text columns are object dtype with None for missing.
+``output_tokens`` (nullable Int64). Text columns have pandas' own text dtype: with pandas 3 that is
+the Arrow-backed ``str`` dtype (missing values are NaN, test them with ``isna()``), so a million
+answers are held as one UTF-8 buffer rather than a million Python objects; with pandas 2 they
+are object dtype with None for missing.
 
 Large files are parsed with a vectorised pyarrow reader and an explicit schema; any file it
 cannot read exactly (a broken line, an unexpected type) goes through the plain per-line orjson
@@ -20,7 +23,9 @@ parser, which is the reference behaviour the fast path is tested against.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,7 @@ import pyarrow.json as pa_json
 
 __all__ = [
     "RESULT_COLUMNS",
+    "StreamParser",
     "align_results",
     "empty_frame",
     "parse_inlined_responses",
@@ -74,6 +80,55 @@ _STATUS_NAMES = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
+
+#: pandas 3 made its Arrow-backed ``str`` dtype the default for text; before, text was object.
+PANDAS_3 = int(pd.__version__.split(".", 1)[0]) >= 3
+#: The dtype of the text columns (see the module docstring).
+TEXT_DTYPE: Any = pd.StringDtype("pyarrow", na_value=np.nan) if PANDAS_3 else np.dtype(object)
+
+
+def text_series(values: Any, index: pd.Index | None = None) -> pd.Series:
+    """A text column from an Arrow array or a sequence of str / None, as :data:`TEXT_DTYPE`.
+
+    Arrow input is not copied (with pandas 3); strings are never turned into Python objects.
+    """
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        if values.type != pa.large_string():
+            values = values.cast(pa.large_string())
+        if PANDAS_3:
+            return pd.Series(values, dtype=TEXT_DTYPE, index=index, copy=False)
+        values = values.to_numpy(zero_copy_only=False)
+    elif PANDAS_3:
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = values
+        return pd.Series(
+            pa.array(arr, type=pa.large_string(), from_pandas=True), dtype=TEXT_DTYPE,
+            index=index, copy=False,
+        )
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    out = pd.Series(arr, dtype=object, index=index, copy=False)
+    return out.where(out.notna(), None) if out.hasnans else out
+
+
+def arrow_text(values: Any) -> pa.Array | pa.ChunkedArray:
+    """A text column (any dtype, str / None / NaN values) as an Arrow large_string array."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        arr = values
+    elif isinstance(getattr(values, "array", None), pd.arrays.ArrowStringArray) or isinstance(
+        getattr(values, "dtype", None), pd.ArrowDtype
+    ):
+        arr = values.array.__arrow_array__()  # the column's own chunks: no copy
+    else:
+        obj = np.asarray(values, dtype=object)
+        arr = pa.array(obj, type=pa.large_string(), from_pandas=True)
+    return arr if arr.type == pa.large_string() else arr.cast(pa.large_string())
+
+
+def is_missing(value: Any) -> bool:
+    """True for None, NaN and pd.NA: a missing text value under either text dtype."""
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
 
 _KEY_RE = re.compile(rb'"key"\s*:\s*("(?:[^"\\]|\\.)*")')
 
@@ -171,9 +226,7 @@ def _frame(rows: Sequence[_Row] | Iterable[_Row]) -> pd.DataFrame:
         if name in _TOKEN_COLUMNS:
             data[name] = pd.array(list(values), dtype="Int64")
         else:
-            arr = np.empty(len(values), dtype=object)
-            arr[:] = values
-            data[name] = pd.Series(arr, dtype=object, copy=False)
+            data[name] = text_series(list(values))
     return pd.DataFrame(data)
 
 
@@ -203,55 +256,122 @@ def parse_results_file(path: Path) -> pd.DataFrame:
     return fast if fast is not None else _parse_lines(path.read_bytes())
 
 
-#: The file is read and parsed this many bytes at a time (cut at a line end), so the whole
-#: file and its whole Arrow table are never in memory at once: only the answers, as Python
-#: strings, accumulate.
+#: The file is parsed this many bytes at a time (cut at a line end, straight from a memory map),
+#: so no whole-file Arrow table is ever built: only the extracted columns accumulate.
 _READ_CHUNK = 64 << 20
 
 
+def _line_cuts(view: np.ndarray, size: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) of consecutive pieces of ``view`` (bytes as uint8) of about ``size`` bytes,
+    each ending at a line end (the last one at the end of the data)."""
+    n = len(view)
+    start = 0
+    while start < n:
+        stop = min(start + size, n)
+        while stop < n and view[stop - 1] != 10:
+            ends = np.flatnonzero(view[stop : stop + (1 << 20)] == 10)
+            stop = stop + int(ends[0]) + 1 if len(ends) else min(stop + (1 << 20), n)
+        yield start, stop
+        start = stop
+
+
+def _blank_bytes(view: np.ndarray) -> bool:
+    """True when ``view`` (bytes as uint8) holds only whitespace; a block with text says so
+    in its first bytes, so a big block is never copied."""
+    return not bytes(view[:4096]).strip() and not bytes(view).strip()
+
+
 def _parse_arrow_blocks(path: Path) -> pd.DataFrame | None:
-    """:func:`_parse_arrow` over consecutive line-aligned chunks of the file."""
-    frames: list[pd.DataFrame] = []
-    with open(path, "rb") as f:
-        carry = b""
-        while True:
-            block = f.read(_READ_CHUNK)
-            if block:
-                data = carry + block if carry else block
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    carry = data
-                    continue
-                carry, data = data[cut + 1 :], data[: cut + 1]
-            else:
-                data, carry = carry, b""
-            if data.strip():
-                frame = _parse_arrow(pa.BufferReader(data))
-                if frame is None:
-                    return None
-                frames.append(frame)
-            del data
-            if not block:
-                break
-    if not frames:
-        return empty_frame()
-    if len(frames) == 1:
-        return frames[0]
-    out: dict[str, Any] = {}
-    for name in ("key", *RESULT_COLUMNS):
-        if name in _TOKEN_COLUMNS:
-            out[name] = pd.array(
-                np.concatenate([f[name].to_numpy(dtype="int64", na_value=0) for f in frames]),
-                dtype="Int64",
-            )
-            missing = np.concatenate([f[name].isna().to_numpy() for f in frames])
-            out[name][missing] = pd.NA
-        else:
-            out[name] = pd.Series(
-                np.concatenate([f[name].to_numpy(dtype=object) for f in frames]),
-                dtype=object, copy=False,
-            )
-    return pd.DataFrame(out)
+    """:func:`_parse_arrow` over consecutive line-aligned blocks of a memory map of the file."""
+    batches: list[dict[str, Any]] = []
+    with pa.memory_map(str(path)) as mapped:
+        whole = mapped.read_buffer()
+        view = np.frombuffer(whole, dtype=np.uint8)
+        for start, stop in _line_cuts(view, _READ_CHUNK):
+            if _blank_bytes(view[start:stop]):
+                continue
+            got = _parse_arrow_batches(pa.BufferReader(whole.slice(start, stop - start)))
+            if got is None:
+                return None
+            batches.extend(got)
+    return _assemble(batches)
+
+
+def _parse_block(block: pa.Buffer) -> list[dict[str, Any]] | None:
+    """Parse one block on the parser thread, then hand back the reader's scratch memory: Arrow's
+    allocator keeps freed memory per thread, and only this thread can return this thread's."""
+    try:
+        return _parse_arrow_batches(pa.BufferReader(block))
+    finally:
+        pa.default_memory_pool().release_unused()
+
+
+class StreamParser:
+    """Parses a responses file while it downloads, so parsing overlaps the transfer.
+
+    Hand it the bytes in order with :meth:`write` (it is a file-like sink), then call
+    :meth:`finish`. Every :data:`_READ_CHUNK` bytes the complete lines so far are parsed by the
+    vectorised reader on a worker thread (Arrow releases the GIL), at most two blocks waiting.
+    :meth:`finish` returns the same frame :func:`parse_results_file` would give for the same
+    bytes, or None when some block needs the per-line parser (a broken line, a truncated
+    download): the caller then parses the file it wrote, which is always the reference.
+    """
+
+    def __init__(self, block_size: int | None = None) -> None:
+        self._block = block_size or _READ_CHUNK
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gembatch-parse")
+        self._jobs: deque[Future[list[dict[str, Any]] | None]] = deque()
+        self._batches: list[dict[str, Any]] = []
+        self._failed = False
+
+    def write(self, data: bytes) -> int:
+        if not self._failed:
+            self._chunks.append(bytes(data))
+            self._size += len(data)
+            if self._size >= self._block:
+                self._cut(final=False)
+        return len(data)
+
+    def _cut(self, final: bool) -> None:
+        data = b"".join(self._chunks)
+        end = len(data) if final else data.rfind(b"\n") + 1
+        self._chunks = [data[end:]] if end < len(data) else []
+        self._size = len(data) - end
+        if end and not _blank_bytes(np.frombuffer(data, dtype=np.uint8, count=end)):
+            block = pa.py_buffer(data).slice(0, end)
+            while len(self._jobs) >= 2:
+                self._collect(self._jobs.popleft())
+            self._jobs.append(self._pool.submit(_parse_block, block))
+
+    def _collect(self, job: Future[list[dict[str, Any]] | None]) -> None:
+        got = job.result()
+        if got is None:
+            self._failed = True
+            self._chunks, self._size = [], 0
+        elif not self._failed:
+            self._batches.extend(got)
+
+    def finish(self) -> pd.DataFrame | None:
+        """The parsed frame of everything written, or None (parse the file instead)."""
+        try:
+            if not self._failed and self._size:
+                self._cut(final=True)
+            while self._jobs:
+                self._collect(self._jobs.popleft())
+            batches, self._batches = self._batches, []
+            return None if self._failed else _assemble(batches)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop: drop what was parsed (an abandoned download is never taken for results)."""
+        for job in self._jobs:
+            job.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._jobs.clear()
+        self._chunks = []
 
 
 def _is_blank(path: Path) -> bool:
@@ -381,6 +501,12 @@ def _parse_arrow(source: Path | pa.NativeFile) -> pd.DataFrame | None:
     value of an unexpected type, a line longer than the block size, or a line with neither a
     response nor an error (whose message names the line number).
     """
+    batches = _parse_arrow_batches(source)
+    return None if batches is None else _assemble(batches)
+
+
+def _parse_arrow_batches(source: Path | pa.NativeFile) -> list[dict[str, Any]] | None:
+    """The result columns of each record batch :func:`_parse_arrow` reads, or None."""
     try:
         table = pa_json.read_json(
             source,
@@ -389,31 +515,48 @@ def _parse_arrow(source: Path | pa.NativeFile) -> pd.DataFrame | None:
                 explicit_schema=_SCHEMA, unexpected_field_behavior="ignore"
             ),
         )
-        frames = [_batch_columns(batch) for batch in table.to_batches()]
+        return [_batch_columns(batch) for batch in table.to_batches()]
     except (pa.ArrowException, _NeedsFallback, UnicodeDecodeError):
         return None
-    if not frames:
+
+
+def _assemble(batches: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """The parsed frame (``key`` + RESULT_COLUMNS) from per-batch columns, text kept in Arrow.
+
+    Consumes ``batches``: their text pieces are dropped as they are copied into one array.
+    """
+    if not batches:
         return empty_frame()
     data: dict[str, Any] = {}
     for name in ("key", *RESULT_COLUMNS):
-        parts = [f[name] for f in frames]
+        parts = [b[name] for b in batches]
         if name in _TOKEN_COLUMNS:
             values = np.concatenate([v for v, _ in parts])
             missing = np.concatenate([m for _, m in parts])
             data[name] = pd.arrays.IntegerArray(values, missing)
         else:
-            data[name] = pd.Series(np.concatenate(parts), dtype=object, copy=False)
+            # one contiguous array: Arrow's take over many chunks would first concatenate
+            # them anyway, holding the column three times over instead of twice (fig. 4)
+            whole = pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
+            parts.clear()
+            for b in batches:
+                b[name] = None  # each block's piece is freed as soon as it is copied
+            data[name] = text_series(whole)
     return pd.DataFrame(data)
 
 
-def _objects(arr: pa.Array) -> np.ndarray:
-    """An Arrow string array as an object array of str, None for null."""
-    out = arr.to_numpy(zero_copy_only=False)
-    return out if out.dtype == object else out.astype(object)
+def _scatter(values: pa.Array, rows: np.ndarray, n: int) -> pa.Array:
+    """An ``n``-long array holding ``values[i]`` at ``rows[i]`` and null elsewhere."""
+    if len(rows) == n:
+        return values
+    idx = np.full(n, -1, dtype=np.int64)
+    idx[rows] = np.arange(len(rows))
+    return values.take(pa.array(idx, mask=idx < 0))
 
 
 def _batch_columns(batch: pa.RecordBatch) -> dict[str, Any]:
-    """The result columns of one record batch: object arrays; tokens as (int64, missing)."""
+    """The result columns of one record batch: text as Arrow large_string arrays (answers are
+    never turned into Python objects); tokens as (int64, missing)."""
     keys = batch.column("key")
     resp = batch.column("response")
     err = batch.column("error")
@@ -423,9 +566,7 @@ def _batch_columns(batch: pa.RecordBatch) -> dict[str, Any]:
     if (keep & ~has_resp & ~has_err).any():
         raise _NeedsFallback("a line with neither a response nor an error")
     n = len(batch)
-    response = np.full(n, None, dtype=object)
     error = np.full(n, None, dtype=object)
-    finish = np.full(n, None, dtype=object)
 
     # Usage counts: input = promptTokenCount; output = candidates + thoughts when either is set.
     usage = pc.struct_field(resp, "usageMetadata")
@@ -444,7 +585,8 @@ def _batch_columns(batch: pa.RecordBatch) -> dict[str, Any]:
     rows_c = np.flatnonzero(n_cands > 0)
     first = np.asarray(cands.offsets)[rows_c] if len(rows_c) else np.zeros(0, np.int64)
     c0 = cands.values.take(pa.array(first, type=pa.int64()))
-    finish[rows_c] = _objects(pc.struct_field(c0, "finishReason"))
+    finish_c = pc.struct_field(c0, "finishReason")
+    finish = _scatter(finish_c, rows_c, n)
 
     # Text: every non-thought text part of the first candidate, joined.
     parts = pc.struct_field(pc.struct_field(c0, "content"), "parts")
@@ -465,19 +607,21 @@ def _batch_columns(batch: pa.RecordBatch) -> dict[str, Any]:
         joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), texts), "")
         joined = joined.filter(pa.array(counts > 0))
     with_text = rows_c[counts > 0]
-    response[with_text] = _objects(joined)
+    response = _scatter(joined, with_text, n)
 
     # Errors: no text, no candidates, or an error result.
-    no_text = rows_c[counts == 0]
-    error[no_text] = [
-        f"no text (finish_reason {f})" if f else "no text" for f in finish[no_text].tolist()
-    ]
+    no_text = counts == 0
+    if no_text.any():
+        reasons = finish_c.filter(pa.array(no_text)).to_pylist()
+        error[rows_c[no_text]] = [
+            f"no text (finish_reason {f})" if f else "no text" for f in reasons
+        ]
     no_cands = np.flatnonzero(has_resp & (n_cands == 0))
     if len(no_cands):
-        block = _objects(pc.struct_field(pc.struct_field(resp, "promptFeedback"), "blockReason"))
+        feedback = pc.struct_field(pc.struct_field(resp, "promptFeedback"), "blockReason")
+        blocked = feedback.take(pa.array(no_cands, type=pa.int64())).to_pylist()
         error[no_cands] = [
-            f"no candidates (prompt blocked: {b})" if b else "no candidates"
-            for b in block[no_cands].tolist()
+            f"no candidates (prompt blocked: {b})" if b else "no candidates" for b in blocked
         ]
     err_rows = np.flatnonzero(has_err)
     if len(err_rows):
@@ -489,15 +633,22 @@ def _batch_columns(batch: pa.RecordBatch) -> dict[str, Any]:
             _error_message({"code": c, "message": m, "status": st})
             for c, m, st in zip(codes, messages, statuses, strict=True)
         ]
+    error_arr = pa.array(error, type=pa.large_string(), from_pandas=True)
 
     in_np = _masked_ints(prompt_tok, has_resp)
     out_np = _masked_ints(out_tok, has_resp)
-    rows = np.flatnonzero(keep)
+    rows: Any = slice(None) if keep.all() else np.flatnonzero(keep)
+    sel = None if isinstance(rows, slice) else pa.array(rows, type=pa.int64())
+
+    def text_col(arr: pa.Array) -> pa.Array:
+        arr = arr if sel is None else arr.take(sel)
+        return arr if arr.type == pa.large_string() else arr.cast(pa.large_string())
+
     return {
-        "key": _objects(keys)[rows],
-        "response": response[rows],
-        "error": error[rows],
-        "finish_reason": finish[rows],
+        "key": text_col(keys),
+        "response": text_col(response),
+        "error": text_col(error_arr),
+        "finish_reason": text_col(finish),
         "input_tokens": (in_np[0][rows], in_np[1][rows]),
         "output_tokens": (out_np[0][rows], out_np[1][rows]),
     }
@@ -543,58 +694,102 @@ def parse_inlined_responses(items: Sequence[Any]) -> pd.DataFrame:
 # align_results
 
 
-def _object_index(values: Any) -> pd.Index:
-    """An object-dtype Index (pandas would otherwise infer its "str" dtype for text)."""
-    return pd.Index(values, dtype=object, copy=False)
+def _decimal_keys(keys: pa.Array) -> np.ndarray | None:
+    """The keys as int64 when every one is a canonical non-negative decimal ("0", "17", never
+    "017" or "+1") below 2**62; else None."""
+    if keys.null_count or not len(keys):
+        return None
+    try:
+        ints = pc.cast(keys, pa.int64())
+    except pa.ArrowInvalid:
+        return None
+    values = np.asarray(ints)
+    if values.min() < 0 or values.max() >= 1 << 62:
+        return None
+    if not pc.all(pc.equal(pc.cast(ints, pa.large_string()), keys)).as_py():
+        return None
+    return values
 
 
-def align_results(parsed: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+def _first_positions(
+    expected: pa.Array, got: pa.Array, expected_ints: np.ndarray | None
+) -> tuple[np.ndarray, bool]:
+    """(position in ``got`` of each expected key's first result or -1, any key repeated)."""
+    got_ints = _decimal_keys(got) if expected_ints is not None else None
+    if expected_ints is not None and got_ints is not None:
+        size = int(max(expected_ints.max(initial=-1), got_ints.max(initial=-1))) + 1
+        if size <= 4 * (len(expected_ints) + len(got_ints)) + 1024:  # dense: a lookup table
+            first = np.full(size, -1, dtype=np.int64)
+            first[got_ints[::-1]] = np.arange(len(got_ints) - 1, -1, -1)  # first one wins
+            has_dups = bool((np.bincount(got_ints, minlength=size) > 1).any())
+            return first[expected_ints], has_dups
+    found = pc.index_in(expected, value_set=got)  # the first result of each key, null if none
+    has_dups = (pc.count_distinct(got).as_py() if len(got) else 0) < len(got)
+    return np.asarray(pc.fill_null(found, -1)).astype(np.int64), has_dups
+
+
+def align_results(
+    parsed: pd.DataFrame, keys: Sequence[str] | pa.Array | np.ndarray
+) -> pd.DataFrame:
     """One row per key of ``keys``, in that order (RangeIndex, :data:`RESULT_COLUMNS` only).
 
-    A key with no result gets the error ``"no result returned for this row (key '17')"``; a key
-    returned more than once keeps the first answer, with the error
-    ``"the service returned 2 results for key '17'"``. Results for unknown keys are ignored.
-    Vectorised: one hash lookup of all keys (``Index.get_indexer``) and numpy takes.
+    ``keys`` are the expected keys (str), or an integer array standing for their decimal
+    strings (how the engine keys rows: by position). A key with no result gets the error
+    ``"no result returned for this row (key '17')"``; a key returned more than once keeps the
+    first answer, with the error ``"the service returned 2 results for key '17'"``. Results
+    for unknown keys are ignored. Vectorised: decimal keys are matched through a lookup table,
+    other keys with one Arrow hash lookup (``index_in``); the answers stay in Arrow.
     """
-    expected = _object_index(keys)
-    got = _object_index(parsed["key"].to_numpy(dtype=object))
-    is_first = ~got.duplicated(keep="first")
-    has_dups = not bool(is_first.all())
-    unique = got[is_first] if has_dups else got
-    rows = np.flatnonzero(is_first) if has_dups else np.arange(len(got))
-    found = unique.get_indexer(expected)
-    pos = np.where(found >= 0, rows[np.maximum(found, 0)] if len(rows) else 0, -1)
+    expected_ints: np.ndarray | None = None
+    if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu":
+        expected_ints = keys.astype(np.int64, copy=False)
+        if len(expected_ints) and expected_ints.min() < 0:
+            raise ValueError("integer keys must be non-negative positions")
+        expected = pa.array(expected_ints).cast(pa.large_string())
+    else:
+        expected = arrow_text(keys)
+        if isinstance(expected, pa.ChunkedArray):
+            expected = expected.combine_chunks()
+        expected_ints = _decimal_keys(expected)
+    got = arrow_text(parsed["key"])
+    if isinstance(got, pa.ChunkedArray):
+        got = got.combine_chunks()
+    pos, has_dups = _first_positions(expected, got, expected_ints)
     missing = pos < 0
+    take = pa.array(pos, mask=missing)
     out: dict[str, Any] = {}
     for name in RESULT_COLUMNS:
         col = parsed[name]
         if name in _TOKEN_COLUMNS:
             out[name] = col.array.take(pos, allow_fill=True)
         else:
-            src = col.to_numpy(dtype=object)
-            arr = src.take(np.maximum(pos, 0)) if len(src) else np.empty(len(pos), dtype=object)
-            arr[missing] = None
-            out[name] = arr
-    errors = out["error"]
-    if missing.any():
-        miss_idx = np.flatnonzero(missing)
-        errors[miss_idx] = [
-            f"no result returned for this row (key {k!r})" for k in expected[miss_idx].tolist()
-        ]
-    if has_dups:
-        dup_keys = got[got.duplicated(keep=False)]
-        counts = pd.Series(dup_keys, dtype=object).value_counts()
-        where = _object_index(counts.index).get_indexer(expected)
-        hit = np.flatnonzero(where >= 0)
-        if hit.size:
-            n = counts.to_numpy()[where[hit]]
-            errors[hit] = [
-                f"the service returned {c} results for key {k!r}"
-                for c, k in zip(n.tolist(), expected[hit].tolist(), strict=True)
+            out[name] = arrow_text(col).take(take)
+    if missing.any() or has_dups:
+        errors = out["error"].to_numpy(zero_copy_only=False)
+        errors = errors if errors.dtype == object else errors.astype(object)
+        errors = np.array(errors, dtype=object)  # writable
+        if missing.any():
+            miss_idx = np.flatnonzero(missing)
+            errors[miss_idx] = [
+                f"no result returned for this row (key {k!r})"
+                for k in expected.take(pa.array(miss_idx)).to_pylist()
             ]
+        if has_dups:
+            counts = pc.value_counts(got)
+            many = counts.filter(pc.greater(counts.field("counts"), 1))
+            where = pc.index_in(expected, value_set=many.field("values"))
+            hit = np.flatnonzero(np.asarray(where.is_valid()))
+            if hit.size:
+                n = np.asarray(many.field("counts"))[np.asarray(where.drop_null())]
+                labels = expected.take(pa.array(hit)).to_pylist()
+                errors[hit] = [
+                    f"the service returned {c} results for key {k!r}"
+                    for c, k in zip(n.tolist(), labels, strict=True)
+                ]
+        out["error"] = errors
     return pd.DataFrame(
         {
-            name: values if name in _TOKEN_COLUMNS else pd.Series(values, dtype=object, copy=False)
+            name: values if name in _TOKEN_COLUMNS else text_series(values)
             for name, values in out.items()
         }
     )

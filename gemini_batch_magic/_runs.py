@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
 
 from . import _backend, _pricing, _requests, _results
 from ._config import settings, validate_model
@@ -85,7 +86,7 @@ class _Prepared:
     """Validated input, ready to write: nothing has been sent or stored yet."""
 
     model: str
-    prompts: list[str]
+    prompts: Sequence[str]  # the prompts of the rows to send (an ArrowText for Arrow-held text)
     positions: np.ndarray  # int64 positions (in the root input) of the rows to send
     index: pd.Index  # the root input's index (original row labels)
     key_values: pd.Index  # the row keys (index or key column) of the root input
@@ -199,15 +200,14 @@ def _prepare(
     display_name: str | None,
 ) -> _Prepared:
     model = validate_model(model or settings.model)
-    texts = _requests.render_prompts(df, prompt=prompt, template=template)
+    texts = _requests.prompt_texts(df, prompt=prompt, template=template)
     mask = _requests.check_prompts(texts, on_empty=on_empty)
     key_values = _requests.check_keys(df, key)
     shared, sdk_config = _build_config(
         system_instruction, generation_config, safety_settings, response_schema
     )
     positions = np.flatnonzero(mask).astype(np.int64)
-    values = texts.to_numpy(dtype=object)
-    prompts = values[positions].tolist() if len(positions) < len(values) else values.tolist()
+    prompts = _requests.take_prompts(texts, positions)
     if display_name is not None and (not isinstance(display_name, str) or not display_name):
         raise ConfigError("name (display_name) must be a non-empty string")
     config = {
@@ -244,7 +244,13 @@ def _class_path(schema: Any) -> str | None:
 
 
 def _keys(positions: np.ndarray) -> list[str]:
-    return positions.astype(str).tolist()
+    """The wire key of each row: its position in the root input, in decimal."""
+    return list(map(str, positions.tolist()))
+
+
+def _key_text(positions: np.ndarray) -> _requests.ArrowText:
+    """The same keys as :func:`_keys`, held in Arrow, for writing request files."""
+    return _requests.ArrowText(pa.array(positions, type=pa.int64()).cast(pa.string()))
 
 
 # --------------------------------------------------------------------------- estimate
@@ -325,7 +331,7 @@ def _mode(total_bytes: int, n_requests: int) -> str:
 
 def _estimate(prep: _Prepared) -> Estimate:
     """The estimate for :func:`estimate`: exact line sizes, nothing written or sent."""
-    keys = _keys(prep.positions)
+    keys = _key_text(prep.positions)
     sizes = _requests.request_line_sizes(prep.prompts, keys, prep.shared)
     too_big = np.flatnonzero(sizes > settings.max_file_bytes)
     if len(too_big):
@@ -467,6 +473,22 @@ def _job_state(job: Any) -> str:
 
 
 # --------------------------------------------------------------------------- the run object
+class _Tee:
+    """A download destination that writes to a file and hands the same bytes to a parser."""
+
+    def __init__(self, fh: Any, parser: _results.StreamParser) -> None:
+        self._fh = fh
+        self._parser = parser
+
+    def write(self, data: bytes) -> int:
+        self._fh.write(data)
+        self._parser.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+
 class BatchRun:
     """A run: one user action, however many batch jobs (shards) it took.
 
@@ -489,6 +511,8 @@ class BatchRun:
         self.notice: str | None = None  #: e.g. "identical run already exists"
         self._submit_thread: threading.Thread | None = None
         self._shard_cache: dict[int, tuple[Any, pd.DataFrame]] = {}
+        #: shard -> (results file name, frame parsed while it downloaded), used once
+        self._preparsed: dict[int, tuple[str, pd.DataFrame]] = {}
         self._positions_cache: np.ndarray | None = None
         self._index_cache: pd.Index | None = None
         self._submit_error: BaseException | None = None
@@ -672,16 +696,30 @@ class BatchRun:
             out = run_dir / f"{stem}.jsonl"
             tmp = run_dir / f"{stem}.jsonl.{own}"
 
+            parsers: list[_results.StreamParser] = []
+
             def fetch() -> None:
+                for old in parsers:  # an attempt cut short: its bytes are written anew
+                    old.close()
+                parsers[:] = [_results.StreamParser()]
                 with open(tmp, "wb") as fh:
                     os.chmod(tmp, 0o600)
-                    client.files.download(file=dest.file_name, destination=fh)
+                    client.files.download(
+                        file=dest.file_name, destination=_Tee(fh, parsers[0])
+                    )
 
             try:
                 _with_retries(f"downloading {dest.file_name}", fetch)
+                parsed = parsers[0].finish()  # parsed while it downloaded (None: read the file)
             except BaseException:
+                for old in parsers:
+                    old.close()
                 tmp.unlink(missing_ok=True)  # a half download is never kept, never read
                 raise
+            if parsed is not None:
+                self._preparsed[shard.shard] = (out.name, parsed)
+                if len(parsed) >= 100_000:  # the download's and parser's scratch (fig. 4)
+                    _trim_heap()
         else:  # the batch ended without output
             out = run_dir / f"{stem}.parquet"
             tmp = run_dir / f"{stem}.parquet.{own}"
@@ -720,13 +758,15 @@ class BatchRun:
                    else f"not answered yet (shard {shard.shard} is {shard.state})")
             return _empty_results(n, msg)
         path = registry().run_dir(self.run_id) / shard.results_file
-        keys = _keys(self._positions()[shard.start:shard.stop])
-        if path.suffix == ".jsonl":
-            parsed = _results.parse_results_file(path)
-        else:
-            parsed = _normalise(pd.read_parquet(path))
+        keys = self._positions()[shard.start:shard.stop]  # the keys are these, in decimal
+        name, parsed = self._preparsed.pop(shard.shard, (None, None))
+        if parsed is None or name != shard.results_file:
+            # not parsed as it downloaded (another kernel fetched it, or a restart)
+            parsed = (_results.parse_results_file(path) if path.suffix == ".jsonl"
+                      else _normalise(pd.read_parquet(path)))
+        big = len(keys) >= 100_000
         aligned = _results.align_results(parsed, keys)
-        if len(keys) >= 100_000:  # the parser's buffers are garbage now (fig. 4)
+        if big:  # and now the answers in file order
             del parsed
             _trim_heap()
         if shard.state != "SUCCEEDED":
@@ -734,7 +774,7 @@ class BatchRun:
             lost = np.array([isinstance(e, str) and e.startswith("no result returned")
                              for e in err], dtype=bool)
             err[lost] = f"no result: the batch ended {shard.state}"
-            aligned["error"] = pd.Series(err, index=aligned.index, dtype=object)
+            aligned["error"] = _results.text_series(err, index=aligned.index)
         self._shard_cache[shard.shard] = (cache_key, aligned)
         return aligned
 
@@ -819,7 +859,7 @@ class BatchRun:
     def result(self, join: bool | pd.DataFrame = False, *, partial: bool = False) -> pd.DataFrame:
         """The answers as a DataFrame with exactly the input's index, in the input's order.
 
-        Columns: ``response``, ``error`` (None on success), ``finish_reason``,
+        Columns: ``response``, ``error`` (missing on success), ``finish_reason``,
         ``input_tokens``, ``output_tokens``; with a ``response_schema`` also ``parsed`` and,
         for flat schemas, one column per field. Rows whose answer failed or is missing carry
         the reason in ``error``. Rows answered by :meth:`retry_failed` runs are merged in.
@@ -873,14 +913,28 @@ class BatchRun:
     def _build_result(self) -> pd.DataFrame:
         index = self._index()
         n = len(index)
-        frame = _empty_results(n, _SKIPPED)
         merged = self._merged()
-        if len(merged):
-            pos = merged.index.to_numpy()
+        src = np.full(n, -1, dtype=np.int64)  # row of `merged` answering each input row
+        src[merged.index.to_numpy()] = np.arange(len(merged))
+        if n and (src == np.arange(n)).all():  # every row sent, in order: nothing to move
+            frame = merged.reset_index(drop=True)
+        else:
+            skipped = src < 0
+            take = pa.array(src, mask=skipped)
+            cols: dict[str, Any] = {}
             for col in _results.RESULT_COLUMNS:
-                values = frame[col].to_numpy(copy=True)
-                values[pos] = merged[col].to_numpy()
-                frame[col] = pd.Series(values, dtype=frame[col].dtype)
+                if col in ("input_tokens", "output_tokens"):
+                    cols[col] = merged[col].array.take(src, allow_fill=True)
+                else:
+                    cols[col] = _results.arrow_text(merged[col]).take(take)
+            if skipped.any():
+                errors = cols["error"].to_numpy(zero_copy_only=False).astype(object)
+                errors[skipped] = _SKIPPED
+                cols["error"] = errors
+            frame = pd.DataFrame({
+                col: v if col in ("input_tokens", "output_tokens") else _results.text_series(v)
+                for col, v in cols.items()
+            })
         if self._record.parent_id:
             # a retry run shows only its own rows, labelled like the input
             keep = self._positions()
@@ -1149,22 +1203,23 @@ class BatchRun:
 
 
 def _empty_results(n: int, error: str) -> pd.DataFrame:
+    none = pa.nulls(n, pa.large_string())
     return pd.DataFrame(
         {
-            "response": pd.Series([None] * n, dtype=object),
-            "error": pd.Series([error] * n if error else [None] * n, dtype=object),
-            "finish_reason": pd.Series([None] * n, dtype=object),
-            "input_tokens": pd.Series([pd.NA] * n, dtype="Int64"),
-            "output_tokens": pd.Series([pd.NA] * n, dtype="Int64"),
+            "response": _results.text_series(none),
+            "error": _results.text_series(pa.array([error] * n, pa.large_string()) if error
+                                          else none),
+            "finish_reason": _results.text_series(none),
+            "input_tokens": pd.arrays.IntegerArray(np.zeros(n, np.int64), np.ones(n, bool)),
+            "output_tokens": pd.arrays.IntegerArray(np.zeros(n, np.int64), np.ones(n, bool)),
         }
     )
 
 
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
-    """A stored parsed frame: text columns as object dtype with None for missing."""
+    """A stored parsed frame: text columns as :data:`_results.TEXT_DTYPE`, tokens Int64."""
     for col in ("key", "response", "error", "finish_reason"):
-        values = frame[col].astype(object)
-        frame[col] = values.where(values.notna(), None).astype(object)
+        frame[col] = _results.text_series(_results.arrow_text(frame[col]))
     for col in ("input_tokens", "output_tokens"):
         frame[col] = frame[col].astype("Int64")
     return frame
@@ -1174,8 +1229,9 @@ def _add_parsed(frame: pd.DataFrame, schema: dict[str, Any], model_cls: Any) -> 
     """Add ``parsed`` (validated object or dict) and, for flat schemas, a column per field."""
     parsed: list[Any] = []
     errors = frame["error"].to_numpy(dtype=object, copy=True)
+    missing = _results.is_missing
     for i, (text, err) in enumerate(zip(frame["response"], errors, strict=False)):
-        if err is not None or text is None:
+        if not missing(err) or missing(text):
             parsed.append(None)
             continue
         try:
@@ -1189,7 +1245,7 @@ def _add_parsed(frame: pd.DataFrame, schema: dict[str, Any], model_cls: Any) -> 
             parsed.append(None)
             errors[i] = f"the answer does not match the response schema: {str(exc).splitlines()[0]}"
     frame = frame.copy()
-    frame["error"] = pd.Series(errors, index=frame.index, dtype=object)
+    frame["error"] = _results.text_series(errors, index=frame.index)
     frame["parsed"] = pd.Series(parsed, index=frame.index, dtype=object)
     props = schema.get("properties") if schema.get("type") in ("object", "OBJECT", None) else None
     scalar = {"string", "integer", "number", "boolean"}
@@ -1287,7 +1343,7 @@ def _submit_prepared(
 ) -> BatchRun:
     reg = registry()
     backend = _backend.backend_id()
-    keys = _keys(prep.positions)
+    keys = _key_text(prep.positions)
     tmp = Path(reg.tmp_dir()) / secrets.token_hex(8)
     tmp.mkdir(mode=0o700)
     try:

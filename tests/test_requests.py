@@ -7,21 +7,26 @@ import decimal
 import hashlib
 import itertools
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from gemini_batch_magic._requests import (
+    ArrowText,
     RequestFile,
     check_keys,
     check_prompts,
+    prompt_texts,
     read_request_prompts,
     render_prompts,
     request_line_sizes,
+    take_prompts,
     write_request_files,
 )
 from gemini_batch_magic.exceptions import (
@@ -618,3 +623,287 @@ def test_bulk_escaping_is_used_for_ordinary_text_and_refused_when_ambiguous(
         values = [*ordinary, risky, "after"]
         assert _requests._escape_all(values).to_pylist() == [orjson.dumps(t)[1:-1] for t in values]
     assert one_by_one == [len(ordinary) + 2] * 2  # and refused these
+
+
+# --------------------------------------------------------------------------------------------
+# Arrow-held text (pandas' default str dtype): checked and written straight from Arrow, with
+# exactly the results of the plain (object column, list of str) path
+
+ARROW_DTYPES = [
+    pytest.param("str", id="str"),
+    pytest.param("string[pyarrow]", id="string[pyarrow]"),
+    pytest.param(pd.ArrowDtype(pa.string()), id="arrow-string"),
+    pytest.param(pd.ArrowDtype(pa.large_string()), id="arrow-large_string"),
+    pytest.param(pd.ArrowDtype(pa.string_view()), id="arrow-string_view"),
+]
+#: Text JSON must escape, non-ASCII, lookalikes of whitespace, and rows the skip leaves out.
+ARROW_TEXTS: list[str | None] = [
+    *TRICKY,
+    "\x00",
+    "\x01",
+    "\x1f",
+    "\u2028",
+    '"',
+    "\\",
+    "tab\tend\t",
+    " leading and trailing space ",
+    "\u3000ideographic space then text",
+    "€ starts like a space",
+    None,
+    " ",
+    "\u3000\u2029\n",
+]
+
+
+def _arrow_series(texts: list[str | None], dtype: Any, layout: str) -> pd.Series:
+    """``texts`` as a Series of ``dtype`` whose Arrow data is whole, chunked, or offset."""
+    labels = [f"r{i}" for i in range(len(texts))]
+    if layout == "offset":  # df.iloc[3:]: the Arrow array starts 3 values into its buffers
+        series = pd.Series(["x", "y", "z", *texts], index=["-3", "-2", "-1", *labels], dtype=dtype)
+        return series.iloc[3:]
+    series = pd.Series(texts, index=labels, dtype=dtype)
+    if layout == "chunked":  # several Arrow chunks, two of them sliced
+        a, b = len(texts) // 3, 2 * len(texts) // 3 + 5
+        series = pd.concat([series.iloc[:a], series.iloc[a:b], series.iloc[b:]])
+    return series
+
+
+def _build(
+    df: pd.DataFrame, out: Path, *, arrow_keys: bool, max_requests: int = 10**6
+) -> tuple[np.ndarray, Any, list[RequestFile]]:
+    """What the engine does: prompts, check, rows to send, keys, files."""
+    texts = prompt_texts(df, prompt="text")
+    mask = check_prompts(texts, on_empty="skip")
+    rows = np.flatnonzero(mask)
+    prompts = take_prompts(texts, rows)
+    keys: Any = (
+        ArrowText(pa.array(rows, type=pa.int64()).cast(pa.string()))
+        if arrow_keys
+        else [str(r) for r in rows.tolist()]
+    )
+    out.mkdir()
+    files = write_request_files(
+        out, prompts, keys, SHARED, max_file_bytes=150_000, max_requests=max_requests
+    )
+    return mask, prompts, files
+
+
+def _contents(files: list[RequestFile]) -> list[tuple[str, int, int, int, str, bytes]]:
+    return [(f.path.name, f.start, f.stop, f.n_bytes, f.sha256, f.path.read_bytes()) for f in files]
+
+
+@pytest.mark.parametrize("layout", ["whole", "chunked", "offset"])
+@pytest.mark.parametrize("dtype", ARROW_DTYPES)
+def test_arrow_column_files_are_byte_identical_to_the_plain_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: Any, layout: str
+) -> None:
+    from gemini_batch_magic import _requests
+
+    monkeypatch.setattr(_requests, "_CHUNK_ROWS", 7)  # many chunk boundaries, some mid-chunk
+    texts = ARROW_TEXTS * 5
+    df = pd.DataFrame({"text": _arrow_series(texts, dtype, layout)})
+    mask, prompts, files = _build(df, tmp_path / "arrow", arrow_keys=True, max_requests=40)
+    assert isinstance(prompts, ArrowText)  # the Arrow path, not the plain one
+
+    plain = pd.DataFrame({"text": _arrow_series(texts, object, layout)})
+    ref_mask, ref_prompts, ref_files = _build(plain, tmp_path / "plain", arrow_keys=False,
+                                              max_requests=40)
+    assert isinstance(ref_prompts, list)
+    assert mask.tolist() == ref_mask.tolist()
+    assert not mask.all() and mask.any()
+    assert len(files) > 1
+    assert _contents(files) == _contents(ref_files)
+    sent = [t for t in texts if t is not None and t.strip() != "" and not t.isspace()]
+    data = b"".join(f.path.read_bytes() for f in files)
+    assert data == b"".join(
+        expected_line(str(r), t, SHARED)
+        for r, t in zip(np.flatnonzero(mask).tolist(), sent, strict=True)
+    )
+
+
+@pytest.mark.parametrize("dtype", ARROW_DTYPES)
+def test_arrow_column_beyond_one_real_chunk_matches_the_plain_path(
+    tmp_path: Path, dtype: Any
+) -> None:
+    from gemini_batch_magic import _requests
+
+    n = 2 * _requests._CHUNK_ROWS + 123
+    texts = [ARROW_TEXTS[i % len(ARROW_TEXTS)] for i in range(n)]
+    df = pd.DataFrame({"text": _arrow_series(texts, dtype, "offset")})
+    mask, prompts, files = _build(df, tmp_path / "arrow", arrow_keys=True)
+    assert isinstance(prompts, ArrowText)
+    plain = pd.DataFrame({"text": _arrow_series(texts, object, "offset")})
+    ref_mask, _, ref_files = _build(plain, tmp_path / "plain", arrow_keys=False)
+    assert mask.tolist() == ref_mask.tolist()
+    assert len(files) > 2
+    assert _contents(files) == _contents(ref_files)
+    assert request_line_sizes(prompts, [str(r) for r in np.flatnonzero(mask)], SHARED).sum() == (
+        sum(f.n_bytes for f in files)
+    )
+
+
+def test_arrow_chunks_without_escapes_are_written_as_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gemini_batch_magic import _requests
+
+    monkeypatch.setattr(_requests, "_CHUNK_ROWS", 4)
+    monkeypatch.setattr(_requests, "_ESCAPE_PROBE", 8)  # the escape lies past the probe
+    prompts = ["plain text", "héllo wörld 😀", "\u2028 and DEL \x7f", "漢字"] * 3
+    prompts[9] = "only this chunk has a quote: \" here"
+    keys = [str(i) for i in range(len(prompts))]
+    files = write_request_files(
+        tmp_path, pa.array(prompts), pa.chunked_array([pa.array(keys)]), SHARED,
+        max_file_bytes=10**6, max_requests=10**6,
+    )
+    assert files[0].path.read_bytes() == b"".join(
+        expected_line(k, p, SHARED) for k, p in zip(keys, prompts, strict=True)
+    )
+
+
+def test_arrow_chunks_with_a_single_escape_of_any_kind_are_escaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gemini_batch_magic import _requests
+
+    monkeypatch.setattr(_requests, "_CHUNK_ROWS", 2)
+    escaped = [chr(b) for b in range(0x20)] + ['"', "\\"]
+    prompts = [t for c in escaped for t in ("plain é", f"a{c}b")]  # one kind per chunk
+    keys = [str(i) for i in range(len(prompts))]
+    files = write_request_files(
+        tmp_path, pa.array(prompts), pa.array(keys), {}, max_file_bytes=10**6, max_requests=10**6
+    )
+    assert files[0].path.read_bytes() == b"".join(
+        expected_line(k, p, {}) for k, p in zip(keys, prompts, strict=True)
+    )
+
+
+def test_write_accepts_every_arrow_container_for_prompts_and_keys(tmp_path: Path) -> None:
+    prompts = TRICKY[:-1]
+    keys = [f'k"{i}\\' for i in range(len(prompts))]  # keys that JSON must escape
+    expected = b"".join(expected_line(k, p, {}) for k, p in zip(keys, prompts, strict=True))
+    containers: list[Callable[[list[str]], Any]] = [
+        lambda v: pa.array(v, type=pa.large_string()),
+        lambda v: pa.chunked_array([pa.array(v[:3]), pa.array(v[3:])]),
+        lambda v: pd.Series(v, dtype="str"),
+        lambda v: ArrowText(pa.array(["skipped", *v]), np.arange(1, len(v) + 1)),
+    ]
+    for i, make in enumerate(containers):
+        out = tmp_path / str(i)
+        out.mkdir()
+        files = write_request_files(
+            out, make(prompts), make(keys), {}, max_file_bytes=10**6, max_requests=10
+        )
+        assert files[0].path.read_bytes() == expected, i
+        assert request_line_sizes(make(prompts), make(keys), {}).tolist() == [
+            len(line) + 1 for line in expected.split(b"\n")[:-1]
+        ]
+
+
+def test_write_rejects_missing_arrow_prompts_and_keys_and_cleans_up(tmp_path: Path) -> None:
+    with pytest.raises(PromptTypeError, match=r"every prompt must be a str, but prompt #2 is NoneType"):
+        write_request_files(
+            tmp_path, pa.array(["a", "b", None]), ["0", "1", "2"], {},
+            max_file_bytes=100, max_requests=10,
+        )
+    with pytest.raises(PromptTypeError, match=r"every key must be a str, but key #1 is NoneType"):
+        write_request_files(
+            tmp_path, ["a", "b"], pa.array(["0", None]), {}, max_file_bytes=100, max_requests=10
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_arrow_text_reads_like_a_list_of_str() -> None:
+    values = pa.chunked_array([pa.array(["a", "b"]), pa.array(["c", "dé", "e"])])
+    every = ArrowText(values)
+    picked = ArrowText(values, np.array([4, 0, 3]))
+    assert len(every) == 5 and list(every) == ["a", "b", "c", "dé", "e"]
+    assert every[1:4] == ["b", "c", "dé"] and every[::2] == ["a", "c", "e"]
+    assert list(picked) == ["e", "a", "dé"] and picked[-1] == "dé" and picked[0] == "e"
+    with pytest.raises(IndexError, match=r"row 3 is out of range for 3 rows"):
+        picked[3]
+    with pytest.raises(InputError, match=r"pyarrow string array, got Int64Array of int64"):
+        ArrowText(pa.array([1, 2]))
+
+
+def test_whitespace_table_is_exactly_what_str_isspace_accepts() -> None:
+    from gemini_batch_magic import _requests
+
+    every = {chr(c) for c in range(0x110000) if chr(c).isspace()}
+    assert set(_requests._WHITESPACE) == every
+
+
+@pytest.mark.parametrize("dtype", ["str", pd.ArrowDtype(pa.string())])  # 64- and 32-bit offsets
+def test_arrow_blank_detection_is_exactly_str_isspace_for_every_character(dtype: Any) -> None:
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000]
+    mask = check_prompts(pd.Series(chars, dtype=dtype), on_empty="skip")
+    assert mask.tolist() == [not c.isspace() for c in chars]
+
+
+@pytest.mark.parametrize("dtype", ARROW_DTYPES)
+def test_arrow_blank_detection_of_whitespace_runs_and_lookalikes(dtype: Any) -> None:
+    from gemini_batch_magic._requests import _WHITESPACE
+
+    texts: list[str | None] = [None, "", *_WHITESPACE, _WHITESPACE, _WHITESPACE[::-1]]
+    texts += [ws * 3 for ws in _WHITESPACE]
+    texts += [f"{ws}x" for ws in _WHITESPACE] + [f"x{ws}" for ws in _WHITESPACE]
+    texts += [f"{ws}x{ws}" for ws in _WHITESPACE]
+    # Not whitespace, though they share first or last bytes with whitespace characters.
+    texts += ["\u200b", "\u180e", "\ufeff", "\u2010", "\u201c\u2000", "\u2000\u201c", "€",
+              "\xa0\xa1", "\u1680\u1681", "\u3001", "\u205e", "\x85\x86", "\u3000\u2028a"]
+    arrow = pd.Series(texts, dtype=dtype)
+    plain = pd.Series(texts, dtype=object)
+    expected = [not (t is None or t == "" or t.isspace()) for t in texts]
+    assert check_prompts(arrow, on_empty="skip").tolist() == expected
+    assert check_prompts(plain, on_empty="skip").tolist() == expected
+
+
+@pytest.mark.parametrize("dtype", ARROW_DTYPES)
+def test_arrow_empty_prompt_errors_name_the_same_rows_as_the_plain_path(dtype: Any) -> None:
+    texts = ["ok", None, "", " \t", "fine", "\u3000", "\x1c"] + ["x"] * 20 + [None] * 9
+    index = pd.Index([f"row-{i}" for i in range(len(texts))])
+    arrow = _arrow_series(texts, dtype, "chunked").set_axis(index)
+    plain = pd.Series(texts, index=index, dtype=object)
+    messages = []
+    for series in (arrow, plain):
+        with pytest.raises(EmptyPromptError) as info:
+            check_prompts(series)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert "14 rows have" in messages[0] and "'row-1', 'row-2', 'row-3'" in messages[0]
+    assert "... and 4 more" in messages[0]
+    nothing = pd.Series([None, " ", "\u2029"], index=["a", "b", "c"], dtype=dtype)
+    with pytest.raises(EmptyPromptError, match=r"all prompts are .*'a', 'b', 'c'"):
+        check_prompts(nothing, on_empty="skip")
+
+
+def test_arrow_missing_values_come_from_the_validity_bitmap() -> None:
+    # Arrow may keep bytes under a missing value; the row is still missing.
+    full = pa.array(["kept", "hidden text", "also kept"])
+    validity = pa.py_buffer(np.packbits([1, 0, 1], bitorder="little").tobytes())
+    masked = pa.Array.from_buffers(pa.string(), 3, [validity, *full.buffers()[1:]])
+    series = pd.Series(pd.arrays.ArrowExtensionArray(masked), index=["a", "b", "c"])
+    assert series.isna().tolist() == [False, True, False]
+    with pytest.raises(EmptyPromptError, match=r"1 row has .*\(index 'b'\)"):
+        check_prompts(series)
+    assert check_prompts(series, on_empty="skip").tolist() == [True, False, True]
+
+
+def test_prompt_texts_keeps_arrow_columns_and_renders_everything_else() -> None:
+    df = pd.DataFrame(
+        {
+            "text": pd.Series(["a", None], dtype="str"),
+            "cat": pd.Categorical(["x", "y"]),
+            "obj": pd.Series(["p", None], dtype=object),
+            "n": [1, 2],
+        }
+    )
+    kept = prompt_texts(df, prompt="text")
+    assert kept.dtype == df["text"].dtype and kept.isna().tolist() == [False, True]
+    for kwargs in ({"prompt": "cat"}, {"prompt": "obj"}, {"template": "{text} #{n}"}):
+        rendered = prompt_texts(df, **kwargs)  # type: ignore[arg-type]
+        assert rendered.dtype == object
+        assert rendered.tolist() == render_prompts(df, **kwargs).tolist()  # type: ignore[arg-type]
+    with pytest.raises(PromptTypeError, match=r"prompt column 'n' must hold text"):
+        prompt_texts(df, prompt="n")
+    assert take_prompts(render_prompts(df, prompt="obj"), np.array([0])) == ["p"]

@@ -57,17 +57,21 @@ def write_jsonl(path: Path, objs: list[Any], tail: bytes = b"") -> Path:
 
 
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as dicts with pd.NA shown as None, for readable comparisons."""
+    """Rows as dicts with missing values (NaN, pd.NA) shown as None, for readable comparisons."""
     return [
-        {str(k): (None if v is pd.NA else v) for k, v in row.items()}
+        {str(k): (None if _results.is_missing(v) else v) for k, v in row.items()}
         for row in df.to_dict("records")
     ]
 
 
 def assert_result_dtypes(df: pd.DataFrame) -> None:
+    """Text columns have pandas' own text dtype (Arrow-backed ``str`` on pandas 3), never a
+    stray object column; token counts are nullable Int64."""
     for name in ("response", "error", "finish_reason"):
-        assert df[name].dtype == object, name
-        assert not any(isinstance(v, float) for v in df[name]), f"NaN in {name}"
+        assert df[name].dtype == _results.TEXT_DTYPE, (name, df[name].dtype)
+        assert all(isinstance(v, str) or _results.is_missing(v) for v in df[name]), name
+    if _results.PANDAS_3:
+        assert str(df["response"].dtype) == "str"
     for name in ("input_tokens", "output_tokens"):
         assert df[name].dtype == "Int64"
 
@@ -193,7 +197,7 @@ def test_parse_broken_lines_never_raise(tmp_path: Path) -> None:
     )
     df = parse_results_file(path)
     assert df["key"].tolist() == ["0", "1", "2", 'we"ird']
-    assert df["error"].tolist() == [
+    assert [r["error"] for r in records(df)] == [
         None,
         None,
         "result line 3 is not valid JSON",
@@ -414,7 +418,7 @@ def test_inlined_item_without_key_gets_none() -> None:
         response=types.GenerateContentResponse.model_validate(ok("x", "hi")["response"])
     )
     df = parse_inlined_responses([item])
-    assert df["key"].tolist() == [None]
+    assert df["key"].isna().tolist() == [True]
     assert df["response"].tolist() == ["hi"]
 
 
@@ -520,6 +524,87 @@ def test_align_large_shuffled_matches_dict_lookup(tmp_path: Path) -> None:
             assert got["error"] == f"the service returned 2 results for key '{key}'"
         elif "error" in by_key[key][0]:
             assert got["error"].endswith(by_key[key][0]["error"]["message"])
-        elif got["error"] is None:
+        elif _results.is_missing(got["error"]):
             parts = by_key[key][0]["response"]["candidates"][0]["content"]["parts"]
             assert got["response"] == "".join(p["text"] for p in parts if not p.get("thought"))
+
+
+def test_align_by_positions_matches_align_by_string_keys(tmp_path: Path) -> None:
+    """The engine passes row positions (ints); the lookup-table path gives exactly what the
+    hash lookup of the same keys as strings gives, misses and repeats included."""
+    objs = realistic_results(4000, seed=8)
+    objs = objs[:-7] + objs[:4]
+    path = write_jsonl(tmp_path / "r.jsonl", objs)
+    parsed = parse_results_file(path)
+    positions = np.arange(4000, dtype=np.int64)
+    by_int = align_results(parsed, positions)
+    by_str = align_results(parsed, [str(i) for i in positions])
+    pd.testing.assert_frame_equal(by_int, by_str)
+    assert by_int["error"].str.startswith("no result returned").sum() == 7
+    assert by_int["error"].str.startswith("the service returned 2").sum() == 4
+    # a subset, out of order (a retry run's rows): same answers, in the order asked
+    subset = np.array([3999, 5, 17, 0], dtype=np.int64)
+    pd.testing.assert_frame_equal(
+        align_results(parsed, subset), align_results(parsed, [str(i) for i in subset])
+    )
+
+
+def test_align_never_matches_a_non_canonical_decimal_key(tmp_path: Path) -> None:
+    """Keys are strings: "007", "+7" and " 7" are not "7", though they parse to 7."""
+    path = write_jsonl(
+        tmp_path / "r.jsonl",
+        [ok("007", "zeros"), ok("+7", "plus"), ok(" 7", "space"), ok("8", "eight")],
+    )
+    parsed = parse_results_file(path)
+    for keys in (np.array([7, 8]), ["7", "8"]):
+        aligned = align_results(parsed, keys)  # type: ignore[arg-type]
+        assert records(aligned)[0]["error"] == "no result returned for this row (key '7')"
+        assert aligned["response"].tolist()[1] == "eight"
+    assert align_results(parsed, ["007", "+7"])["response"].tolist() == ["zeros", "plus"]
+
+
+# --------------------------------------------------------------------------------------------
+# StreamParser: parsing while the file downloads
+
+
+def _feed(data: bytes, piece: int, block: int) -> pd.DataFrame | None:
+    parser = _results.StreamParser(block_size=block)
+    for i in range(0, len(data), piece):
+        parser.write(data[i : i + piece])
+    return parser.finish()
+
+
+@pytest.mark.parametrize(("piece", "block"), [(1, 512), (333, 4096), (1 << 20, 64 << 20)])
+def test_stream_parse_matches_parsing_the_file(tmp_path: Path, piece: int, block: int) -> None:
+    """Fed the download's bytes in any pieces, it gives exactly the file's parse: non-ASCII,
+    empty answers, thoughts, errors and blank lines included."""
+    objs = [*realistic_results(800, seed=5), ok("empty", ""), err("e", 429, "slow down")]
+    data = b"".join(orjson.dumps(o) + b"\n" for o in objs) + b"\n  \n"
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(data)
+    streamed = _feed(data, piece, block)
+    assert streamed is not None
+    pd.testing.assert_frame_equal(streamed, parse_results_file(path))
+    assert_result_dtypes(streamed)
+    assert records(streamed[streamed["key"] == "empty"])[0]["response"] == ""
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _ok_line("1") + b'\n{"key":"2","response":{"candi',  # a download cut short
+        b'{"key":"1"' + b"\n" + _ok_line("2"),  # a broken line in the middle
+        _ok_line("1") + b'\n{"key":"2"}\n',  # neither a response nor an error
+    ],
+    ids=["truncated", "broken-middle", "no-response"],
+)
+def test_stream_parse_leaves_odd_files_to_the_reference_parser(data: bytes) -> None:
+    """Anything the vectorised reader cannot report exactly returns None: the caller parses
+    the written file, whose messages name the line."""
+    assert _feed(data, 7, 64) is None
+
+
+def test_stream_parse_of_nothing_is_the_empty_frame() -> None:
+    frame = _feed(b"", 1, 64)
+    assert frame is not None and len(frame) == 0
+    assert list(frame.columns) == ["key", *RESULT_COLUMNS]

@@ -64,6 +64,24 @@ def test_file_run_uploads_jsonl_and_aligns_shuffled_results(emu: Any) -> None:
     assert len(batches) == 1
 
 
+def test_results_parsed_while_downloading_equal_the_stored_files_parse(emu: Any) -> None:
+    """A file run's answers are parsed as they download; a kernel that reads the stored
+    files later (here a fresh run object) gets the same frame, text dtype included."""
+    settings.inline_limit_bytes = 100
+    settings.max_requests_per_shard = 40
+    df = pd.DataFrame({"text": [*_prompts(90), "[[fail]] x", 'émoji 😀 \\ " \n']})
+    run = df.gembatch.submit("text")
+    out = run.wait(progress=False).result()
+    assert not run._preparsed  # each shard's stream-parsed frame was used, then dropped
+    fresh = _runs.BatchRun(run.run_id).result()
+    pd.testing.assert_frame_equal(out, fresh)
+    assert out["response"].tolist()[:90] == df["text"].tolist()[:90]
+    assert out["response"].iloc[-1] == df["text"].iloc[-1]
+    assert pd.isna(out["response"].iloc[90]) and out["error"].notna().sum() == 1
+    if hasattr(pd, "StringDtype") and int(pd.__version__.split(".")[0]) >= 3:
+        assert str(out["response"].dtype) == "str"
+
+
 def test_sharded_run_submits_several_batches_and_merges(emu: Any) -> None:
     settings.inline_limit_bytes = 100
     settings.max_requests_per_shard = 7
@@ -164,7 +182,7 @@ def test_fail_marker_rows_error_without_failing_the_run(emu: Any) -> None:
     out = df.gembatch.run("p")
     assert out["error"].isna().tolist() == [True, False, True]
     assert out.loc[1, "error"].split(" ")[0].isdigit()  # "500 INTERNAL: ..."
-    assert out.loc[1, "response"] is None
+    assert pd.isna(out.loc[1, "response"])
 
 
 def test_cancel_moves_a_live_run_to_cancelled(emulator_factory: Any) -> None:

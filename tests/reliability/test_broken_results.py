@@ -53,10 +53,10 @@ def test_odd_response_shapes_error_only_their_rows(emulator_factory: Any, source
     for label, prompt in zip(df.index, PROMPTS, strict=True):
         row = out.loc[label]
         if prompt in EXPECTED_ERRORS:
-            assert row["response"] is None
+            assert pd.isna(row["response"])
             assert EXPECTED_ERRORS[prompt] in row["error"], row["error"]
         else:
-            assert row["error"] is None and row["response"] == prompt.upper()
+            assert pd.isna(row["error"]) and row["response"] == prompt.upper()
     assert run.stats.failed == len(EXPECTED_ERRORS)
 
 
@@ -107,7 +107,7 @@ def test_corrupt_responses_file_hurts_only_its_rows_and_retry_recovers(
             assert out.loc[label, "error"] is not None
             assert hit[key] in out.loc[label, "error"], out.loc[label, "error"]
         else:
-            assert out.loc[label, "error"] is None, (key, out.loc[label, "error"])
+            assert pd.isna(out.loc[label, "error"]), (key, out.loc[label, "error"])
             assert out.loc[label, "response"] == df.loc[label, "p"]
     assert run.stats.failed == len(hit)
 

@@ -98,7 +98,9 @@ def test_killed_after_create_before_it_was_recorded_is_not_created_twice(
             job = real_create(**kw)       # the service has it (and bills it) ...
             os.kill(os.getpid(), signal.SIGKILL)   # ... the registry never hears of it
         batches.create = create_then_die
-        df.gembatch.submit("p")
+        df.gembatch.submit("p")   # in a kernel the files upload and create in the background
+        import time
+        time.sleep(120)           # so the cell is still running when the create kills it
         """))
     assert len(emulator.batches()) == 1
     with kernel(env) as k2:
