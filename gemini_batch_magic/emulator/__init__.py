@@ -68,6 +68,19 @@ Options (Python keyword / CLI flag)
     emulator binds only the host it is given. A non-loopback address is refused unless it is
     named explicitly: on the command line by ``--host`` (a warning is printed), in Python by
     also passing ``allow_remote=True`` (otherwise ``ValueError``).
+``processes`` / ``--processes N``
+    Worker processes that answer requests with the synthetic model. Answering is pure
+    Python: in the emulator's own process it would hold the GIL, and every API call (a
+    ``batches.get``, a results download) would wait for it while a big batch is answered.
+    Default: one per CPU, at most 4. ``0`` answers in the emulator's threads
+    (no extra processes). The workers start with the first batch of more than 1024
+    requests (smaller batches are answered in-thread), are plain ``python -c`` subprocesses
+    that import only this emulator (never your ``__main__``, so scripts need no
+    ``if __name__ == "__main__":`` guard and notebooks work), run at a lower priority
+    (niceness +5: the API and your client come first), and exit with the emulator.
+    A ``responder`` is always called in-thread (it may be any closure). If the workers
+    cannot start or die, answering falls back to threads. Results are byte-identical in
+    every case.
 ``--quiet``
     CLI only: print nothing but the URL (otherwise one human-readable line goes to stderr).
 ``responder``
@@ -112,6 +125,8 @@ Cancelling a live batch makes it ``CANCELLED``; cancelling a finished one is ``4
 FAILED_PRECONDITION``. ``FAILED`` and ``CANCELLED`` batches carry a top-level Operation
 ``error``. Answers are computed by background threads and streamed to disk; visible progress
 is a pure function of the stored timestamps and the configuration stored with each batch.
+Big batches are answered in worker processes (see ``processes``), blocks of 1024 requests
+at a time, each block checkpointed once written.
 Malformed lines in a file batch: the first 1000 lines are checked at create time (``400
 INVALID_ARGUMENT``); later malformed lines become per-request ``INVALID_ARGUMENT`` errors.
 
@@ -141,14 +156,17 @@ Limitations
 * The synthetic model ignores tools, images and safety settings; JSON-schema ``pattern``
   and ``multipleOf`` are not honoured.
 * ``--api-key`` on a command line is visible to other local users (e.g. in ``ps``).
-* Throughput of the built-in model is roughly 100k requests per CPU-second (one thread per
-  batch); memory stays flat because input and output are streamed in blocks of 1024.
+* Throughput of the built-in model is roughly 70k-100k requests per second per worker
+  process (blocks of one batch are spread over all of them); memory stays flat because
+  input and output are streamed in blocks of 1024.
 
 Test helpers and admin routes
 -----------------------------
 Python: ``emu.url``, ``emu.calls`` (``(method, path)`` of every API call),
 ``emu.reset_calls()``, ``emu.batches()``, ``emu.files()``,
-``emu.set_state(name, "FAILED" | "EXPIRED" | "CANCELLED")``.
+``emu.set_state(name, "FAILED" | "EXPIRED" | "CANCELLED")``, ``emu.workers()`` (where
+blocks were answered: ``{"processes": [pid, ...], "blocksAnsweredInProcesses": n,
+"blocksAnsweredInThreads": m}``).
 
 HTTP (never need a key, never recorded in ``calls``):
 
@@ -156,6 +174,7 @@ HTTP (never need a key, never recorded in ``calls``):
 * ``POST /_emulator/reset-calls`` -> ``{}``
 * ``GET /_emulator/batches`` -> ``{"batches": [...]}`` (same dicts as ``emu.batches()``)
 * ``GET /_emulator/files`` -> ``{"files": [...]}``
+* ``GET /_emulator/workers`` -> same dict as ``emu.workers()``
 * ``POST /_emulator/batches/{id}:setState`` with ``{"state": "EXPIRED"}``
 * ``GET /_emulator/health`` -> ``{"ok": true}``
 """

@@ -73,6 +73,15 @@ def _build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         default=None,
         help="accept only this API key (default: accept any non-empty key)",
     )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes that answer requests, so API calls stay fast while big "
+        "batches are answered (default: one per CPU, at most 4; 0 = answer in the "
+        "emulator's own threads). Results are identical either way",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the URL")
     return p
 
@@ -104,6 +113,7 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
             shuffle=not args.no_shuffle,
             api_key=args.api_key,
             expire_after=args.expire_after,
+            processes=args.processes,
             # only an explicit --host may name a non-loopback address
             allow_remote=args.host is not None,
         )

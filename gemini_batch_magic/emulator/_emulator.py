@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import _store, _worker
+from . import _processes, _store, _worker
 from ._server import Core, _Server
 from ._store import Store
 
@@ -108,6 +108,11 @@ class Emulator:
         expire_after: seconds after creation at which an unfinished batch becomes
             ``EXPIRED`` (``None`` = never).
         allow_remote: allow a non-loopback ``host`` (it exposes the emulator to the network).
+        processes: worker processes that answer requests with the built-in model, so the
+            HTTP side stays responsive while big batches are answered (``None`` = one per
+            CPU, at most 4; 0 = answer in the emulator's own threads). They start
+            with the first batch of more than 1024 requests; batches of a ``responder`` are
+            always answered in-thread. Results are byte-identical either way.
     """
 
     def __init__(
@@ -127,6 +132,7 @@ class Emulator:
         *,
         expire_after: float | None = None,
         allow_remote: bool = False,
+        processes: int | None = None,
     ) -> None:
         self.pending_seconds = _check_non_negative("pending_seconds", pending_seconds)
         self.rate = _check_non_negative("rate", rate)
@@ -151,6 +157,13 @@ class Emulator:
                 "authentication. Pass allow_remote=True (CLI: --allow-remote) if you really "
                 "want to expose it."
             )
+        if processes is None:
+            processes = _processes.default_processes()
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 0:
+            raise ValueError(
+                f"processes must be an integer >= 0 (0 = answer in-thread), got {processes!r}."
+            )
+        self.processes = processes
         if responder is not None and not callable(responder):
             raise ValueError("responder must be callable: responder(request, model) -> dict.")
         if api_key is not None and not api_key.strip():
@@ -198,7 +211,9 @@ class Emulator:
             try:
                 self._store = Store(data_dir)
                 _worker.LIVE_TOKENS.add(self._token)
-                self._pool = _worker.WorkerPool(self._store, self._token, self.responder)
+                self._pool = _worker.WorkerPool(
+                    self._store, self._token, self.responder, processes=self.processes
+                )
                 self._core = Core(
                     self._store,
                     pending_seconds=self.pending_seconds,
@@ -211,6 +226,7 @@ class Emulator:
                     expire_after=self.expire_after,
                     api_key=self._api_key,
                     poke=self._pool.poke,
+                    workers=self._pool.stats,
                 )
                 ipv6 = ":" in self.host.strip("[]")
                 self._server = _Server((self.host.strip("[]"), self.port), self._core, ipv6)
@@ -318,6 +334,13 @@ class Emulator:
         with core.store.conn() as c:
             rows = c.execute("SELECT * FROM files ORDER BY create_time DESC, id DESC").fetchall()
         return [core.file_summary(r) for r in rows]
+
+    def workers(self) -> dict[str, Any]:
+        """Where blocks of requests were answered: ``processes`` (ids of the worker processes
+        running now), ``blocksAnsweredInProcesses`` and ``blocksAnsweredInThreads``."""
+        self._need_core()
+        assert self._pool is not None
+        return self._pool.stats()
 
     def set_state(self, batch_name: str, state: str) -> None:
         """Forces a batch into ``"FAILED"``, ``"EXPIRED"`` or ``"CANCELLED"``.

@@ -188,6 +188,7 @@ class Core:
         expire_after: float | None,
         api_key: str | None,
         poke: Callable[[], None],
+        workers: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.store = store
         self.pending_seconds = pending_seconds
@@ -200,6 +201,7 @@ class Core:
         self.expire_after = expire_after
         self._api_key = api_key
         self.poke = poke
+        self.workers = workers
         self._lock = threading.Lock()
         self._calls: list[tuple[str, str]] = []
         self._fault_rng = random.Random(f"http-fault:{seed}")
@@ -570,6 +572,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "SELECT * FROM files ORDER BY create_time DESC, id DESC"
                 ).fetchall()
             self._send_json({"files": [core.file_summary(r) for r in rows]})
+        elif method == "GET" and path == "/_emulator/workers":
+            self._send_json(core.workers())
         elif method == "GET" and path == "/_emulator/health":
             self._send_json({"ok": True})
         elif method == "POST" and (m := _ADMIN_SET_STATE.match(path)):
@@ -681,15 +685,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", mime if "/" in mime else "application/octet-stream")
             self.send_header("Content-Length", str(size))
             self.end_headers()
-            left = size
-            while left > 0:
-                chunk = f.read(min(_COPY_CHUNK, left))
-                if not chunk:
-                    break
-                self.wfile.write(chunk)
-                left -= len(chunk)
-            if left:
-                self.close_connection = True
+            # The kernel copies the bytes (os.sendfile where there is one): no Python loop
+            # that would wait for the GIL per chunk while batches are being answered.
+            if self.connection.sendfile(f, 0, size) < size:
+                self.close_connection = True  # the file shrank: the body is short
 
     def _h_upload(self) -> None:
         protocol = (self.headers.get("X-Goog-Upload-Protocol") or "").lower()

@@ -5,12 +5,18 @@ from the seed and the block number), appended to the output file, and checkpoint
 SQLite together with the input offset, so a restarted emulator resumes exactly where the
 last checkpoint left off and produces byte-identical output.
 
+Blocks of the built-in model are answered in worker processes (:mod:`._processes`) while
+the batch's thread reads the next blocks and writes finished ones, in order; blocks of a
+user ``responder`` (which may be any closure) and batches of a single block are answered
+in the batch's thread.
+
 Ownership of a batch is a lease in its row (``owner``, ``lease_until``), so two emulator
 processes sharing a data directory never work on the same batch at once.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import os
@@ -26,7 +32,10 @@ from typing import Any, BinaryIO
 import orjson
 
 from . import _model
+from ._processes import AnswerPool, Ticket
 from ._store import Store
+
+Responder = Callable[[dict[str, Any], str], dict[str, Any]]
 
 _dumps = orjson.dumps
 _RESPONSE_TEMPLATE = (
@@ -75,7 +84,7 @@ class _Answerer:
         kind: str,
         inline: bool,
         model_id: str,
-        responder: Callable[[dict[str, Any], str], dict[str, Any]] | None,
+        responder: Responder | None,
     ) -> None:
         self.kind = kind
         self.inline = inline
@@ -218,7 +227,7 @@ def answer_block(
     lines: list[bytes],
     first_index: int,
     block: int,
-    responder: Callable[[dict[str, Any], str], dict[str, Any]] | None = None,
+    responder: Responder | None = None,
     stop: threading.Event | None = None,
 ) -> tuple[bytes, bytes, int] | None:
     """Answers one block: returns (output bytes, failure-bitmap bytes, failed count).
@@ -263,19 +272,59 @@ def answer_block(
     return b"\n".join(outs) + b"\n", bits.to_bytes((n + 7) // 8, "little"), len(bad)
 
 
-def _read_block(src: BinaryIO, size: int) -> tuple[list[bytes], int]:
-    """Reads up to ``size`` non-blank lines; returns them and the bytes consumed."""
-    lines: list[bytes] = []
-    consumed = 0
-    readline = src.readline
-    while len(lines) < size:
-        line = readline()
-        if not line:
-            break
-        consumed += len(line)
-        if line.strip():
-            lines.append(line)
-    return lines, consumed
+_BLANK_START = frozenset(b" \t\n\r\x0b\x0c")  # bytes.strip() whitespace
+
+
+class _BlockReader:
+    """Cuts the input into blocks of ``size`` non-blank lines (blank lines are skipped and
+    belong to the block they precede), returned as one bytes segment each."""
+
+    CHUNK = 4 << 20
+
+    def __init__(self, src: BinaryIO) -> None:
+        self.src = src
+        self.buf = b""
+        self.pos = 0
+        self.eof = False
+
+    def next(self, size: int) -> tuple[bytes, int]:
+        """The next segment and its count of non-blank lines (``b""`` at the end)."""
+        buf = self.buf
+        start = s = self.pos
+        n = 0
+        while n < size:
+            e = buf.find(b"\n", s)
+            if e < 0:
+                if not self.eof:
+                    chunk = self.src.read(self.CHUNK)
+                    if chunk:
+                        buf = self.buf = buf[start:] + chunk
+                        s -= start
+                        start = 0
+                        continue
+                    self.eof = True
+                if s >= len(buf):
+                    break
+                e = len(buf)  # a last line without a newline
+            else:
+                e += 1
+            if buf[s] not in _BLANK_START or buf[s:e].strip():
+                n += 1
+            s = e
+        self.pos = s
+        return buf[start:s], n
+
+
+def split_block(segment: bytes, nlines: int) -> list[bytes]:
+    """The non-blank lines of a segment cut by :class:`_BlockReader`, each with its newline."""
+    parts = segment.split(b"\n")
+    last = parts.pop()
+    lines = [p + b"\n" for p in parts]
+    if last:
+        lines.append(last)
+    if len(lines) != nlines:
+        lines = [ln for ln in lines if ln.strip()]
+    return lines
 
 
 def process_batch(
@@ -283,12 +332,15 @@ def process_batch(
     batch_id: str,
     owner: str,
     stop: threading.Event,
-    responder: Callable[[dict[str, Any], str], dict[str, Any]] | None,
+    responder: Responder | None,
+    answers: AnswerPool | None = None,
 ) -> None:
     """Answers a claimed batch until it is done, cancelled, expired, or ``stop`` is set.
 
     Blocks are written and checkpointed strictly in order; the output is a pure function of
-    the input, the seed and the responder, so a resumed run produces identical bytes.
+    the input, the seed and the responder, so a resumed run produces identical bytes. With
+    ``answers`` (and no responder) blocks are answered in its worker processes, a few ahead
+    of the one being written; without, each block is answered in this thread.
     """
     row = store.get_batch(batch_id)
     if row is None or row["owner"] != owner:
@@ -330,57 +382,88 @@ def process_batch(
     processed = int(row["processed"])
     failed = int(row["failed"])
     block = int(row["block"])
+    if answers is None:
+        answers = AnswerPool(0)
+    # A batch of one block is answered here: a worker process would cost more than it saves.
+    in_process = (
+        responder is None
+        and answers.usable
+        and int(row["request_count"]) - processed > BLOCK_SIZE
+    )
+    # Blocks read and handed to the pool but not yet written: (ticket, lines, bytes read).
+    ahead = answers.processes + 1 if in_process else 1
+    pending: collections.deque[tuple[Ticket, int, int]] = collections.deque()
+    read_lines = in_lines
+    read_block = block
+    eof = False
     src.seek(in_offset)
-    with (
-        src,
-        _open_rw(out_path, int(row["out_offset"])) as out,
-        _open_rw(bdir / "fails.bin", int(row["fail_offset"])) as fails,
-    ):
-        out_offset = int(row["out_offset"])
-        fail_offset = int(row["fail_offset"])
-        while True:
-            if stop.is_set() or (expire_at is not None and time.time() >= expire_at):
-                return
-            lines, consumed = _read_block(src, block_size)
-            if not lines and consumed == 0:
-                break
-            nlines = len(lines)
-            result = answer_block(spec, lines, in_lines, block, responder, stop)
-            if result is None:
-                return
-            data, fbytes, block_failed = result
-            if data:
-                out.write(data)
-                out_offset += len(data)
-                fails.write(fbytes)
-                fail_offset += len(fbytes)
-            out.flush()
-            fails.flush()
-            in_offset += consumed
-            in_lines += nlines
-            processed += nlines
-            failed += block_failed
-            block += 1
-            with store.conn() as c:
-                cur = c.execute(
-                    "UPDATE batches SET processed = ?, failed = ?, in_offset = ?, in_lines = ?,"
-                    " out_offset = ?, fail_offset = ?, block = ?, lease_until = ?"
-                    " WHERE id = ? AND owner = ? AND override_state IS NULL",
-                    (
-                        processed,
-                        failed,
-                        in_offset,
-                        in_lines,
-                        out_offset,
-                        fail_offset,
-                        block,
-                        time.time() + LEASE_SECONDS,
-                        batch_id,
-                        owner,
-                    ),
-                )
-            if cur.rowcount == 0:
-                return  # cancelled, deleted, or the lease was lost
+    reader = _BlockReader(src)
+    try:
+        with (
+            src,
+            _open_rw(out_path, int(row["out_offset"])) as out,
+            _open_rw(bdir / "fails.bin", int(row["fail_offset"])) as fails,
+        ):
+            out_offset = int(row["out_offset"])
+            fail_offset = int(row["fail_offset"])
+            while True:
+                if stop.is_set() or (expire_at is not None and time.time() >= expire_at):
+                    return
+                while not eof and len(pending) < ahead:
+                    segment, nlines = reader.next(block_size)
+                    if not segment:
+                        eof = True
+                        break
+                    ticket = answers.submit(
+                        spec, segment, nlines, read_lines, read_block, responder,
+                        in_process=in_process,
+                    )
+                    pending.append((ticket, nlines, len(segment)))
+                    read_lines += nlines
+                    read_block += 1
+                if not pending:
+                    break
+                ticket, nlines, consumed = pending[0]
+                result = ticket.result(stop)
+                if result is None:
+                    return
+                pending.popleft()
+                data, fbytes, block_failed = result
+                if data:
+                    out.write(data)
+                    out_offset += len(data)
+                    fails.write(fbytes)
+                    fail_offset += len(fbytes)
+                out.flush()
+                fails.flush()
+                in_offset += consumed
+                in_lines += nlines
+                processed += nlines
+                failed += block_failed
+                block += 1
+                with store.conn() as c:
+                    cur = c.execute(
+                        "UPDATE batches SET processed = ?, failed = ?, in_offset = ?,"
+                        " in_lines = ?, out_offset = ?, fail_offset = ?, block = ?,"
+                        " lease_until = ? WHERE id = ? AND owner = ? AND override_state IS NULL",
+                        (
+                            processed,
+                            failed,
+                            in_offset,
+                            in_lines,
+                            out_offset,
+                            fail_offset,
+                            block,
+                            time.time() + LEASE_SECONDS,
+                            batch_id,
+                            owner,
+                        ),
+                    )
+                if cur.rowcount == 0:
+                    return  # cancelled, deleted, or the lease was lost
+    finally:
+        for ticket, _n, _c in pending:
+            ticket.cancel()
     # Input exhausted: publish completion. ``processed`` is authoritative for the request
     # count (blank lines are skipped; an estimate made at upload time could differ).
     with store.conn() as c:
@@ -392,19 +475,25 @@ def process_batch(
 
 
 class WorkerPool:
-    """Finds batches that need answering, claims them, and runs one thread per batch."""
+    """Finds batches that need answering, claims them, and runs one thread per batch.
+
+    The threads share one :class:`AnswerPool` of ``processes`` worker processes (started
+    when a batch first needs them; 0 = answer everything in the threads).
+    """
 
     def __init__(
         self,
         store: Store,
         token: str,
-        responder: Callable[[dict[str, Any], str], dict[str, Any]] | None,
+        responder: Responder | None,
         max_threads: int = 4,
+        processes: int = 0,
     ) -> None:
         self.store = store
         self.owner = make_owner(token)
         self.responder = responder
         self.max_threads = max_threads
+        self.answers = AnswerPool(processes)
         self.stop = threading.Event()
         self.wake = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
@@ -429,12 +518,22 @@ class WorkerPool:
             threads = list(self._threads.values())
         for t in threads:
             t.join(timeout=10)
+        self.answers.close()
 
         with contextlib.suppress(Exception), self.store.conn() as c:
             c.execute(
                 "UPDATE batches SET owner = NULL, lease_until = NULL WHERE owner = ?",
                 (self.owner,),
             )
+
+    def stats(self) -> dict[str, Any]:
+        """Where blocks were answered: worker process ids and block counts."""
+        answers = self.answers
+        return {
+            "processes": answers.pids(),
+            "blocksAnsweredInProcesses": answers.blocks_in_processes,
+            "blocksAnsweredInThreads": answers.blocks_in_threads,
+        }
 
     def _run(self) -> None:
         while not self.stop.is_set():
@@ -486,7 +585,9 @@ class WorkerPool:
 
     def _work(self, batch_id: str) -> None:
         try:
-            process_batch(self.store, batch_id, self.owner, self.stop, self.responder)
+            process_batch(
+                self.store, batch_id, self.owner, self.stop, self.responder, self.answers
+            )
         except Exception as exc:
             with contextlib.suppress(Exception), self.store.conn() as c:
                 c.execute(
