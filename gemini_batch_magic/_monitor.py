@@ -9,6 +9,9 @@ the run's attributes. The thread
   (x1.5 per quiet poll) up to ``settings.max_poll_interval`` when nothing does;
 * records a failed ``refresh()`` by passing the exception to the callbacks (``error``) and
   simply tries again at the next poll -- nothing is raised in the thread;
+* when several runs are due at once, asks for all their live batches with one
+  ``batches.list`` page instead of a ``batches.get`` each (batches it does not find, and
+  finished ones, are fetched one by one);
 * stops by itself when every watched run is done; the next :func:`watch` starts a new one.
 
 The kernel is never blocked: the thread sleeps on a condition variable, and ``refresh()``
@@ -22,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +52,10 @@ Callback = Callable[["BatchRun", "BaseException | None"], Any]
 _log = logging.getLogger(__name__)
 
 _BACKOFF = 1.5
+#: With this many runs due at once, one ``batches.list`` answers for all their live shards.
+_LIST_AT = 3
+#: A run due within this many seconds (at most a quarter of its interval) joins the round.
+_JOIN_SLACK = 1.0
 
 
 @dataclass
@@ -179,11 +186,13 @@ def _notify(entry: _Entry, error: BaseException | None) -> None:
             _log.exception("gemini_batch_magic monitor callback failed")
 
 
-def _poll(entry: _Entry) -> None:
-    """Refresh one run and tell its callbacks; never raises."""
+def _poll(entry: _Entry, known: Mapping[str, Any] | None = None,
+          start: float | None = None) -> None:
+    """Refresh one run (``known``: batch jobs just listed) and tell its callbacks; never
+    raises."""
     error: BaseException | None = None
     try:
-        entry.run.refresh()
+        entry.run.refresh(known)
     except Exception as exc:  # transient or not: shown on the widget, tried again later
         error = exc
     done = entry.run.done  # what the callbacks are about to see
@@ -194,7 +203,8 @@ def _poll(entry: _Entry) -> None:
         entry.interval = min(max(entry.interval, settings.poll_interval) * _BACKOFF,
                              max(settings.max_poll_interval, settings.poll_interval))
     entry.fingerprint = fp
-    entry.due = time.monotonic() + entry.interval
+    # timed from the round's start, so runs polled together stay due together
+    entry.due = (time.monotonic() if start is None else start) + entry.interval
     _notify(entry, error)
     entry.told_done = done
 
@@ -213,12 +223,19 @@ def _loop() -> None:
                     _thread = None
                 return
             now = time.monotonic()
-            due = [(e, e.generation) for e in _entries.values() if e.due <= now]
-            if not due:
+            if not any(e.due <= now for e in _entries.values()):
                 _cond.wait(timeout=min(e.due for e in _entries.values()) - now)
                 continue
+            # a run due a little later joins this round (and its listing)
+            due = [(e, e.generation) for e in _entries.values()
+                   if e.due <= now + min(_JOIN_SLACK, 0.25 * e.interval)]
+        known = None
+        if len(due) >= _LIST_AT:  # one listing instead of a get per run (fig. 5)
+            from ._runs import list_batches, live_shard_names
+
+            known = list_batches(live_shard_names([e.run for e, _ in due]))
         for entry, generation in due:
-            _poll(entry)
+            _poll(entry, known, now)
             with _cond:
                 if entry.generation == generation:
                     entry.polled = True

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import logging
 import math
 import os
 import re
@@ -59,6 +60,8 @@ __all__ = [
     "runs",
     "submit",
 ]
+
+_log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
 LIVE = frozenset({"SUBMITTING", "PENDING", "RUNNING"})
@@ -634,8 +637,13 @@ class BatchRun:
             self._record.state, self._record.error = state, error
             self._result_cache = None
 
-    def refresh(self) -> BatchRun:
-        """Ask the service about every live shard once; download results of finished ones."""
+    def refresh(self, known: Mapping[str, Any] | None = None) -> BatchRun:
+        """Ask the service about every live shard once; download results of finished ones.
+
+        ``known`` maps batch names to batch jobs just listed (:func:`list_batches`); a shard
+        listed as still live needs no call of its own. A finished one is always fetched
+        anew, so its output is read from the batch itself.
+        """
         with self._lock:
             self._reload()
             if self.done and all(s.results_file or s.state != "SUCCEEDED" for s in self.shards):
@@ -647,8 +655,10 @@ class BatchRun:
                     continue
                 if shard.state in TERMINAL and (shard.results_file or shard.error):
                     continue
+                listed = known.get(shard.batch_name) if known else None
                 try:
-                    job = client.batches.get(name=shard.batch_name)
+                    job = (listed if listed is not None and _job_state(listed) in LIVE
+                           else client.batches.get(name=shard.batch_name))
                 except Exception as exc:
                     if _is_retryable(exc):
                         continue  # transient: the next poll tries again
@@ -1553,6 +1563,37 @@ def runs() -> pd.DataFrame:
             "backend": rec.backend,
         })
     return pd.DataFrame(rows, columns=_RUNS_COLUMNS)
+
+
+def live_shard_names(runs: Sequence[BatchRun]) -> set[str]:
+    """Batch names of the shards of ``runs`` that the service is still working on."""
+    return {s.batch_name for r in runs for s in r.shards
+            if s.batch_name is not None and s.state in LIVE}
+
+
+def list_batches(names: set[str], max_items: int = 1000) -> dict[str, Any]:
+    """The batch jobs named ``names``, from one listing (newest first, 100 per page).
+
+    One ``batches.list`` page answers for up to 100 live batches, where polling each costs a
+    ``batches.get``: the background monitor uses it when several runs are due. Stops once all
+    are found or after ``max_items``; gives what it found (possibly nothing) on any error,
+    and callers fetch the rest one by one.
+    """
+    found: dict[str, Any] = {}
+    if not names:
+        return found
+    try:
+        client = _backend.get_client()
+        for i, job in enumerate(client.batches.list(config={"page_size": 100})):
+            if job.name in names:
+                found[str(job.name)] = job
+                if len(found) == len(names):
+                    break
+            if i + 1 >= max_items:
+                break
+    except Exception:  # transient or not, the per-run gets that follow will say
+        _log.debug("listing batches failed", exc_info=True)
+    return found
 
 
 def live_runs() -> list[BatchRun]:

@@ -113,3 +113,50 @@ def test_a_run_finished_elsewhere_is_shown_finished_before_it_is_dropped(
     assert _monitor.wait_idle(timeout=60)
     assert seen[-1] == "SUCCEEDED"
     assert not _monitor.monitor_running()
+
+
+def test_many_due_runs_are_polled_with_one_listing_and_still_finish(
+    emulator_factory: Any,
+) -> None:
+    """Five runs due together cost one batches.list per round, not five gets; their progress
+    still reaches the callbacks and finished runs are still fetched (results downloaded)."""
+    emu = emulator_factory(pending_seconds=1.0, rate=0)
+    settings.poll_interval = 0.2
+    settings.max_poll_interval = 0.2
+    runs = [_submit(2, f"many-{i}") for i in range(5)]
+    emu.calls.clear()
+    states: dict[str, list[str]] = {r.run_id: [] for r in runs}
+    for r in runs:
+        _monitor.watch(r, lambda run, err: states[run.run_id].append(run.state))
+    _wait_for(lambda: not _monitor.monitor_running(), "the monitor never stopped")
+    calls = list(emu.calls)
+    lists = [p for m, p in calls if m == "GET" and p.split("?")[0].endswith("/batches")]
+    gets = [p for m, p in calls if m == "GET" and "/batches/" in p]
+    assert lists, calls
+    # while pending, rounds were answered by the listing: gets are only for finished batches
+    # (one each, to read their output), not one per run per round
+    assert len(gets) <= 2 * len(runs), (len(gets), len(lists))
+    for r in runs:
+        assert states[r.run_id][-1] == "SUCCEEDED"
+        assert r.result()["response"].notna().all()
+
+
+def test_listing_that_fails_falls_back_to_one_get_per_run(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator_factory(pending_seconds=0.3, rate=0)
+    settings.poll_interval = 0.1
+    settings.max_poll_interval = 0.1
+    from gemini_batch_magic import _backend
+
+    runs = [_submit(2, f"fallback-{i}") for i in range(4)]
+    client = _backend.get_client()
+
+    def broken_list(**kw: Any) -> Any:
+        raise RuntimeError("listing is down")
+
+    monkeypatch.setattr(client.batches, "list", broken_list)
+    for r in runs:
+        _monitor.watch(r)
+    _wait_for(lambda: not _monitor.monitor_running(), "the monitor never stopped")
+    assert all(r.state == "SUCCEEDED" for r in runs)
