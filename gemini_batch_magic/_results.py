@@ -43,6 +43,8 @@ __all__ = [
     "empty_frame",
     "parse_inlined_responses",
     "parse_results_file",
+    "set_errors",
+    "take_rows",
 ]
 
 RESULT_COLUMNS = ("response", "error", "finish_reason", "input_tokens", "output_tokens")
@@ -92,23 +94,16 @@ def text_series(values: Any, index: pd.Index | None = None) -> pd.Series:
 
     Arrow input is not copied (with pandas 3); strings are never turned into Python objects.
     """
-    if isinstance(values, (pa.Array, pa.ChunkedArray)):
-        if values.type != pa.large_string():
-            values = values.cast(pa.large_string())
-        if PANDAS_3:
-            return pd.Series(values, dtype=TEXT_DTYPE, index=index, copy=False)
-        values = values.to_numpy(zero_copy_only=False)
-    elif PANDAS_3:
+    if not isinstance(values, (pa.Array, pa.ChunkedArray)):
         arr = np.empty(len(values), dtype=object)
         arr[:] = values
-        return pd.Series(
-            pa.array(arr, type=pa.large_string(), from_pandas=True), dtype=TEXT_DTYPE,
-            index=index, copy=False,
-        )
-    arr = np.empty(len(values), dtype=object)
-    arr[:] = values
-    out = pd.Series(arr, dtype=object, index=index, copy=False)
-    return out.where(out.notna(), None) if out.hasnans else out
+        values = pa.array(arr, type=pa.large_string(), from_pandas=True)
+    elif values.type != pa.large_string():
+        values = values.cast(pa.large_string())
+    if PANDAS_3:
+        return pd.Series(values, dtype=TEXT_DTYPE, index=index, copy=False)
+    return pd.Series(values.to_numpy(zero_copy_only=False), dtype=object, index=index,
+                     copy=False)
 
 
 def arrow_text(values: Any) -> pa.Array | pa.ChunkedArray:
@@ -123,11 +118,6 @@ def arrow_text(values: Any) -> pa.Array | pa.ChunkedArray:
         obj = np.asarray(values, dtype=object)
         arr = pa.array(obj, type=pa.large_string(), from_pandas=True)
     return arr if arr.type == pa.large_string() else arr.cast(pa.large_string())
-
-
-def is_missing(value: Any) -> bool:
-    """True for None, NaN and pd.NA: a missing text value under either text dtype."""
-    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
 _KEY_RE = re.compile(rb'"key"\s*:\s*("(?:[^"\\]|\\.)*")')
@@ -728,6 +718,25 @@ def _first_positions(
     return np.asarray(pc.fill_null(found, -1)).astype(np.int64), has_dups
 
 
+def take_rows(frame: pd.DataFrame, pos: np.ndarray) -> pd.DataFrame:
+    """Rows ``pos`` of the :data:`RESULT_COLUMNS` of ``frame`` (RangeIndex); a position of -1
+    gives a row with every value missing. Text is taken in Arrow, never as Python objects."""
+    take = pa.array(pos, mask=pos < 0)
+    return pd.DataFrame({
+        name: frame[name].array.take(pos, allow_fill=True) if name in _TOKEN_COLUMNS
+        else text_series(arrow_text(frame[name]).take(take))
+        for name in RESULT_COLUMNS
+    })
+
+
+def set_errors(frame: pd.DataFrame, rows: np.ndarray, messages: Any) -> None:
+    """Write ``messages`` (one message, or one per row) into ``frame["error"]`` at the
+    positions (or boolean mask) ``rows``."""
+    errors = frame["error"].to_numpy(dtype=object, copy=True)
+    errors[rows] = messages
+    frame["error"] = text_series(errors, index=frame.index)
+
+
 def align_results(
     parsed: pd.DataFrame, keys: Sequence[str] | pa.Array | np.ndarray
 ) -> pd.DataFrame:
@@ -755,41 +764,23 @@ def align_results(
     if isinstance(got, pa.ChunkedArray):
         got = got.combine_chunks()
     pos, has_dups = _first_positions(expected, got, expected_ints)
-    missing = pos < 0
-    take = pa.array(pos, mask=missing)
-    out: dict[str, Any] = {}
-    for name in RESULT_COLUMNS:
-        col = parsed[name]
-        if name in _TOKEN_COLUMNS:
-            out[name] = col.array.take(pos, allow_fill=True)
-        else:
-            out[name] = arrow_text(col).take(take)
-    if missing.any() or has_dups:
-        errors = out["error"].to_numpy(zero_copy_only=False)
-        errors = errors if errors.dtype == object else errors.astype(object)
-        errors = np.array(errors, dtype=object)  # writable
-        if missing.any():
-            miss_idx = np.flatnonzero(missing)
-            errors[miss_idx] = [
-                f"no result returned for this row (key {k!r})"
-                for k in expected.take(pa.array(miss_idx)).to_pylist()
-            ]
-        if has_dups:
-            counts = pc.value_counts(got)
-            many = counts.filter(pc.greater(counts.field("counts"), 1))
-            where = pc.index_in(expected, value_set=many.field("values"))
-            hit = np.flatnonzero(np.asarray(where.is_valid()))
-            if hit.size:
-                n = np.asarray(many.field("counts"))[np.asarray(where.drop_null())]
-                labels = expected.take(pa.array(hit)).to_pylist()
-                errors[hit] = [
-                    f"the service returned {c} results for key {k!r}"
-                    for c, k in zip(n.tolist(), labels, strict=True)
-                ]
-        out["error"] = errors
-    return pd.DataFrame(
-        {
-            name: values if name in _TOKEN_COLUMNS else text_series(values)
-            for name, values in out.items()
-        }
-    )
+    out = take_rows(parsed, pos)
+    missing = np.flatnonzero(pos < 0)
+    if len(missing):
+        set_errors(out, missing, [
+            f"no result returned for this row (key {k!r})"
+            for k in expected.take(pa.array(missing)).to_pylist()
+        ])
+    if has_dups:
+        counts = pc.value_counts(got)
+        many = counts.filter(pc.greater(counts.field("counts"), 1))
+        where = pc.index_in(expected, value_set=many.field("values"))
+        hit = np.flatnonzero(np.asarray(where.is_valid()))
+        if hit.size:
+            n = np.asarray(many.field("counts"))[np.asarray(where.drop_null())]
+            labels = expected.take(pa.array(hit)).to_pylist()
+            set_errors(out, hit, [
+                f"the service returned {c} results for key {k!r}"
+                for c, k in zip(n.tolist(), labels, strict=True)
+            ])
+    return out

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -25,7 +26,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -774,17 +775,14 @@ class BatchRun:
             # not parsed as it downloaded (another kernel fetched it, or a restart)
             parsed = (_results.parse_results_file(path) if path.suffix == ".jsonl"
                       else _normalise(pd.read_parquet(path)))
-        big = len(keys) >= 100_000
         aligned = _results.align_results(parsed, keys)
-        if big:  # and now the answers in file order
+        if len(keys) >= 100_000:  # the answers in file order are garbage now (fig. 4)
             del parsed
             _trim_heap()
         if shard.state != "SUCCEEDED":
-            err = aligned["error"].to_numpy(dtype=object, copy=True)
             lost = np.array([isinstance(e, str) and e.startswith("no result returned")
-                             for e in err], dtype=bool)
-            err[lost] = f"no result: the batch ended {shard.state}"
-            aligned["error"] = _results.text_series(err, index=aligned.index)
+                             for e in aligned["error"].to_numpy(dtype=object)], dtype=bool)
+            _results.set_errors(aligned, lost, f"no result: the batch ended {shard.state}")
         self._shard_cache[shard.shard] = (cache_key, aligned)
         return aligned
 
@@ -929,22 +927,10 @@ class BatchRun:
         if n and (src == np.arange(n)).all():  # every row sent, in order: nothing to move
             frame = merged.reset_index(drop=True)
         else:
-            skipped = src < 0
-            take = pa.array(src, mask=skipped)
-            cols: dict[str, Any] = {}
-            for col in _results.RESULT_COLUMNS:
-                if col in ("input_tokens", "output_tokens"):
-                    cols[col] = merged[col].array.take(src, allow_fill=True)
-                else:
-                    cols[col] = _results.arrow_text(merged[col]).take(take)
-            if skipped.any():
-                errors = cols["error"].to_numpy(zero_copy_only=False).astype(object)
-                errors[skipped] = _SKIPPED
-                cols["error"] = errors
-            frame = pd.DataFrame({
-                col: v if col in ("input_tokens", "output_tokens") else _results.text_series(v)
-                for col, v in cols.items()
-            })
+            frame = _results.take_rows(merged, src)
+            skipped = np.flatnonzero(src < 0)
+            if len(skipped):
+                _results.set_errors(frame, skipped, _SKIPPED)
         if self._record.parent_id:
             # a retry run shows only its own rows, labelled like the input
             keep = self._positions()
@@ -1195,11 +1181,9 @@ class BatchRun:
         never read as "not there", or the caller would create (and pay for) it twice.
         """
         def look() -> str | None:
-            for i, job in enumerate(client.batches.list(config={"page_size": 100})):
+            for job in _newest_batches(client, 501):
                 if getattr(job, "display_name", None) == display:
                     return str(job.name)
-                if i >= 500:
-                    break
             return None
 
         try:
@@ -1239,9 +1223,8 @@ def _add_parsed(frame: pd.DataFrame, schema: dict[str, Any], model_cls: Any) -> 
     """Add ``parsed`` (validated object or dict) and, for flat schemas, a column per field."""
     parsed: list[Any] = []
     errors = frame["error"].to_numpy(dtype=object, copy=True)
-    missing = _results.is_missing
     for i, (text, err) in enumerate(zip(frame["response"], errors, strict=False)):
-        if not missing(err) or missing(text):
+        if not pd.isna(err) or pd.isna(text):
             parsed.append(None)
             continue
         try:
@@ -1320,9 +1303,7 @@ def _content_hash(prep: _Prepared, files: Sequence[Any]) -> str:
 def _trim_heap() -> None:
     """Hand freed heap memory back to the OS (glibc keeps what a million freed prompt
     strings occupied, which otherwise stays in the process's RSS for good)."""
-    import pyarrow
-
-    pyarrow.default_memory_pool().release_unused()  # Arrow's own pool keeps freed buffers too
+    pa.default_memory_pool().release_unused()  # Arrow's own pool keeps freed buffers too
     if sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
             import ctypes
@@ -1565,6 +1546,12 @@ def runs() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=_RUNS_COLUMNS)
 
 
+def _newest_batches(client: Any, limit: int) -> Iterator[Any]:
+    """The service's batch jobs, newest first (the SDK pages them, 100 a page), at most
+    ``limit`` of them."""
+    return itertools.islice(client.batches.list(config={"page_size": 100}), limit)
+
+
 def live_shard_names(runs: Sequence[BatchRun]) -> set[str]:
     """Batch names of the shards of ``runs`` that the service is still working on."""
     return {s.batch_name for r in runs for s in r.shards
@@ -1583,14 +1570,11 @@ def list_batches(names: set[str], max_items: int = 1000) -> dict[str, Any]:
     if not names:
         return found
     try:
-        client = _backend.get_client()
-        for i, job in enumerate(client.batches.list(config={"page_size": 100})):
+        for job in _newest_batches(_backend.get_client(), max_items):
             if job.name in names:
                 found[str(job.name)] = job
                 if len(found) == len(names):
                     break
-            if i + 1 >= max_items:
-                break
     except Exception:  # transient or not, the per-run gets that follow will say
         _log.debug("listing batches failed", exc_info=True)
     return found

@@ -59,7 +59,7 @@ def write_jsonl(path: Path, objs: list[Any], tail: bytes = b"") -> Path:
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as dicts with missing values (NaN, pd.NA) shown as None, for readable comparisons."""
     return [
-        {str(k): (None if _results.is_missing(v) else v) for k, v in row.items()}
+        {str(k): (None if pd.isna(v) else v) for k, v in row.items()}
         for row in df.to_dict("records")
     ]
 
@@ -69,7 +69,7 @@ def assert_result_dtypes(df: pd.DataFrame) -> None:
     stray object column; token counts are nullable Int64."""
     for name in ("response", "error", "finish_reason"):
         assert df[name].dtype == _results.TEXT_DTYPE, (name, df[name].dtype)
-        assert all(isinstance(v, str) or _results.is_missing(v) for v in df[name]), name
+        assert all(isinstance(v, str) or pd.isna(v) for v in df[name]), name
     if _results.PANDAS_3:
         assert str(df["response"].dtype) == "str"
     for name in ("input_tokens", "output_tokens"):
@@ -524,7 +524,7 @@ def test_align_large_shuffled_matches_dict_lookup(tmp_path: Path) -> None:
             assert got["error"] == f"the service returned 2 results for key '{key}'"
         elif "error" in by_key[key][0]:
             assert got["error"].endswith(by_key[key][0]["error"]["message"])
-        elif _results.is_missing(got["error"]):
+        elif pd.isna(got["error"]):
             parts = by_key[key][0]["response"]["candidates"][0]["content"]["parts"]
             assert got["response"] == "".join(p["text"] for p in parts if not p.get("thought"))
 
