@@ -41,11 +41,12 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -346,24 +347,32 @@ def worker(variant: str, parquet: Path, workdir: Path, out: Path) -> None:
     out.write_text(json.dumps(payload))
 
 
-def measure(variant: str, parquet: Path, emu: EmulatorProcess, scratch: Path) -> dict[str, Any]:
-    """Run ``variant`` once in a fresh subprocess; returns its numbers (+ emulator CPU)."""
-    workdir = Path(tempfile.mkdtemp(prefix=f"{variant}-", dir=scratch))
+def run_client(
+    module: str, emu: EmulatorProcess, scratch: Path, prefix: str,
+    argv: Callable[[Path, Path], list[str]],
+) -> dict[str, Any]:
+    """Run ``python -m module *argv(workdir, out)`` as a fresh client of ``emu`` (its own
+    ``GEMBATCH_HOME`` under a new ``workdir``); returns the JSON it wrote to ``out``, plus the
+    emulator's CPU seconds meanwhile. The workdir is removed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=scratch))
     (workdir / "home").mkdir()
     out = workdir / "out.json"
     cpu0 = emu.cpu_seconds()
     subprocess.run(
-        [sys.executable, "-m", "benchmarks.fig_e2e", variant, str(parquet), str(workdir),
-         str(out)],
+        [sys.executable, "-m", module, *argv(workdir, out)],
         env=client_env(emu.url, workdir / "home"), check=True,
         cwd=Path(__file__).resolve().parent.parent,
     )
     result: dict[str, Any] = json.loads(out.read_text())
     result["emulator_cpu"] = emu.cpu_seconds() - cpu0
-    import shutil
-
     shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def measure(variant: str, parquet: Path, emu: EmulatorProcess, scratch: Path) -> dict[str, Any]:
+    """Run ``variant`` once in a fresh subprocess; returns its numbers (+ emulator CPU)."""
+    return run_client("benchmarks.fig_e2e", emu, scratch, f"{variant}-",
+                      lambda workdir, out: [variant, str(parquet), str(workdir), str(out)])
 
 
 #: Results of the last figure-3 run, by (rows, variant): figure 4 reuses their peak RSS.

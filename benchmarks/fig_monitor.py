@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.fig_e2e import BASELINE, MODEL, EmulatorProcess, client_env, emulator
+from benchmarks.fig_e2e import BASELINE, MODEL, EmulatorProcess, emulator, run_client
 from benchmarks.registry import OURS, Context, Measurement, figure
 
 RUNS = 50
@@ -113,18 +111,8 @@ def worker(variant: str, window: float, out: Path) -> None:
 
 def measure(variant: str, window: float, emu: EmulatorProcess, scratch: Path) -> dict[str, Any]:
     """One variant in a fresh client subprocess."""
-    workdir = Path(tempfile.mkdtemp(prefix=f"monitor-{variant}-", dir=scratch))
-    (workdir / "home").mkdir()
-    out = workdir / "out.json"
-    cpu0 = emu.cpu_seconds()
-    subprocess.run(
-        [sys.executable, "-m", "benchmarks.fig_monitor", variant, str(window), str(out)],
-        env=client_env(emu.url, workdir / "home"), check=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    result: dict[str, Any] = json.loads(out.read_text())
-    result["emulator_cpu"] = emu.cpu_seconds() - cpu0
-    return result
+    return run_client("benchmarks.fig_monitor", emu, scratch, f"monitor-{variant}-",
+                      lambda _workdir, out: [variant, str(window), str(out)])
 
 
 @figure(5, "monitor", f"client CPU and API calls while {RUNS} runs are live")
