@@ -28,7 +28,6 @@ import hashlib
 import operator
 import os
 import string
-import threading
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -219,10 +218,7 @@ def _is_text_dtype(dtype: Any) -> bool:
     if isinstance(dtype, pd.StringDtype):
         return True
     if isinstance(dtype, pd.ArrowDtype):
-        t = dtype.pyarrow_dtype
-        return bool(
-            pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
-        )
+        return _is_arrow_text_type(dtype.pyarrow_dtype)
     return False
 
 
@@ -984,17 +980,16 @@ class _Chunk:
         self._maker: _LineMaker | None = maker
         self._parts: tuple[pa.LargeBinaryArray, pa.LargeBinaryArray] | None = (keys, prompts)
         self._joined: tuple[pa.Array, np.ndarray, np.ndarray] | None = None
-        self._lock = threading.Lock()
 
     def lines(self, a: int, b: int) -> memoryview:
-        """The bytes of lines ``a .. b`` of this chunk (positions within the chunk)."""
-        with self._lock:
-            if self._joined is None:
-                assert self._maker is not None and self._parts is not None
-                lines = self._maker.join(*self._parts)
-                self._joined = (lines, *_buffers(lines))  # the array keeps the buffers alive
-                self._maker = self._parts = None
-            _, offsets, data = self._joined
+        """The bytes of lines ``a .. b`` of this chunk (positions within the chunk); joined on
+        first use, by the one I/O thread that writes the files."""
+        if self._joined is None:
+            assert self._maker is not None and self._parts is not None
+            lines = self._maker.join(*self._parts)
+            self._joined = (lines, *_buffers(lines))  # the array keeps the buffers alive
+            self._maker = self._parts = None
+        _, offsets, data = self._joined
         return data[offsets[a] : offsets[b]].data
 
 

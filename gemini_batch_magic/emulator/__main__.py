@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
             http_fault_rate=args.http_fault_rate,
             drop_after_create_rate=args.drop_after_create_rate,
             data_dir=args.data_dir,
-            host=args.host or "127.0.0.1",
+            host=emu_host(args),
             port=args.port,
             shuffle=not args.no_shuffle,
             api_key=args.api_key,

@@ -10,16 +10,14 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from . import _processes, _store, _worker
+from ._model import Responder
 from ._server import Core, _Server
 from ._store import Store
-
-Responder = Callable[[dict[str, Any], str], dict[str, Any]]
 
 
 def is_loopback_host(host: str) -> bool:
@@ -154,8 +152,8 @@ class Emulator:
         if not allow_remote and not is_loopback_host(host):
             raise ValueError(
                 f"Refusing to listen on non-loopback host {host!r}: the emulator has no real "
-                "authentication. Pass allow_remote=True (CLI: --allow-remote) if you really "
-                "want to expose it."
+                "authentication. Pass allow_remote=True (on the CLI, naming --host does) if you "
+                "really want to expose it."
             )
         if processes is None:
             processes = _processes.default_processes()

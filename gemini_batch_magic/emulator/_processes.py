@@ -52,7 +52,8 @@ except ImportError:  # Windows
 _writev = getattr(os, "writev", None)
 
 if TYPE_CHECKING:
-    from ._worker import BlockSpec, Responder
+    from ._model import Responder
+    from ._worker import BlockSpec
 
 _HEADER = struct.Struct("<Q")
 _HELLO = "gemini-batch-emulator-answerer/1"

@@ -25,17 +25,15 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import orjson
 
 from . import _model
+from ._model import Responder
 from ._processes import AnswerPool, Ticket
 from ._store import Store
-
-Responder = Callable[[dict[str, Any], str], dict[str, Any]]
 
 _dumps = orjson.dumps
 _RESPONSE_TEMPLATE = (
