@@ -1,4 +1,4 @@
-"""The one place that builds the ``google-genai`` client: the real Gemini API, or an emulator.
+"""The one seam to the service: every ``google-genai`` call, its retries and its errors.
 
 Which backend (``settings.backend``, from ``GEMBATCH_BACKEND``):
 
@@ -9,37 +9,83 @@ Which backend (``settings.backend``, from ``GEMBATCH_BACKEND``):
   so runs survive kernel restarts).
 * ``gemini``: always the real service; a missing key is an error.
 
+The client is built once (:func:`get_client`) and rebuilt when ``home`` or ``backend``
+changes. The engine calls the service only through the functions here: :func:`get_batch`,
+:func:`list_batches`, :func:`find_batch`, :func:`create_batch`, :func:`cancel_batch`,
+:func:`upload_file`, :func:`download_file`. Calls the SDK does not retry itself go through
+:func:`with_retries`; every refusal becomes a :class:`BackendError` whose ``code``,
+``status`` and ``batch_name`` fields say what happened (the SDK error stays ``__cause__``).
+
 The SDK does not expose ``batchStats`` (request counts) of a batch. We add it without
 re-implementing any call: an httpx response hook on the SDK's own client records the
-``batchStats`` of every batch resource the SDK receives; :func:`batch_stats` reads them.
-The API key is passed to the SDK and never stored, logged or shown; :func:`backend_info`
-tells only where it came from.
+``batchStats`` of every batch resource the SDK receives, and :func:`get_batch` returns them
+with the job as a :class:`BatchStatus`. The API key is passed to the SDK and never stored,
+logged or shown; :func:`backend_info` tells only where it came from.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
+import secrets
 import sys
 import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from ._config import settings
-from .exceptions import ConfigError
+from ._secrets import api_key
+from ._state import state
+from .exceptions import BackendError, ConfigError
 
-__all__ = ["BackendInfo", "backend_info", "batch_stats", "get_client", "reset"]
+__all__ = [
+    "BackendInfo",
+    "BatchStatus",
+    "backend_id",
+    "backend_info",
+    "batch_stats",
+    "cancel_batch",
+    "create_batch",
+    "download_file",
+    "find_batch",
+    "get_batch",
+    "get_client",
+    "is_retryable",
+    "job_state",
+    "list_batches",
+    "reset",
+    "upload_file",
+    "with_retries",
+]
 
-_KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+_log = logging.getLogger(__name__)
+
 _PLACEHOLDER_KEY = "local-emulator"  # sent to emulators, which accept any key
+#: HTTP codes worth another try: timeouts, rate limits, server errors.
+_RETRYABLE_CODES = {408, 429, 500, 502, 503, 504}
+#: How many batches' counts are remembered (oldest forgotten first).
+_MAX_STATS = 10_000
 
-_lock = threading.RLock()
-_client: Any = None
-_info: BackendInfo | None = None
-_emulator: Any = None
-_notice_shown = False
-_stats: dict[str, dict[str, int]] = {}
+
+class _Seam:
+    """The cached client and what was seen on the wire (one per process)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.client: Any = None
+        self.info: BackendInfo | None = None
+        self.emulator: Any = None
+        self.notice_shown = False
+        #: batch name -> its latest batchStats (the newest _MAX_STATS batches)
+        self.stats: dict[str, dict[str, int]] = {}
+
+
+_seam = _Seam()
 
 
 @dataclass(frozen=True)
@@ -62,17 +108,21 @@ class BackendInfo:
         return f"external endpoint {self.base_url} (GOOGLE_GEMINI_BASE_URL){src}"
 
 
-def _api_key() -> tuple[str | None, str | None]:
-    for var in _KEY_VARS:
-        value = os.environ.get(var, "").strip()
-        if value:
-            return value, var
-    return None, None
+@dataclass(frozen=True)
+class BatchStatus:
+    """What the service said about one batch job."""
+
+    name: str
+    state: str  #: e.g. ``PENDING``, ``RUNNING``, ``SUCCEEDED`` (prefixes removed)
+    #: ``total``/``succeeded``/``failed``/``pending`` from ``batchStats``; None if not sent
+    counts: dict[str, int] | None
+    job: Any  #: the SDK's ``BatchJob``
 
 
+# --------------------------------------------------------------------------- the client
 def _resolve() -> tuple[str, str | None, str | None, str | None]:
     """(kind, base_url, key, key_source) from settings and the environment."""
-    key, source = _api_key()
+    key, source = api_key()
     base = os.environ.get("GOOGLE_GEMINI_BASE_URL", "").strip() or None
     mode = settings.backend
     if mode == "local":
@@ -118,7 +168,10 @@ def _record_stats(body: bytes) -> None:
                 stats[ours] = int(raw.get(wire) or 0)
             except (TypeError, ValueError):
                 stats[ours] = 0
-        _stats[str(name)] = stats
+        _seam.stats.pop(str(name), None)  # newest last
+        _seam.stats[str(name)] = stats
+        while len(_seam.stats) > _MAX_STATS:
+            del _seam.stats[next(iter(_seam.stats))]
 
 
 def _response_hook(response: Any) -> None:
@@ -133,7 +186,7 @@ def _response_hook(response: Any) -> None:
 
 def batch_stats(name: str) -> dict[str, int] | None:
     """The latest ``batchStats`` seen for batch ``name``: total/succeeded/failed/pending."""
-    return _stats.get(name)
+    return _seam.stats.get(name)
 
 
 def _http_options(base_url: str | None) -> Any:
@@ -152,50 +205,50 @@ def _http_options(base_url: str | None) -> Any:
 
 
 def _start_embedded() -> str:
-    global _emulator, _notice_shown
-    if _emulator is None:
+    if _seam.emulator is None:
         from .emulator import Emulator
 
         data_dir = settings.home / "emulator"
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _emulator = Emulator(
+        _seam.emulator = Emulator(
             data_dir=data_dir,
             pending_seconds=settings.emulator_pending_seconds,
             rate=settings.emulator_rate,
         )
-        _emulator.start()
-    if not _notice_shown:
-        _notice_shown = True
+        _seam.emulator.start()
+    if not _seam.notice_shown:
+        _seam.notice_shown = True
         print(
             "gemini_batch_magic: no GEMINI_API_KEY set, so batches run on the embedded local "
-            f"emulator ({_emulator.url}). Its answers are SYNTHETIC (each prompt echoed back), "
-            "and nothing is billed. Set GEMINI_API_KEY to use Gemini.",
+            f"emulator ({_seam.emulator.url}). Its answers are SYNTHETIC (each prompt echoed "
+            "back), and nothing is billed. Set GEMINI_API_KEY to use Gemini.",
             file=sys.stderr,
         )
-    return str(_emulator.url)
+    return str(_seam.emulator.url)
 
 
 def get_client() -> Any:
     """The ``google.genai.Client`` for the current settings, built once and cached."""
-    global _client, _info
-    with _lock:
-        if _client is not None:
-            return _client
+    with _seam.lock:
+        if _seam.client is not None:
+            return _seam.client
         from google import genai
 
         kind, base, key, source = _resolve()
         if kind == "local":
             base = _start_embedded()
-        _client = genai.Client(api_key=key or _PLACEHOLDER_KEY, http_options=_http_options(base))
-        _info = BackendInfo(kind=kind, base_url=base, key_source=source, synthetic=kind != "gemini")
-        return _client
+        _seam.client = genai.Client(api_key=key or _PLACEHOLDER_KEY,
+                                    http_options=_http_options(base))
+        _seam.info = BackendInfo(kind=kind, base_url=base, key_source=source,
+                                 synthetic=kind != "gemini")
+        return _seam.client
 
 
 def backend_info() -> BackendInfo:
     """Which backend :func:`get_client` uses (building the client if needed)."""
     get_client()
-    assert _info is not None
-    return _info
+    assert _seam.info is not None
+    return _seam.info
 
 
 def backend_id() -> str:
@@ -210,13 +263,228 @@ def backend_id() -> str:
 
 def reset() -> None:
     """Forget the cached client and stop the embedded emulator (settings or env changed)."""
-    global _client, _info, _emulator
-    with _lock:
-        _client = None
-        _info = None
-        if _emulator is not None:
+    with _seam.lock:
+        _seam.client = None
+        _seam.info = None
+        if _seam.emulator is not None:
             try:
-                _emulator.close()
+                _seam.emulator.close()
             finally:
-                _emulator = None
-        _stats.clear()
+                _seam.emulator = None
+        _seam.stats.clear()
+
+
+# the client depends on where the registry lives (the embedded emulator's data) and on the
+# backend chosen: rebuild it when either changes, and whenever the engine's state is reset
+# MERGE: settings.observe(lambda change: reset(), names=["home", "backend"])
+
+
+def _fresh_process() -> None:
+    reset()
+    _seam.notice_shown = False  # a fresh process tells its user once again
+
+
+state.on_reset(_fresh_process)
+
+
+# --------------------------------------------------------------------------- errors, retries
+def is_retryable(exc: BaseException) -> bool:
+    """True for a transient failure: 408/429/5xx, or the connection broke or timed out."""
+    if isinstance(exc, BackendError):
+        return exc.retryable
+    from google.genai import errors
+
+    if isinstance(exc, errors.APIError):
+        return int(getattr(exc, "code", 0) or 0) in _RETRYABLE_CODES
+    name = type(exc).__name__
+    return isinstance(exc, (OSError, ConnectionError, TimeoutError)) or any(
+        n in name for n in ("Timeout", "Connect", "Network", "Protocol", "Transport", "ReadError")
+    )
+
+
+def backend_error(action: str, exc: BaseException, *, batch_name: str | None = None
+                  ) -> BackendError:
+    """A :class:`BackendError` for a failed ``action``, its fields read from the SDK error."""
+    if isinstance(exc, BackendError):
+        return exc
+    msg = getattr(exc, "message", None) or str(exc)
+    code = getattr(exc, "code", None)
+    status = getattr(exc, "status", None)
+    head = f"{code} " if code else ""
+    err = BackendError(
+        f"{action} failed: {head}{msg}",
+        code=int(code) if isinstance(code, int) else None,
+        status=str(status) if status else None,
+        batch_name=batch_name,
+    )
+    err.retryable = is_retryable(exc)
+    return err
+
+
+def with_retries(action: str, fn: Callable[[], Any], attempts: int | None = None, *,
+                 batch_name: str | None = None) -> Any:
+    """Call ``fn`` retrying transient failures (for calls the SDK itself does not retry)."""
+    attempts = attempts or settings.retry_attempts
+    delay = settings.retry_initial_delay
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_retryable(exc) or i == attempts - 1:
+                raise backend_error(action, exc, batch_name=batch_name) from exc
+            _pause(delay)
+            delay = min(delay * 2, 30.0)
+    raise AssertionError("unreachable")
+
+
+def _pause(delay: float) -> None:
+    time.sleep(delay * (1 + secrets.randbelow(1000) / 1000))
+
+
+# --------------------------------------------------------------------------- batches
+def job_state(job: Any) -> str:
+    """A batch job's state without the ``JOB_STATE_`` / ``BATCH_STATE_`` prefix."""
+    st = getattr(job, "state", None)
+    name = getattr(st, "name", None) or str(st or "JOB_STATE_UNSPECIFIED")
+    return name.removeprefix("JOB_STATE_").removeprefix("BATCH_STATE_")
+
+
+def _status(job: Any) -> BatchStatus:
+    name = str(job.name)
+    return BatchStatus(name=name, state=job_state(job), counts=_seam.stats.get(name), job=job)
+
+
+def get_batch(name: str) -> BatchStatus:
+    """The batch job ``name`` now (the SDK retries transient failures itself).
+
+    Raises :class:`BackendError` (``retryable`` True for a transient failure).
+    """
+    try:
+        job = get_client().batches.get(name=name)
+    except Exception as exc:
+        raise backend_error(f"checking {name}", exc, batch_name=name) from exc
+    return _status(job)
+
+
+def _newest_batches(limit: int) -> Iterator[Any]:
+    """The service's batch jobs, newest first (the SDK pages them, 100 a page), at most
+    ``limit`` of them."""
+    return itertools.islice(get_client().batches.list(config={"page_size": 100}), limit)
+
+
+def list_batches(names: set[str], max_items: int = 1000) -> dict[str, BatchStatus]:
+    """The batch jobs named ``names``, from one listing (newest first, 100 per page).
+
+    One ``batches.list`` page answers for up to 100 live batches, where polling each costs a
+    ``batches.get``: the background monitor uses it when several runs are due. Stops once all
+    are found or after ``max_items``; gives what it found (possibly nothing) on any error,
+    and callers fetch the rest one by one.
+    """
+    found: dict[str, BatchStatus] = {}
+    if not names:
+        return found
+    try:
+        for job in _newest_batches(max_items):
+            if job.name in names:
+                found[str(job.name)] = _status(job)
+                if len(found) == len(names):
+                    break
+    except Exception:  # transient or not, the per-run gets that follow will say
+        _log.debug("listing batches failed", exc_info=True)
+    return found
+
+
+def find_batch(display: str, *, run_id: str | None = None) -> str | None:
+    """The batch with this display name among the newest ones, if the service has it.
+
+    Raises :class:`BackendError` when the service cannot be asked: "cannot tell" must
+    never read as "not there", or the caller would create (and pay for) it twice.
+    """
+    def look() -> str | None:
+        for job in _newest_batches(501):
+            if getattr(job, "display_name", None) == display:
+                return str(job.name)
+        return None
+
+    try:
+        return with_retries("listing batches", look)  # type: ignore[no-any-return]
+    except BackendError as exc:
+        again = f"gbm.attach({run_id!r}).wait()" if run_id else "run.wait()"
+        raise BackendError(
+            f"could not confirm whether batch {display} was created ({exc}); nothing is "
+            f"sent again until it can be checked: call run.wait() or {again} later",
+            code=exc.code, status=exc.status, run_id=run_id,
+        ) from exc
+
+
+def create_batch(model: str, src: Any, display: str, *, reconcile_first: bool,
+                 run_id: str | None = None) -> str:
+    """Create one batch job, never twice: an ambiguous failure is reconciled by listing.
+
+    ``reconcile_first=False`` only for a run's very first create (nothing was sent before,
+    so nothing can exist yet); every other attempt first looks for the batch by its display
+    name. Returns the batch name.
+    """
+    from google.genai import types
+
+    client = get_client()
+    no_retry = types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1))
+    delay = settings.retry_initial_delay
+    last: BaseException | None = None
+    for attempt in range(settings.retry_attempts):
+        if attempt or reconcile_first:
+            found = find_batch(display, run_id=run_id)
+            if found:
+                return found
+        try:
+            job = client.batches.create(
+                model=model, src=src,
+                config={"display_name": display, "http_options": no_retry},
+            )
+            return str(job.name)
+        except Exception as exc:
+            if not is_retryable(exc):
+                raise backend_error(f"creating batch {display}", exc) from exc
+            last = exc
+        _pause(delay)
+        delay = min(delay * 2, 30.0)
+    found = find_batch(display, run_id=run_id)
+    if found:
+        return found
+    assert last is not None
+    raise backend_error(f"creating batch {display}", last) from last
+
+
+def cancel_batch(name: str) -> None:
+    """Ask the service to cancel ``name``; a batch that already ended is no error."""
+    client = get_client()
+    try:
+        with_retries(f"cancelling {name}", lambda: client.batches.cancel(name=name),
+                     batch_name=name)
+    except BackendError as exc:
+        if exc.status != "FAILED_PRECONDITION" and exc.code != 400:
+            raise
+
+
+# --------------------------------------------------------------------------- files
+def upload_file(path: Any, display: str) -> str:
+    """Upload a JSONL request file with the File API; returns its ``files/...`` name."""
+    client = get_client()
+    uploaded = with_retries(
+        f"uploading {os.path.basename(str(path))}",
+        lambda: client.files.upload(
+            file=str(path), config={"mime_type": "jsonl", "display_name": display},
+        ),
+    )
+    return str(uploaded.name)
+
+
+def download_file(file_name: str, open_destination: Callable[[], Any]) -> None:
+    """Download ``file_name`` into ``with open_destination() as writer`` (anew per attempt)."""
+    client = get_client()
+
+    def once() -> None:
+        with open_destination() as writer:
+            client.files.download(file=file_name, destination=writer)
+
+    with_retries(f"downloading {file_name}", once)

@@ -231,9 +231,9 @@ def _loop() -> None:
                    if e.due <= now + min(_JOIN_SLACK, 0.25 * e.interval)]
         known = None
         if len(due) >= _LIST_AT:  # one listing instead of a get per run (fig. 5)
-            from ._runs import list_batches, live_shard_names
+            from ._backend import list_batches
 
-            known = list_batches(live_shard_names([e.run for e, _ in due]))
+            known = list_batches(set().union(*(e.run.live_batch_names for e, _ in due)))
         for entry, generation in due:
             _poll(entry, known, now)
             with _cond:

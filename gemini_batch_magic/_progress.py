@@ -32,8 +32,8 @@ def time_left(run: BatchRun) -> float | None:
     done = st.succeeded + st.failed
     if run.done:
         return 0.0
-    started = run.first_answer_time
-    since = done - run.first_answer_count
+    started = getattr(run, "first_answer_time", None)
+    since = done - getattr(run, "first_answer_count", 0)
     if started is None or since <= 0 or st.total <= done:
         return None  # needs two observations with answers in between
     rate = since / max(time.time() - started, 1e-3)

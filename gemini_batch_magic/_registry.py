@@ -18,7 +18,10 @@ import contextlib
 import os
 import pickle
 import random
+import secrets
+import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,7 +30,61 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Registry", "RunRecord", "ShardRecord"]
+from ._state import state as _state
+from .exceptions import RunNotFoundError
+
+__all__ = [
+    "LIVE",
+    "OWNER",
+    "STATE_RANK",
+    "TERMINAL",
+    "Registry",
+    "RunBook",
+    "RunRecord",
+    "ShardRecord",
+    "dump_index",
+    "load_index",
+    "open_registry",
+    "owner_alive",
+]
+
+#: A run or shard in one of these states is over; nothing more will happen to it.
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
+#: A run or shard in one of these states is still being worked on.
+LIVE = frozenset({"SUBMITTING", "PENDING", "RUNNING"})
+#: When shards end differently, the run shows the most serious state.
+STATE_RANK = {
+    "SUBMITTING": 0, "PENDING": 1, "RUNNING": 2, "SUCCEEDED": 3, "CANCELLED": 4,
+    "EXPIRED": 5, "FAILED": 6,
+}
+#: Who is submitting a run: this process, as ``host:pid`` (kept with the run).
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Whether the process named ``host:pid`` may still be working (another host: assume so)."""
+    if not owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return True  # cannot tell: assume another machine is still working on it
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def open_registry(home: Path) -> Registry:
+    """The registry under ``home``, opened once per process (see :mod:`._state`)."""
+    home = Path(home)
+    with _state.lock:
+        reg = _state.registries.get(home)
+        if reg is None:
+            reg = _state.registries[home] = Registry(home)
+        return reg  # type: ignore[no-any-return]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -319,6 +376,30 @@ class Registry:
         run.shards = self._shards(con, run.run_id)
         return run
 
+    def insert_or_find(
+        self, make: Any, content_hash: str, backend: str, *, folder: Path, force: bool
+    ) -> tuple[RunRecord, bool]:
+        """Record a new run, unless an identical one exists (the dedupe transaction).
+
+        In one transaction: the newest run with this content on this backend is returned as
+        ``(record, False)`` unless ``force``; else a fresh run id is drawn, ``make(run_id)``
+        builds the record, the request files in ``folder`` move to the run's folder and the
+        run is inserted: ``(record, True)``.
+        """
+        with self.transaction() as con:
+            existing = None if force else self.find_by_hash(content_hash, backend, con)
+            if existing is not None:
+                return existing, False
+            run_id = secrets.token_hex(4)
+            while self.get(run_id, con=con) is not None:
+                run_id = secrets.token_hex(4)
+            record: RunRecord = make(run_id)
+            target = self.home / "runs" / run_id
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.replace(folder, target)
+            self.insert_run(con, record)
+            return record, True
+
     def find_by_batch(self, batch_name: str) -> str | None:
         """The run id owning ``batches/...``, or None."""
         with self._connect() as con:
@@ -355,6 +436,55 @@ class Registry:
         for run in runs:
             run.shards = shards.get(run.run_id, [])
         return runs
+
+
+class RunBook:
+    """One run's record, kept in step with the registry (shared by the run's parts).
+
+    The run object, its submission and its fetches all read and write the run through its
+    book: :attr:`record` as last read, :meth:`set_shard` to record a shard's progress,
+    :meth:`aggregate` to derive the run's state and error from its shards.
+    """
+
+    def __init__(self, registry: Registry, run_id: str) -> None:
+        record = registry.get(run_id)
+        if record is None:
+            raise RunNotFoundError(
+                f"no run {run_id!r} in the registry at {registry.home}", run_id=run_id)
+        self.registry = registry
+        self.run_id = run_id
+        self.record: RunRecord = record
+        self.lock = threading.RLock()  #: held while the run is refreshed, cancelled, ...
+
+    def reload(self) -> None:
+        """Read the record again (another thread or process may have changed it)."""
+        rec = self.registry.get(self.run_id)
+        if rec is not None:
+            self.record = rec
+
+    def set_shard(self, shard: ShardRecord, **values: Any) -> None:
+        """Set fields of one shard, in memory and in the registry."""
+        for k, v in values.items():
+            setattr(shard, k, v)
+        self.registry.update_shard(self.run_id, shard.shard, **values)
+
+    def aggregate(self, *, reload: bool = True) -> None:
+        """Derive the run's state and error from its shards (as the registry has them)."""
+        with self.lock:
+            if reload:
+                self.reload()
+            states = [s.state for s in self.record.shards]
+            live = [s for s in states if s in LIVE]
+            pool = live or states
+            state = max(pool, key=STATE_RANK.__getitem__) if pool else "SUCCEEDED"
+            errors = [f"shard {s.shard}: {s.error}" for s in self.record.shards if s.error]
+            error = "; ".join(errors) or None
+            if state != self.record.state or error != self.record.error:
+                self.registry.update_run(self.run_id, state=state, error=error)
+                self.record.state, self.record.error = state, error
+
+    def run_dir(self) -> Path:
+        return self.registry.run_dir(self.run_id)
 
 
 def dump_index(index: Any) -> bytes:

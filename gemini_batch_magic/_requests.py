@@ -31,7 +31,7 @@ import string
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias, overload
 
@@ -41,8 +41,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from gemini_batch_magic._schemas import schema_json
 from gemini_batch_magic.exceptions import (
     ColumnError,
+    ConfigError,
     DuplicateKeyError,
     EmptyPromptError,
     InputError,
@@ -54,11 +56,15 @@ from gemini_batch_magic.exceptions import (
 __all__ = [
     "ArrowText",
     "RequestFile",
+    "ShardPlanner",
     "check_keys",
     "check_prompts",
     "prompt_texts",
     "read_request_prompts",
+    "plan_shards",
+    "measure_requests",
     "render_prompts",
+    "request_config",
     "request_line_sizes",
     "take_prompts",
     "write_request_files",
@@ -523,7 +529,8 @@ def check_prompts(prompts: pd.Series, *, on_empty: str = "raise") -> np.ndarray:
             )
             raise EmptyPromptError(
                 f"{what} missing, empty or whitespace-only prompts "
-                f"(index {_show_labels(labels)}); {fix}."
+                f"(index {_show_labels(labels)}); {fix}.",
+                rows=list(labels[:_MAX_SHOWN]),
             )
     return send
 
@@ -674,9 +681,85 @@ def check_keys(df: pd.DataFrame, key: str | None = None) -> pd.Index:
         raise DuplicateKeyError(
             f"{what} has {len(counts)} duplicated value{'s' if len(counts) != 1 else ''}: "
             f"{', '.join(shown)}{more}. Results are matched to rows by key, so keys must be "
-            f"unique: {fix}."
+            f"unique: {fix}.",
+            rows=list(counts)[:_MAX_SHOWN],
         )
     return keys
+
+
+# --------------------------------------------------------------------------------------------
+# the request fields every row shares
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name)
+
+
+def _generation_fields() -> set[str]:
+    from google.genai import types
+
+    return set(types.GenerateContentConfig.model_fields)
+
+
+#: GenerateContentConfig fields that are not generation settings (set elsewhere or not ours).
+_REQUEST_LEVEL = {"system_instruction", "safety_settings", "tools", "tool_config",
+                  "cached_content", "labels", "http_options", "response_schema",
+                  "response_json_schema", "response_mime_type"}
+
+
+def request_config(
+    system_instruction: str | None,
+    generation_config: Mapping[str, Any] | None,
+    safety_settings: Sequence[Mapping[str, Any]] | None,
+    response_schema: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(wire fields shared by every request, the same as a GenerateContentConfig dict).
+
+    Raises :class:`ConfigError` for a blank system instruction, an unknown generation field
+    (naming close matches) or anything that is not JSON-serialisable.
+    """
+    wire: dict[str, Any] = {}
+    sdk: dict[str, Any] = {}
+    if system_instruction is not None:
+        if not isinstance(system_instruction, str) or not system_instruction.strip():
+            raise ConfigError("system_instruction must be a non-empty string")
+        wire["systemInstruction"] = {"parts": [{"text": system_instruction}]}
+        sdk["system_instruction"] = system_instruction
+    gen: dict[str, Any] = {}
+    if generation_config:
+        if not isinstance(generation_config, Mapping):
+            raise ConfigError(
+                f"generation_config must be a dict such as {{'temperature': 0.2}}, got "
+                f"{type(generation_config).__name__}"
+            )
+        valid = _generation_fields() - _REQUEST_LEVEL
+        for key, value in generation_config.items():
+            snake = _snake(str(key))
+            if snake not in valid:
+                close = difflib.get_close_matches(snake, sorted(valid), n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise ConfigError(f"unknown generation_config field {key!r}{hint}")
+            gen[snake] = value
+    if response_schema is not None:
+        gen["response_mime_type"] = "application/json"
+        gen["response_json_schema"] = schema_json(response_schema)
+    if gen:
+        wire["generationConfig"] = {_camel(k): v for k, v in gen.items()}
+        sdk.update(gen)
+    if safety_settings:
+        items = [dict(s) for s in safety_settings]
+        wire["safetySettings"] = items
+        sdk["safety_settings"] = items
+    try:
+        orjson.dumps(wire)
+    except TypeError as exc:
+        raise ConfigError(f"the request configuration is not JSON-serialisable: {exc}") from None
+    return wire, sdk
 
 
 # --------------------------------------------------------------------------------------------
@@ -776,6 +859,68 @@ def take_prompts(prompts: pd.Series, rows: np.ndarray) -> Sequence[str]:
 Texts: TypeAlias = Sequence[str] | np.ndarray | pd.Series | pa.Array | pa.ChunkedArray
 
 
+class ShardPlanner:
+    """The one sharding rule, for the estimate and the writer alike.
+
+    Lines are taken in order; a new shard starts whenever the next line would make the
+    current one exceed ``max_bytes`` bytes or ``max_requests`` lines. Fed block by block
+    (:meth:`split`), so the writer plans as it serialises, with bounded memory.
+    """
+
+    def __init__(self, max_bytes: int, max_requests: int) -> None:
+        for name, value in (("max_file_bytes", max_bytes), ("max_requests", max_requests)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise InputError(f"{name} must be a positive int, got {value!r}.")
+        self.max_bytes = int(max_bytes)
+        self.max_requests = int(max_requests)
+        self.shard = -1  #: index of the current shard (-1 before the first line)
+        self.n_lines = 0  #: lines in the current shard
+        self.n_bytes = 0  #: bytes in the current shard
+        self._full = True
+
+    def split(self, sizes: np.ndarray) -> Iterator[tuple[int, int, int]]:
+        """``(shard, a, b)``: lines ``a .. b`` of this block go to shard ``shard``.
+
+        Raises :class:`RequestTooLargeError` (with ``size`` and ``limit``) when one line alone
+        is larger than ``max_bytes``; its ``rows`` field is then the line's position in the
+        block (callers map it to a row).
+        """
+        too_big = np.flatnonzero(sizes > self.max_bytes)
+        if too_big.size:
+            i = int(too_big[0])
+            raise RequestTooLargeError(
+                f"a request is {int(sizes[i]):,} bytes, larger than the file limit of "
+                f"{self.max_bytes:,} bytes; shorten that prompt.",
+                rows=[i], size=int(sizes[i]), limit=self.max_bytes,
+            )
+        pos, m = 0, len(sizes)
+        while pos < m:
+            if self._full:
+                self.shard += 1
+                self.n_lines = self.n_bytes = 0
+                self._full = False
+            cum = np.cumsum(sizes[pos : pos + self.max_requests - self.n_lines])
+            take = int(np.searchsorted(cum, self.max_bytes - self.n_bytes, side="right"))
+            if take:
+                self.n_lines += take
+                self.n_bytes += int(cum[take - 1])
+                yield self.shard, pos, pos + take
+                pos += take
+            if pos < m:
+                self._full = True
+
+
+def plan_shards(sizes: np.ndarray, max_bytes: int, max_requests: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each shard for lines of these ``sizes`` (see :class:`ShardPlanner`)."""
+    bounds: list[list[int]] = []
+    for shard, a, b in ShardPlanner(max_bytes, max_requests).split(np.asarray(sizes)):
+        if shard == len(bounds):
+            bounds.append([a, b])
+        else:
+            bounds[shard][1] = b
+    return [(a, b) for a, b in bounds] or [(0, 0)]
+
+
 @dataclass(frozen=True)
 class RequestFile:
     """One JSONL request file written by :func:`write_request_files`."""
@@ -788,6 +933,8 @@ class RequestFile:
     n_bytes: int
     #: Hex SHA-256 digest of the file's bytes.
     sha256: str
+    #: Bytes of the prompts themselves (JSON-escaped), without the JSON around them.
+    prompt_bytes: int = field(default=0, compare=False)
 
 
 class _LineMaker:
@@ -976,7 +1123,8 @@ class _Chunk:
         prompts: pa.LargeBinaryArray,
     ) -> None:
         self.start = start
-        self.sizes = maker.fixed + _lengths(keys) + _lengths(prompts)
+        self.prompt_sizes = _lengths(prompts)
+        self.sizes = maker.fixed + _lengths(keys) + self.prompt_sizes
         self._maker: _LineMaker | None = maker
         self._parts: tuple[pa.LargeBinaryArray, pa.LargeBinaryArray] | None = (keys, prompts)
         self._joined: tuple[pa.Array, np.ndarray, np.ndarray] | None = None
@@ -1050,11 +1198,20 @@ def _encode_error(
 
 def request_line_sizes(prompts: Texts, keys: Texts, shared: Mapping[str, Any]) -> np.ndarray:
     """Exact byte length (including the newline) of each request line; writes nothing."""
+    return measure_requests(prompts, keys, shared)[0]
+
+
+def measure_requests(
+    prompts: Texts, keys: Texts, shared: Mapping[str, Any]
+) -> tuple[np.ndarray, int]:
+    """(the exact byte length of each request line, the bytes of the prompts among them)."""
     maker = _LineMaker(shared)
     out = np.empty(len(prompts), dtype=np.int64)
+    prompt_bytes = 0
     for chunk in maker.chunks(prompts, keys):
         out[chunk.start : chunk.start + len(chunk.sizes)] = chunk.sizes
-    return out
+        prompt_bytes += int(chunk.prompt_sizes.sum())
+    return out, prompt_bytes
 
 
 def write_request_files(
@@ -1076,13 +1233,12 @@ def write_request_files(
     container; text held in Arrow is read one chunk of rows at a time.
 
     Raises:
-        RequestTooLargeError: one line alone is larger than ``max_file_bytes``.
+        RequestTooLargeError: one line alone is larger than ``max_file_bytes``; its ``rows``
+            field holds the line's position in ``prompts`` and ``size``/``limit`` the bytes.
         InputError: bad limits, shared fields, or prompts/keys of different lengths.
         PromptTypeError: a prompt or key is not a str or not encodable as UTF-8.
     """
-    for name, value in (("max_file_bytes", max_file_bytes), ("max_requests", max_requests)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise InputError(f"{name} must be a positive int, got {value!r}.")
+    planner = ShardPlanner(max_file_bytes, max_requests)
     maker = _LineMaker(shared)
     directory = Path(directory)
     files: list[_FileWriter] = []
@@ -1090,32 +1246,28 @@ def write_request_files(
     try:
         current: _FileWriter | None = None
         for chunk in maker.chunks(prompts, keys):
-            sizes = chunk.sizes
-            too_big = np.flatnonzero(sizes > max_file_bytes)
-            if too_big.size:
-                i = chunk.start + int(too_big[0])
+            try:
+                pieces = list(planner.split(chunk.sizes))
+            except RequestTooLargeError as exc:
+                i = chunk.start + (exc.rows or [0])[0]
                 raise RequestTooLargeError(
-                    f"the request for key {_as_list(keys, i, i + 1)[0]!r} is "
-                    f"{int(sizes[too_big[0]]):,} bytes, larger than the file limit of "
-                    f"{max_file_bytes:,} bytes; shorten that prompt."
-                )
-            pos, m = 0, len(sizes)
-            while pos < m:
-                if current is None:
+                    f"the request for key {_as_list(keys, i, i + 1)[0]!r} is {exc.size:,} "
+                    f"bytes, larger than the file limit of {exc.limit:,} bytes; shorten that "
+                    "prompt.", rows=[i], size=exc.size, limit=exc.limit,
+                ) from None
+            for shard, a, b in pieces:
+                if shard == len(files):
+                    if current is not None:
+                        io.submit(current.close)
                     current = _FileWriter(
-                        directory / f"{prefix}-{len(files):04d}.jsonl", chunk.start + pos
+                        directory / f"{prefix}-{shard:04d}.jsonl", chunk.start + a
                     )
                     files.append(current)
-                cum = np.cumsum(sizes[pos : pos + max_requests - current.n_lines])
-                take = int(np.searchsorted(cum, max_file_bytes - current.n_bytes, side="right"))
-                if take:
-                    current.n_lines += take
-                    current.n_bytes += int(cum[take - 1])
-                    io.submit(current.write, chunk, pos, pos + take)
-                    pos += take
-                if pos < m:
-                    io.submit(current.close)
-                    current = None
+                assert current is not None
+                current.n_lines += b - a
+                current.n_bytes += int(chunk.sizes[a:b].sum())
+                current.prompt_bytes += int(chunk.prompt_sizes[a:b].sum())
+                io.submit(current.write, chunk, a, b)
         if current is not None:
             io.submit(current.close)
         io.finish()
@@ -1172,6 +1324,7 @@ class _FileWriter:
         self.start = start
         self.n_bytes = 0
         self.n_lines = 0
+        self.prompt_bytes = 0
         self._hash = hashlib.sha256()
         self._digest: str | None = None
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -1205,6 +1358,7 @@ class _FileWriter:
             stop=self.start + self.n_lines,
             n_bytes=self.n_bytes,
             sha256=self._digest,
+            prompt_bytes=self.prompt_bytes,
         )
 
     def abort(self) -> None:

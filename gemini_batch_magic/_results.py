@@ -40,7 +40,10 @@ __all__ = [
     "RESULT_COLUMNS",
     "StreamParser",
     "align_results",
+    "align_with_missing",
     "empty_frame",
+    "load_stored",
+    "missing_frame",
     "parse_inlined_responses",
     "parse_results_file",
     "set_errors",
@@ -740,13 +743,21 @@ def set_errors(frame: pd.DataFrame, rows: np.ndarray, messages: Any) -> None:
 def align_results(
     parsed: pd.DataFrame, keys: Sequence[str] | pa.Array | np.ndarray
 ) -> pd.DataFrame:
+    """One row per key of ``keys``, in that order: :func:`align_with_missing`'s frame."""
+    return align_with_missing(parsed, keys)[0]
+
+
+def align_with_missing(
+    parsed: pd.DataFrame, keys: Sequence[str] | pa.Array | np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray]:
     """One row per key of ``keys``, in that order (RangeIndex, :data:`RESULT_COLUMNS` only).
 
     ``keys`` are the expected keys (str), or an integer array standing for their decimal
     strings (how the engine keys rows: by position). A key with no result gets the error
     ``"no result returned for this row (key '17')"``; a key returned more than once keeps the
     first answer, with the error ``"the service returned 2 results for key '17'"``. Results
-    for unknown keys are ignored. Vectorised: decimal keys are matched through a lookup table,
+    for unknown keys are ignored. Also returns the positions (in ``keys``) that got no result,
+    so callers never read them back out of the error text. Vectorised: decimal keys are matched through a lookup table,
     other keys with one Arrow hash lookup (``index_in``); the answers stay in Arrow.
     """
     expected_ints: np.ndarray | None = None
@@ -783,4 +794,27 @@ def align_results(
                 f"the service returned {c} results for key {k!r}"
                 for c, k in zip(n.tolist(), labels, strict=True)
             ])
-    return out
+    return out, missing
+
+
+def missing_frame(n: int, reason: str) -> pd.DataFrame:
+    """``n`` rows with no answer, each with ``reason`` in ``error`` (empty: no error)."""
+    none = pa.nulls(n, pa.large_string())
+    return pd.DataFrame(
+        {
+            "response": text_series(none),
+            "error": text_series(pa.array([reason] * n, pa.large_string()) if reason else none),
+            "finish_reason": text_series(none),
+            "input_tokens": pd.arrays.IntegerArray(np.zeros(n, np.int64), np.ones(n, bool)),
+            "output_tokens": pd.arrays.IntegerArray(np.zeros(n, np.int64), np.ones(n, bool)),
+        }
+    )
+
+
+def load_stored(frame: pd.DataFrame) -> pd.DataFrame:
+    """A parsed frame read back from parquet: text columns as :data:`TEXT_DTYPE`, tokens Int64."""
+    for col in ("key", *_TEXT_COLUMNS):
+        frame[col] = text_series(arrow_text(frame[col]))
+    for col in _TOKEN_COLUMNS:
+        frame[col] = frame[col].astype("Int64")
+    return frame

@@ -13,8 +13,15 @@ The whole tree::
     ├── ConfigError (ValueError)       an invalid setting, model name or option value
     ├── CostLimitError                 the estimate exceeds ``max_cost``; nothing was sent
     ├── RunNotFoundError (LookupError) no run with that id or batch name in the registry
+    ├── RunNotDoneError                the run is still live (wait for it first)
     ├── BackendError                   the Gemini API (or the emulator) refused a call
     └── WaitTimeout (TimeoutError)     ``wait(timeout=...)`` ran out; the run goes on
+
+Every error carries its context as keyword-only attributes, which code reads instead of the
+message text (the wording is for people and may change): ``code`` (the HTTP status code of a
+refused call), ``status`` (the service's status, e.g. ``"FAILED_PRECONDITION"``),
+``batch_name``, ``run_id``, ``rows`` (the row labels at fault), ``size`` and ``limit`` (bytes
+or counts). Any of them is None where it does not apply.
 
 Errors from the ``google-genai`` SDK are wrapped in :class:`BackendError` with
 ``raise ... from``, so the original ``google.genai.errors.APIError`` stays reachable as
@@ -22,6 +29,8 @@ Errors from the ``google-genai`` SDK are wrapped in :class:`BackendError` with
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "BackendError",
@@ -34,6 +43,7 @@ __all__ = [
     "InputError",
     "PromptTypeError",
     "RequestTooLargeError",
+    "RunNotDoneError",
     "RunNotFoundError",
     "TemplateError",
     "WaitTimeout",
@@ -42,6 +52,37 @@ __all__ = [
 
 class GemBatchError(Exception):
     """Base class of every error gemini_batch_magic raises."""
+
+    #: The names of the context fields every error carries (None where they do not apply).
+    FIELDS = ("code", "status", "batch_name", "run_id", "rows", "size", "limit")
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        code: int | None = None,
+        status: str | None = None,
+        batch_name: str | None = None,
+        run_id: str | None = None,
+        rows: list[Any] | None = None,
+        size: int | None = None,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.batch_name = batch_name
+        self.run_id = run_id
+        self.rows = rows
+        self.size = size
+        self.limit = limit
+
+    def fields(self) -> dict[str, Any]:
+        """The context fields that are set, e.g. ``{"code": 400, "status": "INVALID_ARGUMENT"}``."""
+        return {k: getattr(self, k) for k in self.FIELDS if getattr(self, k) is not None}
+
+    def __reduce__(self) -> Any:  # keep the fields across pickling (e.g. from a worker)
+        return (_rebuild, (type(self), self.args, self.fields()))
 
 
 class InputError(GemBatchError, ValueError):
@@ -90,9 +131,21 @@ class RunNotFoundError(GemBatchError, LookupError):
         return str(self.args[0]) if self.args else ""
 
 
+class RunNotDoneError(GemBatchError):
+    """The run is still live: wait for it (``run.wait()``) before asking for this."""
+
+
 class BackendError(GemBatchError):
     """The Gemini API, or the emulator standing in for it, refused a call."""
+
+    #: True when the failure was transient (a timeout, 429 or 5xx): trying later may work.
+    retryable: bool = False
 
 
 class WaitTimeout(GemBatchError, TimeoutError):
     """``wait(timeout=...)`` returned before the run finished; the run itself goes on."""
+
+
+def _rebuild(cls: type[GemBatchError], args: tuple[Any, ...], fields: dict[str, Any]) -> Any:
+    err = cls(*args, **fields)
+    return err

@@ -26,22 +26,21 @@ for _var in (
 @pytest.fixture(autouse=True)
 def gembatch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty registry folder, default settings, no cached client, for every test."""
-    from gemini_batch_magic import _backend, _config, _runs
+    from gemini_batch_magic import _config
+    from gemini_batch_magic._state import state
 
     home = tmp_path / "gembatch-home"
     monkeypatch.setenv("GEMBATCH_HOME", str(home))
     for var in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "GEMBATCH_BACKEND"):
         monkeypatch.delenv(var, raising=False)
     saved = _config.settings.as_dict()
-    _backend.reset()
-    _runs._registries.clear()
+    state.reset()
     _config.settings.home = home
     _config.settings.retry_initial_delay = 0.05
     _config.settings.poll_interval = 0.05
     _config.settings.max_poll_interval = 0.2
     yield home
-    _backend.reset()
-    _runs._registries.clear()
+    state.reset()
     for k, v in saved.items():
         setattr(_config.settings, k, Path(v) if k == "home" else v)
 

@@ -14,7 +14,7 @@ from gemini_batch_magic import _backend
 def test_no_key_means_embedded_emulator_with_one_notice(
     capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_backend, "_notice_shown", False)  # as in a new process
+    # the engine's state was reset for this test, as in a new process
     info = gbm.backend_info()
     assert info.kind == "local" and info.synthetic and info.key_source is None
     assert info.base_url and info.base_url.startswith("http://127.0.0.1:")

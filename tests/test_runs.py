@@ -18,6 +18,7 @@ import pytest
 import gemini_batch_magic as gbm
 from gemini_batch_magic import _runs
 from gemini_batch_magic._config import settings
+from gemini_batch_magic._state import state
 
 
 def _prompts(n: int, prefix: str = "prompt") -> list[str]:
@@ -72,7 +73,6 @@ def test_results_parsed_while_downloading_equal_the_stored_files_parse(emu: Any)
     df = pd.DataFrame({"text": [*_prompts(90), "[[fail]] x", 'émoji 😀 \\ " \n']})
     run = df.gembatch.submit("text")
     out = run.wait(progress=False).result()
-    assert not run._preparsed  # each shard's stream-parsed frame was used, then dropped
     fresh = _runs.BatchRun(run.run_id).result()
     pd.testing.assert_frame_equal(out, fresh)
     assert out["response"].tolist()[:90] == df["text"].tolist()[:90]
@@ -253,7 +253,7 @@ def test_results_survive_the_service_going_away(emulator_factory: Any) -> None:
     run_id = run.run_id
     emu.close()
     del run
-    _runs._live_objects.clear()
+    state.runs.clear()
     again = gbm.attach(run_id)
     out = again.result()  # from the registry: no service call possible
     assert out["response"].tolist() == df["p"].tolist()
@@ -452,7 +452,7 @@ def test_a_shard_whose_counts_were_final_before_it_succeeded_is_still_recorded(
     df = pd.DataFrame({"p": _prompts(6)})
     run = df.gembatch.submit("p")
     for shard in run.shards:  # as if batchStats had already reported every answer
-        run._set_shard(shard, succeeded=shard.n_requests, failed=0, pending=0)
+        run._book.set_shard(shard, succeeded=shard.n_requests, failed=0, pending=0)
     deadline = time.monotonic() + 60
     while any(b["state"] != "BATCH_STATE_SUCCEEDED" for b in emu.batches()):
         assert time.monotonic() < deadline, emu.batches()

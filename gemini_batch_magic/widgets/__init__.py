@@ -29,3 +29,12 @@ from ._panel import JobsPanel
 from ._progress_widget import ProgressWidget
 
 __all__ = ["JobsPanel", "ProgressWidget"]
+
+
+def auto_progress(run):  # TEMPORARY until the views branch lands
+    from .._progress import TextProgress
+    return TextProgress(run)
+
+
+def run_mimebundle(run, include=None, exclude=None):  # TEMPORARY until the views branch lands
+    return {"text/plain": repr(run)}

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import gemini_batch_magic as gbm
-from gemini_batch_magic import _runs
+from gemini_batch_magic import _backend
 from gemini_batch_magic._config import settings
 
 from ._util import assert_echoed, prompts, shards_per_batch
@@ -86,20 +86,20 @@ def test_create_that_cannot_be_confirmed_is_not_sent_again(
     emu = emulator_factory(drop_after_create_rate=1.0, seed=5)
     settings.retry_attempts = 2
     core = emu._core  # the emulator's live settings, changed mid-test
-    original_list = _runs.BatchRun._find_batch
+    original_list = _backend.find_batch
 
-    def failing_list(self: Any, client: Any, display: str) -> str | None:
+    def failing_list(display: str, **kwargs: Any) -> str | None:
         core.http_fault_rate = 1.0  # every list (and anything else) now fails
         try:
-            return original_list(self, client, display)
+            return original_list(display, **kwargs)
         finally:
             core.http_fault_rate = 0.0
 
-    monkeypatch.setattr(_runs.BatchRun, "_find_batch", failing_list)
+    monkeypatch.setattr(_backend, "find_batch", failing_list)
     df = pd.DataFrame({"p": prompts(5)})
     with pytest.raises(gbm.BackendError, match="could not confirm"):
         df.gembatch.submit("p")
-    monkeypatch.setattr(_runs.BatchRun, "_find_batch", original_list)
+    monkeypatch.setattr(_backend, "find_batch", original_list)
     assert len(emu.batches()) == 1
     run = gbm.attach(gbm.runs()["run_id"][0])
     emu._core.drop_after_create_rate = 0.0

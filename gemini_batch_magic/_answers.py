@@ -1,0 +1,112 @@
+"""A run's answers: each shard's results aligned to its requests, then labelled like the input.
+
+The steps, each a function of what the one before gave:
+
+1. :meth:`RunAnswers.shard` -- a shard's stored results (parsed as they downloaded, or read
+   back from the run folder) aligned by key to the shard's requests; rows the service did
+   not answer say why.
+2. :meth:`RunAnswers.own` -- the run's shards together, indexed by row position.
+3. :func:`fill_from` -- failed rows filled from the run's retry runs (recursively).
+4. :func:`label` -- one row per input row, in the input's order, with the input's labels;
+   rows that were skipped (``on_empty='skip'``) say so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import _results
+from ._fetch import release_memory
+from ._registry import TERMINAL, RunBook, ShardRecord
+
+__all__ = ["SKIPPED", "RunAnswers", "fill_from", "label"]
+
+SKIPPED = "skipped: the prompt was empty (on_empty='skip')"
+
+
+class RunAnswers:
+    """The answers of one run's shards, aligned and cached per process."""
+
+    def __init__(self, book: RunBook) -> None:
+        self.book = book
+        self._cache: dict[int, tuple[tuple[object, ...], pd.DataFrame]] = {}
+        self._positions: np.ndarray | None = None
+
+    def positions(self) -> np.ndarray:
+        """Positions (in the root input) of the rows this run sent; read once, immutable."""
+        if self._positions is None:
+            rec = self.book.record
+            blob = rec.positions_blob or self.book.registry.positions(rec.run_id)
+            self._positions = np.frombuffer(blob, dtype=np.int64)
+        return self._positions
+
+    def shard(self, shard: ShardRecord, parsed: pd.DataFrame | None = None) -> pd.DataFrame:
+        """One shard's answers aligned to its requests (RangeIndex).
+
+        ``parsed``: the answers just parsed while they downloaded, if any (else the stored
+        file is read).
+        """
+        cache_key = (shard.results_file, shard.state)
+        cached = self._cache.get(shard.shard)
+        if cached is not None and cached[0] == cache_key and parsed is None:
+            return cached[1]
+        n = shard.stop - shard.start
+        if not shard.results_file:
+            msg = (f"no result: the batch ended {shard.state}" if shard.state in TERMINAL
+                   else f"not answered yet (shard {shard.shard} is {shard.state})")
+            return _results.missing_frame(n, msg)
+        if parsed is None:  # not parsed as it downloaded (another kernel fetched it, a restart)
+            path = self.book.run_dir() / shard.results_file
+            parsed = (_results.parse_results_file(path) if path.suffix == ".jsonl"
+                      else _results.load_stored(pd.read_parquet(path)))
+        keys = self.positions()[shard.start:shard.stop]  # the keys are these, in decimal
+        aligned, missing = _results.align_with_missing(parsed, keys)
+        if len(keys) >= 100_000:  # the answers in file order are garbage now
+            del parsed
+            release_memory()
+        if shard.state != "SUCCEEDED" and len(missing):
+            _results.set_errors(aligned, missing, f"no result: the batch ended {shard.state}")
+        self._cache[shard.shard] = (cache_key, aligned)
+        return aligned
+
+    def own(self) -> pd.DataFrame:
+        """This run's answers (not its children's), one row per request, by position."""
+        frames = []
+        positions = self.positions()
+        for shard in self.book.record.shards:
+            frame = self.shard(shard).copy(deep=False)
+            frame.index = pd.Index(positions[shard.start:shard.stop], name="position")
+            frames.append(frame)
+        if not frames:
+            return _results.missing_frame(0, "")
+        return pd.concat(frames)
+
+
+def fill_from(own: pd.DataFrame, retried: pd.DataFrame) -> None:
+    """Fill rows of ``own`` (by position) with the answers a retry run got right."""
+    sub = retried[retried["error"].isna()]
+    sub = sub[sub.index.isin(own.index)]
+    if len(sub):
+        own.loc[sub.index, list(sub.columns)] = sub.to_numpy()
+
+
+def label(merged: pd.DataFrame, index: pd.Index, keep: np.ndarray | None) -> pd.DataFrame:
+    """One row per input row (``index``), in order; ``keep``: only these positions (a retry
+    run shows only its own rows)."""
+    n = len(index)
+    src = np.full(n, -1, dtype=np.int64)  # row of `merged` answering each input row
+    src[merged.index.to_numpy()] = np.arange(len(merged))
+    if n and (src == np.arange(n)).all():  # every row sent, in order: nothing to move
+        frame = merged.reset_index(drop=True)
+    else:
+        frame = _results.take_rows(merged, src)
+        skipped = np.flatnonzero(src < 0)
+        if len(skipped):
+            _results.set_errors(frame, skipped, SKIPPED)
+    if keep is not None:
+        frame = frame.iloc[keep]
+        frame.index = index[keep]
+    else:
+        frame.index = index
+    return frame
