@@ -25,6 +25,7 @@ logged or shown; :func:`backend_info` tells only where it came from.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import os
@@ -285,6 +286,8 @@ def _fresh_process() -> None:
 
 
 state.on_reset(_fresh_process)
+# stop the embedded emulator while its threads still run (not from a finaliser at exit)
+atexit.register(reset)
 
 
 # --------------------------------------------------------------------------- errors, retries
