@@ -14,8 +14,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import _processes, _store, _worker
+from . import _processes
 from ._model import Responder
+from ._scheduler import BatchScheduler
 from ._server import Core, _Server
 from ._store import Store
 
@@ -180,8 +181,7 @@ class Emulator:
         self._core: Core | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        self._pool: _worker.WorkerPool | None = None
-        self._token = _store.new_id(16)
+        self._pool: BatchScheduler | None = None
         self._url: str | None = None
 
     def __repr__(self) -> str:
@@ -208,9 +208,8 @@ class Emulator:
                 data_dir = self._data_dir_arg
             try:
                 self._store = Store(data_dir)
-                _worker.LIVE_TOKENS.add(self._token)
-                self._pool = _worker.WorkerPool(
-                    self._store, self._token, self.responder, processes=self.processes
+                self._pool = BatchScheduler(
+                    self._store, self.responder, processes=self.processes
                 )
                 self._core = Core(
                     self._store,
@@ -265,7 +264,6 @@ class Emulator:
             self._thread.join(timeout=10)
         if self._pool is not None:
             self._pool.close()
-        _worker.LIVE_TOKENS.discard(self._token)
         if self._store is not None:
             self._store.close()
         if self._tmp is not None:
