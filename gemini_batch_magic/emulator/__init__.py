@@ -183,10 +183,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._config import EmulatorConfig
 from ._emulator import Emulator
 from ._model import RequestError
 
-__all__ = ["Emulator", "RequestError", "main"]
+__all__ = ["Emulator", "EmulatorConfig", "RequestError", "main"]
 
 
 def __getattr__(name: str) -> Any:

@@ -163,7 +163,6 @@ class _Answerer:
         return orjson.dumps(out), error is not None
 
 
-
 @functools.lru_cache(maxsize=64)
 def _permutation(seed: int, n: int) -> tuple[list[int], list[int]]:
     """A seeded permutation of ``range(n)`` (never the identity) and its inverse."""
