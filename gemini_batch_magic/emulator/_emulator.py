@@ -118,7 +118,11 @@ class Emulator:
                 "pass options by name, e.g. Emulator(pending_seconds=2)."
             )
         check_option_names(options, "Emulator()")
-        self._config = EmulatorConfig(**options) if config is None else config.replace(**options)
+        if config is None:
+            config = EmulatorConfig(**options)
+        elif options:
+            config = config.replace(**options)
+        self._config = config
         self._lock = threading.Lock()
         self._started = False
         self._closed = False
