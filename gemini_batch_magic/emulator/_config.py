@@ -18,8 +18,10 @@ import difflib
 import ipaddress
 import math
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from ._model import Responder
@@ -44,15 +46,17 @@ LIVE_OPTIONS = frozenset(
 )
 
 #: Options fixed once the emulator has started, and why.
-FIXED_OPTIONS: dict[str, str] = {
-    "host": "the socket is already bound to it",
-    "port": "the socket is already bound to it",
-    "allow_remote": "it only decides which host may be bound, and the socket is already bound",
-    "data_dir": "the store is open on it",
-    "processes": "the pool of worker processes is sized when the emulator starts",
-    "responder": "batches already claimed are answered by the responder they started with, "
-    "and their results must be a pure function of it",
-}
+FIXED_OPTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "host": "the socket is already bound to it",
+        "port": "the socket is already bound to it",
+        "allow_remote": "it only decides which host may be bound, and the socket is already bound",
+        "data_dir": "the store is open on it",
+        "processes": "the pool of worker processes is sized when the emulator starts",
+        "responder": "batches already claimed are answered by the responder they started with, "
+        "and their results must be a pure function of it",
+    }
+)
 
 
 def is_loopback_host(host: str) -> bool:

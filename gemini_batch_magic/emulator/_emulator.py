@@ -11,7 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
-from ._config import FIXED_OPTIONS, EmulatorConfig, check_option_names
+from ._config import FIXED_OPTIONS, LIVE_OPTIONS, EmulatorConfig, check_option_names
 from ._http import HttpServer
 from ._model import Responder
 from ._scheduler import BatchScheduler
@@ -176,13 +176,14 @@ class Emulator:
             new = self._config.replace(**changes)
             if self._started:
                 for name in changes:
-                    why = FIXED_OPTIONS.get(name)
-                    if why is not None and getattr(new, name) != getattr(self._config, name):
-                        raise ValueError(
-                            f"{name} cannot change on a running emulator ({why}). Set it "
-                            f"before start(), or close this emulator and start a new one "
-                            f"with Emulator({name}=...)."
-                        )
+                    if name in LIVE_OPTIONS or getattr(new, name) == getattr(self._config, name):
+                        continue
+                    why = FIXED_OPTIONS.get(name, "it is not one of the live options")
+                    raise ValueError(
+                        f"{name} cannot change on a running emulator ({why}). Set it before "
+                        f"start(), or close this emulator and start a new one with "
+                        f"Emulator({name}=...)."
+                    )
                 assert self._state is not None
                 self._state.reconfigure(new)
             self._config = new

@@ -205,6 +205,13 @@ def test_options_fixed_at_start_are_refused_on_a_running_emulator(
     emu.configure(**{name: getattr(before, name)})  # the current value is no change
 
 
+def test_every_option_is_either_live_or_fixed_with_a_reason() -> None:
+    from gemini_batch_magic.emulator._config import FIXED_OPTIONS, LIVE_OPTIONS, OPTION_NAMES
+
+    assert LIVE_OPTIONS.isdisjoint(FIXED_OPTIONS)
+    assert LIVE_OPTIONS | set(FIXED_OPTIONS) == set(OPTION_NAMES)
+
+
 def test_before_start_every_option_can_change_and_after_close_none(tmp_path: Path) -> None:
     emu = Emulator()
     emu.configure(data_dir=tmp_path / "d", pending_seconds=0.5, processes=0)
