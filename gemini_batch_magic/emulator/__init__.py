@@ -20,6 +20,37 @@ connections; SIGINT/SIGTERM stop it cleanly with exit code 0)::
 
     python -m gemini_batch_magic.emulator --port 8765 --pending-seconds 2 --rate 50
 
+Configuration
+-------------
+Every option below is a field of one frozen dataclass, :class:`EmulatorConfig`, validated
+once when it is built: a bad value raises ``ValueError`` naming the option, the value and
+the fix, and an unknown name raises ``TypeError`` suggesting the closest ones. The same
+object is built by the keyword constructor, by the command line and by ``configure()``::
+
+    cfg = EmulatorConfig(pending_seconds=1, fail_rate=0.05, seed=7)
+    emu = Emulator(cfg)                     # or Emulator(cfg, seed=8), or Emulator(seed=8)
+    emu.config                              # the options now in force (frozen)
+    emu.fail_rate                           # each option is also a read-only attribute
+
+``emu.configure(**changes)`` changes options, on a **running** emulator too, validated like
+the constructor's; if any change is refused, nothing changes:
+
+* ``http_fault_rate``, ``drop_after_create_rate`` and ``api_key`` apply from the next API
+  call;
+* ``pending_seconds``, ``rate``, ``expire_after``, ``fail_rate``, ``seed`` and ``shuffle``
+  apply to batches created from then on: each batch stores the options it was created
+  with, so a batch's state and results never change under it. A new ``seed`` also
+  restarts the random streams of HTTP faults and dropped creates (from then on, the same
+  outcomes as an emulator started with that seed);
+* ``host``, ``port``, ``allow_remote``, ``data_dir``, ``processes`` and ``responder`` are
+  fixed once the emulator has started: changing them raises ``ValueError`` saying why
+  (passing the current value is fine). Before ``start()`` every option can change.
+
+For example, to see a client cope with failures mid-run::
+
+    emu.configure(fail_rate=1.0)          # every request of the next batch fails
+    emu.configure(http_fault_rate=0.3)    # and 30% of API calls get 429/503
+
 Options (Python keyword / CLI flag)
 -----------------------------------
 ``pending_seconds`` / ``--pending-seconds``
@@ -162,11 +193,15 @@ Limitations
 
 Test helpers and admin routes
 -----------------------------
-Python: ``emu.url``, ``emu.calls`` (``(method, path)`` of every API call),
+Python: ``emu.url``, ``emu.port`` (the bound port once started), ``emu.data_dir`` (the
+directory in use, temporary or not), ``emu.config`` and ``emu.configure(...)`` (see
+Configuration), ``emu.calls`` (``(method, path)`` of every API call),
 ``emu.reset_calls()``, ``emu.batches()``, ``emu.files()``,
 ``emu.set_state(name, "FAILED" | "EXPIRED" | "CANCELLED")``, ``emu.workers()`` (where
 blocks were answered: ``{"processes": [pid, ...], "blocksAnsweredInProcesses": n,
-"blocksAnsweredInThreads": m}``).
+"blocksAnsweredInThreads": m}``), ``emu.answering_batches()`` (names of the batches a
+thread of this emulator is answering right now: empty once a cancelled batch has been let
+go).
 
 HTTP (never need a key, never recorded in ``calls``):
 
@@ -183,10 +218,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._config import EmulatorConfig
 from ._emulator import Emulator
 from ._model import RequestError
 
-__all__ = ["Emulator", "RequestError", "main"]
+__all__ = ["Emulator", "EmulatorConfig", "RequestError", "main"]
 
 
 def __getattr__(name: str) -> Any:

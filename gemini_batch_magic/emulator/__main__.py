@@ -8,7 +8,8 @@ import sys
 import threading
 from types import FrameType
 
-from ._emulator import Emulator, is_loopback_host
+from ._config import EmulatorConfig, is_loopback_host
+from ._emulator import Emulator
 
 DEFAULT_CLI_PENDING_SECONDS = 2.0
 
@@ -90,6 +91,27 @@ def emu_host(args: argparse.Namespace) -> str:
     return str(args.host or "127.0.0.1")
 
 
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    """The configuration the parsed command line asks for (``ValueError`` if it is bad)."""
+    return EmulatorConfig(
+        pending_seconds=args.pending_seconds,
+        rate=args.rate,
+        fail_rate=args.fail_rate,
+        seed=args.seed,
+        http_fault_rate=args.http_fault_rate,
+        drop_after_create_rate=args.drop_after_create_rate,
+        data_dir=args.data_dir,
+        host=emu_host(args),
+        port=args.port,
+        shuffle=not args.no_shuffle,
+        api_key=args.api_key,
+        expire_after=args.expire_after,
+        processes=args.processes,
+        # only an explicit --host may name a non-loopback address
+        allow_remote=args.host is not None,
+    )
+
+
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     """Runs the emulator until SIGINT/SIGTERM and returns the exit code.
 
@@ -100,23 +122,7 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     parser = _build_parser(prog)
     args = parser.parse_args(argv)
     try:
-        emu = Emulator(
-            pending_seconds=args.pending_seconds,
-            rate=args.rate,
-            fail_rate=args.fail_rate,
-            seed=args.seed,
-            http_fault_rate=args.http_fault_rate,
-            drop_after_create_rate=args.drop_after_create_rate,
-            data_dir=args.data_dir,
-            host=emu_host(args),
-            port=args.port,
-            shuffle=not args.no_shuffle,
-            api_key=args.api_key,
-            expire_after=args.expire_after,
-            processes=args.processes,
-            # only an explicit --host may name a non-loopback address
-            allow_remote=args.host is not None,
-        )
+        emu = Emulator(config_from_args(args))
     except ValueError as exc:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

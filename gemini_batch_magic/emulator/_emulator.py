@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import math
 import os
 import shutil
-import socket
 import tempfile
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
-from . import _processes, _store, _worker
+from ._config import FIXED_OPTIONS, LIVE_OPTIONS, EmulatorConfig, check_option_names
+from ._http import HttpServer
 from ._model import Responder
-from ._server import Core, _Server
+from ._scheduler import BatchScheduler
+from ._server import make_server
+from ._state import ApiState
 from ._store import Store
-
-
-def is_loopback_host(host: str) -> bool:
-    """True when every address ``host`` resolves to is a loopback address."""
-    candidate = host.strip("[]")
-    try:
-        return ipaddress.ip_address(candidate).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(candidate, None)
-    except socket.gaierror:
-        return False
-    addrs = {info[4][0] for info in infos}
-    return bool(addrs) and all(
-        ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addrs
-    )
-
 
 _TMP_PREFIX = "gemini-batch-emulator-"
 _OWNER_FILE = "owner.pid"
@@ -62,18 +44,30 @@ def _sweep_stale_temp_dirs() -> None:
             pass
 
 
-def _check_fraction(name: str, value: float) -> float:
-    value = float(value)
-    if not (0.0 <= value <= 1.0) or math.isnan(value):
-        raise ValueError(f"{name} must be between 0 and 1, got {value!r}.")
-    return value
+_T = TypeVar("_T")
 
 
-def _check_non_negative(name: str, value: float) -> float:
-    value = float(value)
-    if value < 0 or math.isnan(value) or math.isinf(value):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
-    return value
+class _Option(Generic[_T]):
+    """A read-only attribute of :class:`Emulator` that shows one option of its config."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _Option[_T]: ...
+    @overload
+    def __get__(self, obj: Emulator, owner: type | None = None) -> _T: ...
+    def __get__(self, obj: Emulator | None, owner: type | None = None) -> _Option[_T] | _T:
+        if obj is None:
+            return self
+        value: _T = getattr(obj.config, self.name)
+        return value
+
+    def __set__(self, obj: Emulator, value: object) -> None:
+        raise AttributeError(
+            f"Emulator.{self.name} is read-only: use emu.configure({self.name}=...) to change "
+            "it (on a running emulator too, where that makes sense)."
+        )
 
 
 class Emulator:
@@ -81,112 +75,118 @@ class Emulator:
 
     Use it as a context manager (or call :meth:`start` / :meth:`close`)::
 
-        with Emulator() as emu:
+        with Emulator(pending_seconds=1, fail_rate=0.1) as emu:
             client = genai.Client(
                 api_key="test-key", http_options=types.HttpOptions(base_url=emu.url)
             )
+            emu.configure(http_fault_rate=0.2)  # takes effect at once
 
     Args:
-        pending_seconds: how long a new batch stays ``PENDING`` before it runs.
-        rate: requests answered per second while ``RUNNING`` (0 = all at once).
-        fail_rate: fraction of requests answered with a per-request error.
-        seed: seed for every random choice (faults, failures, result order).
-        http_fault_rate: fraction of API calls answered 429/503 before doing anything.
-        drop_after_create_rate: fraction of batch creates that are persisted but whose
-            connection is then closed without a response.
-        data_dir: where metadata and bytes live; ``None`` = a private temporary directory
-            deleted on :meth:`close`. Reusing a directory resumes its batches.
-        host, port: where to listen (port 0 = a free port). Only loopback hosts unless
-            ``allow_remote=True``.
-        responder: optional ``responder(request, model) -> GenerateContentResponse dict``
-            replacing the echo model for generate-content batches.
-        shuffle: return results in a deterministic shuffled order (default) rather than
-            submission order.
-        api_key: when set, only this key is accepted.
-        expire_after: seconds after creation at which an unfinished batch becomes
-            ``EXPIRED`` (``None`` = never).
-        allow_remote: allow a non-loopback ``host`` (it exposes the emulator to the network).
-        processes: worker processes that answer requests with the built-in model, so the
-            HTTP side stays responsive while big batches are answered (``None`` = one per
-            CPU, at most 4; 0 = answer in the emulator's own threads). They start
-            with the first batch of more than 1024 requests; batches of a ``responder`` are
-            always answered in-thread. Results are byte-identical either way.
+        config: an :class:`EmulatorConfig` holding every option (default: all defaults).
+        **options: options by name, applied over ``config``: ``pending_seconds``,
+            ``rate``, ``fail_rate``, ``seed``, ``http_fault_rate``,
+            ``drop_after_create_rate``, ``data_dir``, ``host``, ``port``, ``responder``,
+            ``shuffle``, ``api_key``, ``expire_after``, ``allow_remote``, ``processes``
+            (each documented on :class:`EmulatorConfig` and in the package manual).
+
+    Raises:
+        TypeError: ``config`` is not an :class:`EmulatorConfig`, or an option name is
+            unknown (the message suggests the closest ones).
+        ValueError: an option has a bad value (the message names it and the fix).
+
+    Every option can be read back as a read-only attribute (``emu.fail_rate``) or as
+    ``emu.config``; :meth:`configure` changes them.
     """
 
-    def __init__(
-        self,
-        pending_seconds: float = 0.0,
-        rate: float = 0.0,
-        fail_rate: float = 0.0,
-        seed: int = 0,
-        http_fault_rate: float = 0.0,
-        drop_after_create_rate: float = 0.0,
-        data_dir: str | Path | None = None,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        responder: Responder | None = None,
-        shuffle: bool = True,
-        api_key: str | None = None,
-        *,
-        expire_after: float | None = None,
-        allow_remote: bool = False,
-        processes: int | None = None,
-    ) -> None:
-        self.pending_seconds = _check_non_negative("pending_seconds", pending_seconds)
-        self.rate = _check_non_negative("rate", rate)
-        self.fail_rate = _check_fraction("fail_rate", fail_rate)
-        self.http_fault_rate = _check_fraction("http_fault_rate", http_fault_rate)
-        self.drop_after_create_rate = _check_fraction(
-            "drop_after_create_rate", drop_after_create_rate
-        )
-        if expire_after is not None:
-            expire_after = _check_non_negative("expire_after", expire_after)
-        self.expire_after = expire_after
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer, got {seed!r}.")
-        self.seed = seed
-        if not isinstance(port, int) or not (0 <= port <= 65535):
-            raise ValueError(f"port must be between 0 and 65535, got {port!r}.")
-        if not host:
-            raise ValueError("host must not be empty.")
-        if not allow_remote and not is_loopback_host(host):
-            raise ValueError(
-                f"Refusing to listen on non-loopback host {host!r}: the emulator has no real "
-                "authentication. Pass allow_remote=True (on the CLI, naming --host does) if you "
-                "really want to expose it."
+    pending_seconds = _Option[float]()
+    rate = _Option[float]()
+    fail_rate = _Option[float]()
+    seed = _Option[int]()
+    http_fault_rate = _Option[float]()
+    drop_after_create_rate = _Option[float]()
+    host = _Option[str]()
+    responder = _Option[Responder | None]()
+    shuffle = _Option[bool]()
+    expire_after = _Option[float | None]()
+    allow_remote = _Option[bool]()
+    processes = _Option[int]()
+
+    def __init__(self, config: EmulatorConfig | None = None, **options: Any) -> None:
+        if config is not None and not isinstance(config, EmulatorConfig):
+            raise TypeError(
+                f"config must be an EmulatorConfig, got {type(config).__name__} {config!r}; "
+                "pass options by name, e.g. Emulator(pending_seconds=2)."
             )
-        if processes is None:
-            processes = _processes.default_processes()
-        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 0:
-            raise ValueError(
-                f"processes must be an integer >= 0 (0 = answer in-thread), got {processes!r}."
-            )
-        self.processes = processes
-        if responder is not None and not callable(responder):
-            raise ValueError("responder must be callable: responder(request, model) -> dict.")
-        if api_key is not None and not api_key.strip():
-            raise ValueError("api_key must not be blank.")
-        self.host = host
-        self.port = port
-        self.responder = responder
-        self.shuffle = bool(shuffle)
-        self._api_key = api_key.strip() if api_key is not None else None
-        self._data_dir_arg = Path(data_dir) if data_dir is not None else None
+        check_option_names(options, "Emulator()")
+        if config is None:
+            config = EmulatorConfig(**options)
+        elif options:
+            config = config.replace(**options)
+        self._config = config
         self._lock = threading.Lock()
         self._started = False
         self._closed = False
+        self._bound_port: int | None = None
         self._tmp: str | None = None
         self._store: Store | None = None
-        self._core: Core | None = None
-        self._server: _Server | None = None
+        self._state: ApiState | None = None
+        self._server: HttpServer | None = None
         self._thread: threading.Thread | None = None
-        self._pool: _worker.WorkerPool | None = None
-        self._token = _store.new_id(16)
+        self._scheduler: BatchScheduler | None = None
         self._url: str | None = None
 
     def __repr__(self) -> str:
         state = "running" if self._started and not self._closed else "stopped"
         return f"<Emulator {self._url or self.host} {state}>"
+
+    # -- configuration -------------------------------------------------------------------
+
+    @property
+    def config(self) -> EmulatorConfig:
+        """Every option, as now in force (frozen: change it with :meth:`configure`)."""
+        return self._config
+
+    @property
+    def port(self) -> int:
+        """The port listened on once started (the bound one when ``port=0``), else the option."""
+        return self._bound_port if self._bound_port is not None else self._config.port
+
+    def configure(self, **changes: Any) -> None:
+        """Changes options, on a running emulator too: ``emu.configure(fail_rate=1.0)``.
+
+        The new values are validated like the constructor's (``ValueError``; an unknown
+        name is a ``TypeError`` naming the closest ones) and take effect at once:
+
+        * ``http_fault_rate``, ``drop_after_create_rate`` and ``api_key`` from the next
+          API call;
+        * ``pending_seconds``, ``rate``, ``expire_after``, ``fail_rate``, ``seed`` and
+          ``shuffle`` for the batches created from now on (each batch keeps the options it
+          was created with, so its state and results never change under it). A new
+          ``seed`` also restarts the random streams of HTTP faults and dropped creates.
+
+        Before :meth:`start` every option can change. Once started, ``host``, ``port``,
+        ``allow_remote``, ``data_dir``, ``processes`` and ``responder`` cannot (a
+        ``ValueError`` says why); passing their current value is allowed. Nothing is
+        changed when any of ``changes`` is refused.
+        """
+        check_option_names(changes, "Emulator.configure()")
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("This Emulator was closed; create a new one.")
+            new = self._config.replace(**changes)
+            if self._started:
+                for name in changes:
+                    if name in LIVE_OPTIONS or getattr(new, name) == getattr(self._config, name):
+                        continue
+                    why = FIXED_OPTIONS.get(name, "it is not one of the live options")
+                    raise ValueError(
+                        f"{name} cannot change on a running emulator ({why}). Set it before "
+                        f"start(), or close this emulator and start a new one with "
+                        f"Emulator({name}=...)."
+                    )
+                assert self._state is not None
+                self._state.reconfigure(new)
+            self._config = new
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -197,7 +197,8 @@ class Emulator:
                 raise RuntimeError("This Emulator was closed; create a new one.")
             if self._started:
                 return self
-            if self._data_dir_arg is None:
+            config = self._config
+            if config.data_dir is None:
                 _sweep_stale_temp_dirs()
                 self._tmp = tempfile.mkdtemp(prefix=_TMP_PREFIX)
                 data_dir = Path(self._tmp)
@@ -205,37 +206,30 @@ class Emulator:
                 with os.fdopen(fd, "w") as f:
                     f.write(str(os.getpid()))
             else:
-                data_dir = self._data_dir_arg
+                data_dir = config.data_dir
             try:
                 self._store = Store(data_dir)
-                _worker.LIVE_TOKENS.add(self._token)
-                self._pool = _worker.WorkerPool(
-                    self._store, self._token, self.responder, processes=self.processes
+                self._scheduler = BatchScheduler(
+                    self._store, config.responder, processes=config.processes or 0
                 )
-                self._core = Core(
+                self._state = ApiState(
                     self._store,
-                    pending_seconds=self.pending_seconds,
-                    rate=self.rate,
-                    fail_rate=self.fail_rate,
-                    seed=self.seed,
-                    http_fault_rate=self.http_fault_rate,
-                    drop_after_create_rate=self.drop_after_create_rate,
-                    shuffle=self.shuffle,
-                    expire_after=self.expire_after,
-                    api_key=self._api_key,
-                    poke=self._pool.poke,
-                    workers=self._pool.stats,
+                    config,
+                    poke=self._scheduler.poke,
+                    workers=self._scheduler.stats,
                 )
-                ipv6 = ":" in self.host.strip("[]")
-                self._server = _Server((self.host.strip("[]"), self.port), self._core, ipv6)
+                ipv6 = ":" in config.host.strip("[]")
+                self._server = make_server(
+                    (config.host.strip("[]"), config.port), self._state, ipv6
+                )
             except BaseException:
                 self._cleanup()
                 raise
             _bound_host, bound_port = self._server.server_address[:2]
-            shown = self.host.strip("[]")
+            shown = config.host.strip("[]")
             shown = f"[{shown}]" if ipv6 else shown
             self._url = f"http://{shown}:{bound_port}"
-            self.port = int(bound_port)
+            self._bound_port = int(bound_port)
             self._thread = threading.Thread(
                 target=self._server.serve_forever,
                 kwargs={"poll_interval": 0.05},
@@ -243,7 +237,7 @@ class Emulator:
                 daemon=True,
             )
             self._thread.start()
-            self._pool.start()
+            self._scheduler.start()
             self._started = True
             return self
 
@@ -263,9 +257,8 @@ class Emulator:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        if self._pool is not None:
-            self._pool.close()
-        _worker.LIVE_TOKENS.discard(self._token)
+        if self._scheduler is not None:
+            self._scheduler.close()
         if self._store is not None:
             self._store.close()
         if self._tmp is not None:
@@ -303,42 +296,45 @@ class Emulator:
             raise RuntimeError("The emulator is not started.")
         return self._store.data_dir
 
-    def _need_core(self) -> Core:
-        if self._core is None or self._closed:
+    def _need_state(self) -> ApiState:
+        if self._state is None or self._closed:
             raise RuntimeError("The emulator is not running.")
-        return self._core
+        return self._state
 
     @property
     def calls(self) -> list[tuple[str, str]]:
         """A snapshot of ``(method, path)`` for every API call received (admin excluded)."""
-        if self._core is None:
+        if self._state is None:
             return []
-        return self._core.calls()
+        return self._state.calls()
 
     def reset_calls(self) -> None:
         """Forgets the recorded calls."""
-        self._need_core().reset_calls()
+        self._need_state().reset_calls()
 
     def batches(self) -> list[dict[str, Any]]:
         """Every batch, newest first: ``name``, ``state`` (``BATCH_STATE_*``), ``model``,
         ``displayName``, ``requestCount``, ``createTime`` and the request counters."""
-        core = self._need_core()
-        return [core.batch_summary(r) for r in core.store.all_batches()]
+        state = self._need_state()
+        return [state.batch_summary(r) for r in state.store.all_batches()]
 
     def files(self) -> list[dict[str, Any]]:
         """Every file (uploaded and generated), newest first."""
-        core = self._need_core()
-        core.settle_all()
-        with core.store.conn() as c:
-            rows = c.execute("SELECT * FROM files ORDER BY create_time DESC, id DESC").fetchall()
-        return [core.file_summary(r) for r in rows]
+        return self._need_state().file_summaries()
 
     def workers(self) -> dict[str, Any]:
         """Where blocks of requests were answered: ``processes`` (ids of the worker processes
         running now), ``blocksAnsweredInProcesses`` and ``blocksAnsweredInThreads``."""
-        self._need_core()
-        assert self._pool is not None
-        return self._pool.stats()
+        self._need_state()
+        assert self._scheduler is not None
+        return self._scheduler.stats()
+
+    def answering_batches(self) -> list[str]:
+        """Names (``batches/<id>``) of the batches a thread of this emulator is answering
+        right now: claimed, and not let go yet (done, cancelled, expired or closing)."""
+        self._need_state()
+        assert self._scheduler is not None
+        return [f"batches/{b}" for b in self._scheduler.answering()]
 
     def set_state(self, batch_name: str, state: str) -> None:
         """Forces a batch into ``"FAILED"``, ``"EXPIRED"`` or ``"CANCELLED"``.
@@ -346,4 +342,4 @@ class Emulator:
         ``batch_name`` is ``batches/<id>`` or ``<id>``. Raises ``KeyError`` for an unknown
         batch and ``ValueError`` for another state.
         """
-        self._need_core().set_state(batch_name.removeprefix("batches/"), state)
+        self._need_state().set_state(batch_name.removeprefix("batches/"), state)

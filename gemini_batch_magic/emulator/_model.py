@@ -39,7 +39,7 @@ class RequestError(Exception):
         self.message = message
 
 
-def _get(d: dict[str, Any], camel: str, snake: str) -> Any:
+def field(d: dict[str, Any], camel: str, snake: str) -> Any:
     """Reads a field that may be spelled in camelCase or snake_case."""
     v = d.get(camel)
     if v is None:
@@ -408,17 +408,17 @@ def json_for_schema(schema: dict[str, Any], prompt: str) -> Any:
 
 def answer_text(request: dict[str, Any], last_user: str) -> str:
     """The default model's answer text for a request (see the package docstring)."""
-    gc = _get(request, "generationConfig", "generation_config")
+    gc = field(request, "generationConfig", "generation_config")
     if not isinstance(gc, dict):
         return last_user
-    mime = _get(gc, "responseMimeType", "response_mime_type")
+    mime = field(gc, "responseMimeType", "response_mime_type")
     if not mime:
         return last_user
     mime = str(mime).lower()
-    json_schema = _get(gc, "responseJsonSchema", "response_json_schema")
+    json_schema = field(gc, "responseJsonSchema", "response_json_schema")
     if json_schema is None:
-        json_schema = _get(gc, "_responseJsonSchema", "_response_json_schema")
-    schema = _get(gc, "responseSchema", "response_schema")
+        json_schema = field(gc, "_responseJsonSchema", "_response_json_schema")
+    schema = field(gc, "responseSchema", "response_schema")
     if mime == "application/json":
         if isinstance(json_schema, dict):
             return orjson.dumps(json_for_schema(json_schema, last_user)).decode()
@@ -486,7 +486,7 @@ def default_embed(request: dict[str, Any]) -> dict[str, Any]:
     text = _content_text(content)
     if FAIL_MARKER in text:
         raise RequestError(FAIL_MARKER_MESSAGE)
-    dims = _get(request, "outputDimensionality", "output_dimensionality")
+    dims = field(request, "outputDimensionality", "output_dimensionality")
     n = _as_int(dims, DEFAULT_EMBEDDING_DIMENSIONS)
     if n <= 0 or n > 65536:
         raise RequestError(

@@ -2,40 +2,35 @@
 
 Answering with the built-in model is pure Python: in a thread it holds the GIL and the
 HTTP side of the emulator crawls (a ``batches.get`` waits for the GIL, a download moves one
-chunk per GIL switch). :func:`answer_block` is a pure function whose output is
+chunk per GIL switch). :func:`._answer.answer_block` is a pure function whose output is
 byte-identical in any process, so :class:`AnswerPool` sends blocks to a few worker
 processes instead and the emulator's own process only reads, writes and serves HTTP.
+This module is the emulator's side of those processes; the loop that runs in them is
+:func:`._answer.serve`.
 
 The workers are plain ``python -c`` subprocesses talking over their stdin/stdout pipes,
 not :mod:`multiprocessing`: its ``spawn`` and ``forkserver`` start methods re-import the
 parent's ``__main__`` in every worker, which re-runs a user's script that has no
 ``if __name__ == "__main__":`` guard, and ``fork`` is unsafe in a threaded server. A worker
-imports only this package's emulator modules (not ``gemini_batch_magic`` itself, which
-would import pandas), runs niced (answering is background work: the API and the clients
-on the same machine come first), ignores SIGINT (Ctrl+C reaches the emulator, which stops
-it), and exits when its stdin closes, so it never outlives the emulator even after a
-``kill -9``.
+imports only :mod:`._answer` and :mod:`._model` (not the scheduler or the store, and not
+``gemini_batch_magic`` itself, which would import pandas), runs niced (answering is
+background work: the API and the clients on the same machine come first), ignores SIGINT
+(Ctrl+C reaches the emulator, which stops it), and exits when its stdin closes, so it
+never outlives the emulator even after a ``kill -9``.
 
 Whatever goes wrong with the workers (no Python executable, a worker that cannot start or
 dies), the pool marks itself broken and every block is answered in the calling thread
 instead: the bytes are the same, only the HTTP side is slower.
 
-Frames on the pipes are an 8-byte little-endian length followed by a pickle (the peer is
-always our own child or parent), written with one ``writev`` into pipes widened to 1 MiB,
-so a block crosses in one go. A worker first sends ``(_HELLO, pid)``; then, for each
-job ``(spec, segment, nlines, first_index, block)`` (a segment is the block's input bytes,
-cheaper to move than a list of lines), it answers ``("ok", (data, fail_bits, failed))`` or
-``("error", message)``.
+Frames on the pipes are an 8-byte little-endian length followed by a pickle, written with
+one ``writev`` into pipes widened to 1 MiB, so a block crosses in one go (the frames are
+described in :mod:`._answer`).
 """
 
 from __future__ import annotations
 
 import collections
 import os
-import pickle
-import queue
-import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -44,34 +39,35 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from ._answer import (
+    HELLO,
+    BlockResult,
+    BlockSpec,
+    answer_block,
+    recv_frame,
+    send_frame,
+    split_block,
+)
+
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-_writev = getattr(os, "writev", None)
-
 if TYPE_CHECKING:
     from ._model import Responder
-    from ._worker import BlockSpec
 
-_HEADER = struct.Struct("<Q")
-_HELLO = "gemini-batch-emulator-answerer/1"
 #: Seconds a new worker may take to say hello before it is killed (and the pool broken).
 START_TIMEOUT = 60.0
 #: Seconds :meth:`AnswerPool.close` waits for a worker to exit before killing it.
 EXIT_TIMEOUT = 5.0
 #: Blocks sent to one worker process and not yet answered.
 IN_FLIGHT = 2
-#: Niceness added to worker processes (where the OS has one).
-NICENESS = 5
 #: Default number of workers at most: beyond it the emulator's own process, which reads
 #: and writes every block, keeps no more of them busy.
 MAX_DEFAULT_PROCESSES = 4
 #: Bytes a pipe to or from a worker may hold (Linux lets anyone ask for up to 1 MiB).
 PIPE_SIZE = 1 << 20
-
-BlockResult = tuple[bytes, bytes, int]
 
 
 def default_processes() -> int:
@@ -92,88 +88,13 @@ class PoolBroken(RuntimeError):
     """The worker processes are unavailable; the block must be answered in-thread."""
 
 
-# -- framing ------------------------------------------------------------------------------
-
-
-def _send(fd: int, obj: Any) -> None:
-    """Writes one frame to a blocking pipe in as few system calls as possible (each one
-    releases the GIL, and waiting for the GIL again is what a busy process makes slow)."""
-    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    views = [memoryview(_HEADER.pack(len(payload))), memoryview(payload)]
-    while views:
-        if _writev is not None:
-            n = _writev(fd, views)
-        else:
-            n = os.write(fd, views[0])
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if n:
-            views[0] = views[0][n:]
-
-
-def _recv(f: IO[bytes], limit: int | None = None) -> Any:
-    """The next frame's object; raises ``EOFError`` when the peer is gone (or, with
-    ``limit``, announces a longer frame: not one of ours)."""
-    header = f.read(_HEADER.size)
-    if len(header) < _HEADER.size:
-        raise EOFError("pipe closed")
-    (n,) = _HEADER.unpack(header)
-    if limit is not None and n > limit:
-        raise EOFError(f"unexpected output {header!r}")
-    payload = f.read(n)
-    if len(payload) < n:
-        raise EOFError("pipe closed mid-frame")
-    return pickle.loads(payload)
-
-
-# -- the worker side ----------------------------------------------------------------------
-
-
-def serve() -> None:
-    """The worker loop (runs in the child): answer jobs from stdin until it closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Answering is background work: the emulator's API and its clients come first.
-    try:
-        os.nice(NICENESS)
-    except (AttributeError, OSError):
-        pass
-    # Frames go to a private copy of stdout; stray prints land on stderr instead.
-    out = os.dup(1)
-    os.dup2(2, 1)
-    inp = os.fdopen(0, "rb")
-    from ._worker import answer_block, split_block
-
-    # A writer thread sends an answer while the next block is being answered.
-    replies: queue.Queue[Any] = queue.Queue(maxsize=1)
-
-    def send_replies() -> None:
-        try:
-            while (reply := replies.get()) is not None:
-                _send(out, reply)
-        except OSError:
-            os._exit(0)  # the emulator is gone
-
-    writer = threading.Thread(target=send_replies, daemon=True)
-    writer.start()
-    replies.put((_HELLO, os.getpid()))
-    while True:
-        try:
-            spec, segment, nlines, first_index, block = _recv(inp)
-        except EOFError:
-            break
-        try:
-            result = answer_block(spec, split_block(segment, nlines), first_index, block)
-            reply: tuple[str, Any] = ("ok", result)
-        except Exception as exc:
-            reply = ("error", str(exc))
-        replies.put(reply)
-    replies.put(None)
-    writer.join()
+# -- starting a worker process -----------------------------------------------------------
 
 
 def _bootstrap_code() -> str:
-    """``python -c`` code that imports this module without ``gemini_batch_magic/__init__``."""
+    """``python -c`` code that runs :func:`._answer.serve`, importing ``_answer`` (and the
+    ``_model`` it needs) without running ``gemini_batch_magic/__init__`` or
+    ``emulator/__init__``."""
     here = Path(__file__).resolve().parent
     pkg = __name__.rsplit(".", 1)[0]  # gemini_batch_magic.emulator
     top = pkg.split(".", 1)[0]
@@ -184,12 +105,9 @@ def _bootstrap_code() -> str:
         "    module = types.ModuleType(name)\n"
         "    module.__path__ = [path]\n"
         "    sys.modules[name] = module\n"
-        f"from {__name__} import serve\n"
+        f"from {pkg}._answer import serve\n"
         "serve()\n"
     )
-
-
-# -- the emulator side --------------------------------------------------------------------
 
 
 def _child_env() -> dict[str, str]:
@@ -222,7 +140,7 @@ class _Job:
         self.payload = payload
 
 
-class _Worker:
+class _Child:
     """One child process, a thread that sends it jobs and one that receives the answers.
 
     Up to ``IN_FLIGHT`` jobs are outstanding per child, so the next block is already in
@@ -259,7 +177,7 @@ class _Worker:
                     continue
                 with pool._lock:
                     self._sent.append(job)
-                _send(stdin.fileno(), job.payload)
+                send_frame(stdin.fileno(), job.payload)
         except Exception as exc:
             self._fail(f"worker process {self.proc.pid} failed: {exc}")
         finally:
@@ -275,8 +193,8 @@ class _Worker:
         watchdog.daemon = True
         watchdog.start()
         try:
-            hello = _recv(proc.stdout, limit=4096)
-            if not (isinstance(hello, tuple) and len(hello) == 2 and hello[0] == _HELLO):
+            hello = recv_frame(proc.stdout, limit=4096)
+            if not (isinstance(hello, tuple) and len(hello) == 2 and hello[0] == HELLO):
                 raise EOFError(f"unexpected greeting {hello!r:.80}")
             self.pid = int(hello[1])
         except Exception as exc:
@@ -286,7 +204,7 @@ class _Worker:
             watchdog.cancel()
         while True:
             try:
-                kind, value = _recv(proc.stdout)
+                kind, value = recv_frame(proc.stdout)
             except Exception as exc:
                 with self.pool._lock:
                     clean = self.pool._closed and not self._sent
@@ -343,8 +261,6 @@ class Ticket:
             else:
                 fut.cancel()
                 return None
-        from ._worker import answer_block, split_block
-
         spec, segment, nlines, first_index, block, responder = self._args
         lines = split_block(segment, nlines)
         result = answer_block(spec, lines, first_index, block, responder, stop)
@@ -368,7 +284,7 @@ class AnswerPool:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._jobs: collections.deque[_Job] = collections.deque()
-        self._workers: list[_Worker] = []
+        self._children: list[_Child] = []
         self._started = False
         self._closed = False
         self.broken: str | None = None if processes > 0 else "processes=0"
@@ -385,7 +301,7 @@ class AnswerPool:
         with self._lock:
             if self.broken is not None:
                 return []
-            return [w.pid for w in self._workers if w.pid is not None]
+            return [w.pid for w in self._children if w.pid is not None]
 
     def submit(
         self,
@@ -418,10 +334,10 @@ class AnswerPool:
             self._closed = True
             jobs, self._jobs = list(self._jobs), collections.deque()
             self._cond.notify_all()
-            workers = list(self._workers)
+            children = list(self._children)
         for job in jobs:
             job.future.cancel()
-        for w in workers:
+        for w in children:
             for t in w.threads:
                 if t.ident is not None:
                     t.join(timeout=EXIT_TIMEOUT)
@@ -457,11 +373,11 @@ class AnswerPool:
                 )
                 for pipe in (proc.stdin, proc.stdout):
                     _widen_pipe(pipe)
-                self._workers.append(_Worker(self, proc))
+                self._children.append(_Child(self, proc))
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             self._break_locked(f"cannot start worker processes: {exc}")
             return False
-        for w in self._workers:
+        for w in self._children:
             for t in w.threads:
                 t.start()
         return True
@@ -490,6 +406,6 @@ class AnswerPool:
         for job in jobs:
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(PoolBroken(reason))
-        for w in self._workers:
+        for w in self._children:
             if w.proc.poll() is None:
                 w.proc.kill()  # a worker busy with a block hands it back on EOF

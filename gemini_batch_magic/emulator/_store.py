@@ -230,6 +230,10 @@ class Store:
     def list_files(self, page_size: int, token: str | None) -> tuple[list[sqlite3.Row], str | None]:
         return self._page("files", page_size, token)
 
+    def all_files(self) -> list[sqlite3.Row]:
+        with self.conn() as c:
+            return c.execute("SELECT * FROM files ORDER BY create_time DESC, id DESC").fetchall()
+
     def _page(
         self, table: str, page_size: int, token: str | None
     ) -> tuple[list[sqlite3.Row], str | None]:

@@ -26,7 +26,8 @@ from google import genai
 from google.genai import types
 
 from gemini_batch_magic.emulator import Emulator
-from gemini_batch_magic.emulator._worker import BLOCK_SIZE, _BlockReader, split_block
+from gemini_batch_magic.emulator._answer import _BlockReader, split_block
+from gemini_batch_magic.emulator._scheduler import BLOCK_SIZE
 
 from .conftest import gen_line, jsonl, make_client, raw, wait_done
 
@@ -191,11 +192,9 @@ def test_cancel_stops_a_batch_answered_in_processes(make_emu) -> None:  # type: 
             break
         time.sleep(0.005)
     client.batches.cancel(name=name)
-    pool = emu._pool
-    assert pool is not None
     # the batch's thread lets go at its next block (a safety net, not a timing assertion)
     deadline = time.monotonic() + 60
-    while any(t.is_alive() for t in list(pool._threads.values())):
+    while emu.answering_batches():
         assert time.monotonic() < deadline
         time.sleep(0.01)
     got = client.batches.get(name=name)
@@ -376,3 +375,28 @@ def test_block_reader_cuts_like_readline(monkeypatch) -> None:  # type: ignore[n
                 break
             got.append((split_block(segment, nlines), len(segment)))
         assert got == _reference_blocks(data, size), (data, size)
+
+
+def test_a_worker_process_imports_only_the_answering_code() -> None:
+    """A worker runs ``_answer.serve``: no scheduler, store, server, sqlite3 or pandas."""
+    from gemini_batch_magic.emulator import _processes
+
+    report = (
+        "import json, sys\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('gemini_batch_magic')"
+        " or m in ('pandas', 'sqlite3', 'http.server'))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _processes._bootstrap_code() + report],
+        stdin=subprocess.DEVNULL,  # no jobs: serve() returns at once
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # serve() keeps stdout for its frames and sends stray prints to stderr
+    assert orjson.loads(proc.stderr.splitlines()[-1]) == [
+        "gemini_batch_magic",  # empty stand-ins: neither __init__ runs
+        "gemini_batch_magic.emulator",
+        "gemini_batch_magic.emulator._answer",
+        "gemini_batch_magic.emulator._model",
+    ]

@@ -85,15 +85,14 @@ def test_create_that_cannot_be_confirmed_is_not_sent_again(
     and the next attempt (same kernel or another) finds the batch instead of paying twice."""
     emu = emulator_factory(drop_after_create_rate=1.0, seed=5)
     settings.retry_attempts = 2
-    core = emu._core  # the emulator's live settings, changed mid-test
     original_list = _backend.find_batch
 
     def failing_list(display: str, **kwargs: Any) -> str | None:
-        core.http_fault_rate = 1.0  # every list (and anything else) now fails
+        emu.configure(http_fault_rate=1.0)  # every list (and anything else) now fails
         try:
             return original_list(display, **kwargs)
         finally:
-            core.http_fault_rate = 0.0
+            emu.configure(http_fault_rate=0.0)
 
     monkeypatch.setattr(_backend, "find_batch", failing_list)
     df = pd.DataFrame({"p": prompts(5)})
@@ -102,7 +101,7 @@ def test_create_that_cannot_be_confirmed_is_not_sent_again(
     monkeypatch.setattr(_backend, "find_batch", original_list)
     assert len(emu.batches()) == 1
     run = gbm.attach(gbm.runs()["run_id"][0])
-    emu._core.drop_after_create_rate = 0.0
+    emu.configure(drop_after_create_rate=0.0)
     out = run.wait(progress=False).result()
     assert_echoed(out, df, "p")
     assert len(emu.batches()) == 1, "the create was sent again: the user pays twice"
@@ -153,7 +152,7 @@ def test_cancel_and_retry_under_faults(emulator_factory: Any) -> None:
     assert run.state == "CANCELLED"
     assert [b["state"] for b in emu.batches()] == ["BATCH_STATE_CANCELLED"]
     assert run.result()["error"].str.contains("CANCELLED").all()
-    emu._core.pending_seconds = 0.0  # the retry run is answered at once
+    emu.configure(pending_seconds=0.0)  # the retry run is answered at once
     child = run.retry_failed()
     assert child is not None
     child.wait(progress=False)

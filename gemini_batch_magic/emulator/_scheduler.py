@@ -1,57 +1,83 @@
-"""Background answering of batches: streams the input, writes the output, checkpoints.
+"""Background answering of batches: finds, claims and answers them, checkpointing.
 
-Work is split into blocks of requests. Each block is answered, shuffled (deterministically
-from the seed and the block number), appended to the output file, and checkpointed in
-SQLite together with the input offset, so a restarted emulator resumes exactly where the
-last checkpoint left off and produces byte-identical output.
+:class:`BatchScheduler` finds the batches that need answering, claims each one (a lease in
+its row: ``owner``, ``lease_until``, so two emulator processes sharing a data directory
+never work on the same batch at once) and runs :func:`process_batch` for it on a thread
+of its own.
+
+Work is split into blocks of requests (:mod:`._answer`). Each block is answered, shuffled
+(deterministically from the seed and the block number), appended to the output file, and
+checkpointed in SQLite together with the input offset, so a restarted emulator resumes
+exactly where the last checkpoint left off and produces byte-identical output.
 
 Blocks of the built-in model are answered in worker processes (:mod:`._processes`) while
 the batch's thread reads the next blocks and writes finished ones, in order; blocks of a
 user ``responder`` (which may be any closure) and batches of a single block are answered
 in the batch's thread.
-
-Ownership of a batch is a lease in its row (``owner``, ``lease_until``), so two emulator
-processes sharing a data directory never work on the same batch at once.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import os
-import random
 import socket
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import orjson
-
-from . import _model
+from . import _store
+from ._answer import BlockSpec, _BlockReader
 from ._model import Responder
 from ._processes import AnswerPool, Ticket
 from ._store import Store
 
-_dumps = orjson.dumps
-_RESPONSE_TEMPLATE = (
-    b'{"candidates":[{"content":{"parts":[{"text":%s}],"role":"model"},"finishReason":"STOP",'
-    b'"index":0}],"usageMetadata":{"promptTokenCount":%d,"candidatesTokenCount":%d,'
-    b'"totalTokenCount":%d},"modelVersion":%s,"responseId":"%s"}'
-)
+#: Requests per block of the built-in model (a checkpoint and a worker-process job).
 BLOCK_SIZE = 1024
+#: Requests per block of a user ``responder`` (answered in-thread, often slowly).
 RESPONDER_BLOCK_SIZE = 64
+#: Seconds a claim on a batch lasts unless renewed (each checkpoint renews it).
 LEASE_SECONDS = 15.0
 
 _HOST = socket.gethostname()
-# Owner tokens of the Emulator instances alive in this process.
-LIVE_TOKENS: set[str] = set()
+
+
+class RunningOwners:
+    """The owner tokens of the batch schedulers running in this process.
+
+    Process-wide by nature: a lease taken by this process is alive exactly while the
+    scheduler that took it runs, whichever emulator of the process asks. Schedulers
+    :meth:`add` their token when they start and :meth:`discard` it when they close.
+    """
+
+    def __init__(self) -> None:
+        self._tokens: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, token: str) -> None:
+        with self._lock:
+            self._tokens.add(token)
+
+    def discard(self, token: str) -> None:
+        with self._lock:
+            self._tokens.discard(token)
+
+    def __contains__(self, token: object) -> bool:
+        with self._lock:
+            return token in self._tokens
+
+
+#: The one registry of this process (see :class:`RunningOwners`).
+running_owners = RunningOwners()
 
 
 def owner_alive(owner: str) -> bool:
-    """Best effort: is the emulator that holds this lease still running?"""
+    """Best effort: is the emulator that holds this lease still running?
+
+    The engine has a twin of this check (``_runs._owner_alive``) on purpose: the emulator
+    imports nothing of the rest of the package.
+    """
     try:
         host, pid_s, token = owner.rsplit(":", 2)
         pid = int(pid_s)
@@ -60,7 +86,7 @@ def owner_alive(owner: str) -> bool:
     if host != _HOST:
         return True
     if pid == os.getpid():
-        return token in LIVE_TOKENS
+        return token in running_owners
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -74,115 +100,6 @@ def make_owner(token: str) -> str:
     return f"{_HOST}:{os.getpid()}:{token}"
 
 
-class _Answerer:
-    """Turns one input line into one output line (bytes) and a failure flag."""
-
-    def __init__(
-        self,
-        kind: str,
-        inline: bool,
-        model_id: str,
-        responder: Responder | None,
-    ) -> None:
-        self.kind = kind
-        self.inline = inline
-        self.model_id = model_id
-        self.responder = responder
-        self._model_json = _dumps(model_id)
-
-    def answer(self, line: bytes, index: int, forced_failure: bool) -> tuple[bytes, bool]:
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            return self._answer_slow(line, index, forced_failure)
-        # Fast path: the built-in generate model on a well-formed line. The bytes are the
-        # same as orjson.dumps of the dict that _model.default_generate builds.
-        if (
-            type(obj) is dict
-            and not forced_failure
-            and self.responder is None
-            and self.kind == "generate"
-        ):
-            request = obj.get("request")
-            if type(request) is dict:
-                try:
-                    text, pt, ct, rid = _model.echo_fields(request, self.model_id, index)
-                except Exception:
-                    return self._answer_slow(line, index, forced_failure)
-                body = _RESPONSE_TEMPLATE % (
-                    _dumps(text),
-                    pt,
-                    ct,
-                    pt + ct,
-                    self._model_json,
-                    rid.encode(),
-                )
-                if self.inline:
-                    md = obj.get("metadata")
-                    if type(md) is dict:
-                        return b'{"response":' + body + b',"metadata":' + _dumps(md) + b"}", False
-                    return b'{"response":' + body + b"}", False
-                if "key" in obj:
-                    return b'{"key":' + _dumps(obj["key"]) + b',"response":' + body + b"}", False
-                return b'{"response":' + body + b"}", False
-        return self._answer_slow(line, index, forced_failure)
-
-    def _answer_slow(self, line: bytes, index: int, forced_failure: bool) -> tuple[bytes, bool]:
-        out: dict[str, Any] = {}
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            obj = None
-            error: dict[str, Any] | None = {
-                "code": 400,
-                "message": f"Request {index + 1} is not valid JSON: {exc}.",
-                "status": "INVALID_ARGUMENT",
-            }
-        else:
-            error = None
-        request = None
-        if isinstance(obj, dict):
-            if not self.inline and "key" in obj:
-                out["key"] = obj["key"]
-            request = obj.get("request")
-            if not isinstance(request, dict):
-                request = None
-                error = {
-                    "code": 400,
-                    "message": f'Request {index + 1} has no "request" object.',
-                    "status": "INVALID_ARGUMENT",
-                }
-        elif error is None:
-            error = {
-                "code": 400,
-                "message": f"Request {index + 1} is not a JSON object.",
-                "status": "INVALID_ARGUMENT",
-            }
-        if request is not None:
-            if forced_failure:
-                error = {"code": 500, "message": _model.FAIL_RATE_MESSAGE, "status": "INTERNAL"}
-            else:
-                try:
-                    if self.kind == "embed":
-                        response = _model.default_embed(request)
-                    elif self.responder is not None:
-                        response = self.responder(request, self.model_id)
-                        if not isinstance(response, dict):
-                            raise TypeError(
-                                f"responder returned {type(response).__name__}, expected dict"
-                            )
-                    else:
-                        response = _model.default_generate(request, self.model_id, index)
-                    out["response"] = response
-                except Exception as exc:
-                    error = _model.error_dict(exc)
-        if error is not None:
-            out["error"] = error
-        if self.inline and isinstance(obj, dict) and isinstance(obj.get("metadata"), dict):
-            out["metadata"] = obj["metadata"]
-        return orjson.dumps(out), error is not None
-
-
 def _open_rw(path: Any, offset: int) -> BinaryIO:
     """Opens ``path`` for appending after truncating it to ``offset`` bytes."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -190,139 +107,6 @@ def _open_rw(path: Any, offset: int) -> BinaryIO:
     f.truncate(offset)
     f.seek(offset)
     return f
-
-
-@functools.lru_cache(maxsize=64)
-def _permutation(seed: int, n: int) -> tuple[list[int], list[int]]:
-    """A seeded permutation of ``range(n)`` (never the identity) and its inverse."""
-    perm = list(range(n))
-    random.Random(f"order:{seed}:{n}").shuffle(perm)
-    if perm == sorted(perm):
-        perm = perm[1:] + perm[:1]
-    inv = [0] * n
-    for p, i in enumerate(perm):
-        inv[i] = p
-    return perm, inv
-
-
-@dataclass(frozen=True)
-class BlockSpec:
-    """Everything needed to answer a block of a batch (picklable for worker processes)."""
-
-    kind: str
-    inline: bool
-    model_id: str
-    seed: int
-    fail_rate: float
-    shuffle: bool
-
-
-_ANSWERERS: dict[BlockSpec, _Answerer] = {}
-
-
-def answer_block(
-    spec: BlockSpec,
-    lines: list[bytes],
-    first_index: int,
-    block: int,
-    responder: Responder | None = None,
-    stop: threading.Event | None = None,
-) -> tuple[bytes, bytes, int] | None:
-    """Answers one block: returns (output bytes, failure-bitmap bytes, failed count).
-
-    A pure function of its arguments (the output is byte-identical in any process), so
-    blocks can be answered in worker processes. Returns ``None`` when ``stop`` is set.
-    """
-    if responder is None:
-        answerer = _ANSWERERS.get(spec)
-        if answerer is None:
-            if len(_ANSWERERS) > 64:
-                _ANSWERERS.clear()
-            answerer = _ANSWERERS[spec] = _Answerer(spec.kind, spec.inline, spec.model_id, None)
-    else:
-        answerer = _Answerer(spec.kind, spec.inline, spec.model_id, responder)
-    n = len(lines)
-    if spec.fail_rate > 0:
-        frng = random.Random(f"fail:{spec.seed}:{block}")
-        forced = [frng.random() < spec.fail_rate for _ in range(n)]
-    else:
-        forced = [False] * n
-    answer = answerer.answer
-    outs: list[bytes] = []
-    bad: list[int] = []
-    for j in range(n):
-        data_j, is_bad = answer(lines[j], first_index + j, forced[j])
-        outs.append(data_j)
-        if is_bad:
-            bad.append(j)
-        if stop is not None and stop.is_set():
-            return None
-    if spec.shuffle and n > 1:
-        perm, inv = _permutation(spec.seed, n)
-        k = (block * 7919) % n
-        outs = [outs[perm[(p + k) % n]] for p in range(n)]
-        bad = [(inv[i] - k) % n for i in bad]
-    if not outs:
-        return b"", b"", 0
-    bits = 0
-    for p in bad:
-        bits |= 1 << p
-    return b"\n".join(outs) + b"\n", bits.to_bytes((n + 7) // 8, "little"), len(bad)
-
-
-_BLANK_START = frozenset(b" \t\n\r\x0b\x0c")  # bytes.strip() whitespace
-
-
-class _BlockReader:
-    """Cuts the input into blocks of ``size`` non-blank lines (blank lines are skipped and
-    belong to the block they precede), returned as one bytes segment each."""
-
-    CHUNK = 4 << 20
-
-    def __init__(self, src: BinaryIO) -> None:
-        self.src = src
-        self.buf = b""
-        self.pos = 0
-        self.eof = False
-
-    def next(self, size: int) -> tuple[bytes, int]:
-        """The next segment and its count of non-blank lines (``b""`` at the end)."""
-        buf = self.buf
-        start = s = self.pos
-        n = 0
-        while n < size:
-            e = buf.find(b"\n", s)
-            if e < 0:
-                if not self.eof:
-                    chunk = self.src.read(self.CHUNK)
-                    if chunk:
-                        buf = self.buf = buf[start:] + chunk
-                        s -= start
-                        start = 0
-                        continue
-                    self.eof = True
-                if s >= len(buf):
-                    break
-                e = len(buf)  # a last line without a newline
-            else:
-                e += 1
-            if buf[s] not in _BLANK_START or buf[s:e].strip():
-                n += 1
-            s = e
-        self.pos = s
-        return buf[start:s], n
-
-
-def split_block(segment: bytes, nlines: int) -> list[bytes]:
-    """The non-blank lines of a segment cut by :class:`_BlockReader`, each with its newline."""
-    parts = segment.split(b"\n")
-    last = parts.pop()
-    lines = [p + b"\n" for p in parts]
-    if last:
-        lines.append(last)
-    if len(lines) != nlines:
-        lines = [ln for ln in lines if ln.strip()]
-    return lines
 
 
 def process_batch(
@@ -472,7 +256,7 @@ def process_batch(
         )
 
 
-class WorkerPool:
+class BatchScheduler:
     """Finds batches that need answering, claims them, and runs one thread per batch.
 
     The threads share one :class:`AnswerPool` of ``processes`` worker processes (started
@@ -482,13 +266,13 @@ class WorkerPool:
     def __init__(
         self,
         store: Store,
-        token: str,
         responder: Responder | None,
         max_threads: int = 4,
         processes: int = 0,
     ) -> None:
         self.store = store
-        self.owner = make_owner(token)
+        self._token = _store.new_id(16)
+        self.owner = make_owner(self._token)
         self.responder = responder
         self.max_threads = max_threads
         self.answers = AnswerPool(processes)
@@ -502,12 +286,15 @@ class WorkerPool:
         )
 
     def start(self) -> None:
+        running_owners.add(self._token)
         self._dispatcher.start()
 
     def poke(self) -> None:
+        """Looks for work now rather than at the next round (a batch was just created)."""
         self.wake.set()
 
     def close(self) -> None:
+        """Stops every batch thread and worker process and releases the claimed batches."""
         self.stop.set()
         self.wake.set()
         if self._dispatcher.is_alive():
@@ -523,6 +310,7 @@ class WorkerPool:
                 "UPDATE batches SET owner = NULL, lease_until = NULL WHERE owner = ?",
                 (self.owner,),
             )
+        running_owners.discard(self._token)
 
     def stats(self) -> dict[str, Any]:
         """Where blocks were answered: worker process ids and block counts."""
@@ -532,6 +320,11 @@ class WorkerPool:
             "blocksAnsweredInProcesses": answers.blocks_in_processes,
             "blocksAnsweredInThreads": answers.blocks_in_threads,
         }
+
+    def answering(self) -> list[str]:
+        """Ids of the batches a thread of this scheduler is answering right now."""
+        with self._lock:
+            return sorted(b for b, t in self._threads.items() if t.is_alive())
 
     def _run(self) -> None:
         while not self.stop.is_set():
