@@ -18,9 +18,12 @@ tells only where it came from.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,10 +32,12 @@ import orjson
 from ._config import settings
 from .exceptions import ConfigError
 
-__all__ = ["BackendInfo", "backend_info", "batch_stats", "get_client", "reset"]
+__all__ = ["BackendInfo", "backend_info", "batch_stats", "get_client", "list_batches", "reset"]
 
 _KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 _PLACEHOLDER_KEY = "local-emulator"  # sent to emulators, which accept any key
+
+_log = logging.getLogger(__name__)
 
 _lock = threading.RLock()
 _client: Any = None
@@ -220,3 +225,31 @@ def reset() -> None:
             finally:
                 _emulator = None
         _stats.clear()
+
+
+def _newest_batches(client: Any, limit: int) -> Iterator[Any]:
+    """The service's batch jobs, newest first (the SDK pages them, 100 a page), at most
+    ``limit`` of them."""
+    return itertools.islice(client.batches.list(config={"page_size": 100}), limit)
+
+
+def list_batches(names: set[str], max_items: int = 1000) -> dict[str, Any]:
+    """The batch jobs named ``names``, from one listing (newest first, 100 per page).
+
+    One ``batches.list`` page answers for up to 100 live batches, where polling each costs a
+    ``batches.get``: the background monitor uses it when several runs are due. Stops once all
+    are found or after ``max_items``; gives what it found (possibly nothing) on any error,
+    and callers fetch the rest one by one.
+    """
+    found: dict[str, Any] = {}
+    if not names:
+        return found
+    try:
+        for job in _newest_batches(get_client(), max_items):
+            if job.name in names:
+                found[str(job.name)] = job
+                if len(found) == len(names):
+                    break
+    except Exception:  # transient or not, the per-run gets that follow will say
+        _log.debug("listing batches failed", exc_info=True)
+    return found

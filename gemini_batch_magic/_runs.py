@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
-import itertools
 import logging
 import math
 import os
@@ -26,7 +25,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -560,6 +559,12 @@ class BatchRun:
         return [s.batch_name for s in self._record.shards if s.batch_name]
 
     @property
+    def live_batch_names(self) -> set[str]:
+        """Batch names of the shards the service is still working on."""
+        return {s.batch_name for s in self._record.shards
+                if s.batch_name is not None and s.state in LIVE}
+
+    @property
     def state(self) -> str:
         """SUBMITTING, PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED or EXPIRED."""
         return self._record.state
@@ -607,6 +612,24 @@ class BatchRun:
             bundle = bundle[0]
         return {**data, **(bundle or {})}
 
+    # -- following in the background ---------------------------------------------------------
+    def watch(
+        self, callback: Callable[[BatchRun, BaseException | None], Any] | None = None,
+    ) -> None:
+        """Keep this run current in the background until it is done (one thread polls every
+        watched run), calling ``callback(run, error)`` after each poll; how views stay live."""
+        from ._monitor import monitor
+
+        monitor.watch(self, callback)
+
+    def unwatch(
+        self, callback: Callable[[BatchRun, BaseException | None], Any] | None = None,
+    ) -> None:
+        """Stop calling ``callback`` (every callback, and stop polling, if None)."""
+        from ._monitor import monitor
+
+        monitor.unwatch(self, callback)
+
     # -- talking to the service --------------------------------------------------------------
     def _reload(self) -> None:
         rec = registry().get(self.run_id)
@@ -641,9 +664,9 @@ class BatchRun:
     def refresh(self, known: Mapping[str, Any] | None = None) -> BatchRun:
         """Ask the service about every live shard once; download results of finished ones.
 
-        ``known`` maps batch names to batch jobs just listed (:func:`list_batches`); a shard
-        listed as still live needs no call of its own. A finished one is always fetched
-        anew, so its output is read from the batch itself.
+        ``known`` maps batch names to batch jobs just listed (``_backend.list_batches``);
+        a shard listed as still live needs no call of its own. A finished one is always
+        fetched anew, so its output is read from the batch itself.
         """
         with self._lock:
             self._reload()
@@ -1181,7 +1204,7 @@ class BatchRun:
         never read as "not there", or the caller would create (and pay for) it twice.
         """
         def look() -> str | None:
-            for job in _newest_batches(client, 501):
+            for job in _backend._newest_batches(client, 501):
                 if getattr(job, "display_name", None) == display:
                     return str(job.name)
             return None
@@ -1544,40 +1567,6 @@ def runs() -> pd.DataFrame:
             "backend": rec.backend,
         })
     return pd.DataFrame(rows, columns=_RUNS_COLUMNS)
-
-
-def _newest_batches(client: Any, limit: int) -> Iterator[Any]:
-    """The service's batch jobs, newest first (the SDK pages them, 100 a page), at most
-    ``limit`` of them."""
-    return itertools.islice(client.batches.list(config={"page_size": 100}), limit)
-
-
-def live_shard_names(runs: Sequence[BatchRun]) -> set[str]:
-    """Batch names of the shards of ``runs`` that the service is still working on."""
-    return {s.batch_name for r in runs for s in r.shards
-            if s.batch_name is not None and s.state in LIVE}
-
-
-def list_batches(names: set[str], max_items: int = 1000) -> dict[str, Any]:
-    """The batch jobs named ``names``, from one listing (newest first, 100 per page).
-
-    One ``batches.list`` page answers for up to 100 live batches, where polling each costs a
-    ``batches.get``: the background monitor uses it when several runs are due. Stops once all
-    are found or after ``max_items``; gives what it found (possibly nothing) on any error,
-    and callers fetch the rest one by one.
-    """
-    found: dict[str, Any] = {}
-    if not names:
-        return found
-    try:
-        for job in _newest_batches(_backend.get_client(), max_items):
-            if job.name in names:
-                found[str(job.name)] = job
-                if len(found) == len(names):
-                    break
-    except Exception:  # transient or not, the per-run gets that follow will say
-        _log.debug("listing batches failed", exc_info=True)
-    return found
 
 
 def live_runs() -> list[BatchRun]:
