@@ -37,7 +37,6 @@ from typing import Any, NamedTuple, Protocol
 
 from . import _backend
 from ._config import settings
-from ._secrets import redact  # noqa: F401  (moved; kept until the views use _secrets)
 
 __all__ = [
     "Callback",

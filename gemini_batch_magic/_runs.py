@@ -508,9 +508,6 @@ class BatchRun:
         self._lock = threading.RLock()
         self._input: pd.DataFrame | None = None
         self._result_cache: tuple[Any, pd.DataFrame] | None = None
-        #: when this process first saw answers, and how many (for the time-left estimate)
-        self.first_answer_time: float | None = None
-        self.first_answer_count = 0
         self.notice: str | None = None  #: e.g. "identical run already exists"
         self._submit_thread: threading.Thread | None = None
         self._shard_cache: dict[int, tuple[Any, pd.DataFrame]] = {}
@@ -601,16 +598,9 @@ class BatchRun:
         )
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        data: dict[str, Any] = {"text/plain": repr(self)}
-        try:
-            from .widgets import ProgressWidget
-        except ImportError:
-            return data
-        widget = ProgressWidget(self, display_now=False)
-        bundle = widget._repr_mimebundle_(include=include, exclude=exclude)
-        if isinstance(bundle, tuple):
-            bundle = bundle[0]
-        return {**data, **(bundle or {})}
+        from .widgets import run_mimebundle  # the one door to the views
+
+        return run_mimebundle(self, include, exclude)
 
     # -- following in the background ---------------------------------------------------------
     def watch(
@@ -702,10 +692,6 @@ class BatchRun:
                 self._aggregate()
             else:  # the record was just reloaded: nothing to write, nothing new to read
                 self._aggregate_loaded()
-            st = self.stats
-            if self.first_answer_time is None and st.succeeded + st.failed:
-                self.first_answer_time = time.time()
-                self.first_answer_count = st.succeeded + st.failed
         return self
 
     def _download(self, client: Any, shard: ShardRecord, job: Any, state: str) -> dict[str, Any]:
@@ -819,18 +805,22 @@ class BatchRun:
     # -- waiting ----------------------------------------------------------------------------
     def wait(
         self, timeout: float | None = None, *, poll_interval: float | None = None,
-        progress: bool = True,
+        progress: Any = True,
     ) -> BatchRun:
         """Block until every shard is done; shows progress (text outside notebooks).
 
         ``timeout`` (seconds, None = no limit) raises :class:`WaitTimeout` when it runs out;
-        the run itself goes on and can be waited for again.
+        the run itself goes on and can be waited for again. ``progress``: True shows the
+        widget in a notebook and text elsewhere, False shows nothing, and any object with
+        ``update()`` and ``close()`` is driven as the display instead.
         """
         display = None
-        if progress:
-            from ._progress import make_progress
+        if hasattr(progress, "update") and hasattr(progress, "close"):
+            display = progress
+        elif progress:
+            from .widgets import auto_progress  # the one door to the views
 
-            display = make_progress(self)
+            display = auto_progress(self)
         delay = poll_interval or settings.poll_interval
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -1437,7 +1427,7 @@ def _submit_prepared(
     run = _run_object(run_id, input_df)
     _fresh.add(run_id)
     if background is None:  # a notebook keeps its kernel free while files upload
-        from ._progress import in_notebook
+        from ._env import in_notebook
 
         background = mode == "file" and in_notebook()
     try:
