@@ -69,7 +69,7 @@ __all__ = [
 
 def panel() -> Any:
     """The jobs panel widget: every run in the registry, with actions and a submit form."""
-    from .widgets import JobsPanel
+    from ._panel import JobsPanel
 
     return JobsPanel()
 

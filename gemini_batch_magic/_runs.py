@@ -25,7 +25,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -198,17 +198,20 @@ class BatchRun:
         return run_mimebundle(self, include, exclude)  # type: ignore[no-any-return]
 
     # -- following it ----------------------------------------------------------------------
-    def watch(self, callback: Any = None) -> None:
-        """Have the background monitor poll this run, calling ``callback(run, error)``."""
-        from ._monitor import watch
+    def watch(self, callback: Callable[[BatchRun, BaseException | None], Any] | None = None
+              ) -> None:
+        """Have the background monitor poll this run until it is done, calling
+        ``callback(run, error)`` after each poll (how views stay live)."""
+        from ._monitor import monitor
 
-        watch(self, callback)
+        monitor.watch(self, callback)
 
-    def unwatch(self, callback: Any = None) -> None:
-        """Stop calling ``callback`` (all callbacks and polling, if None)."""
-        from ._monitor import unwatch
+    def unwatch(self, callback: Callable[[BatchRun, BaseException | None], Any] | None = None
+                ) -> None:
+        """Stop calling ``callback`` (all callbacks, and polling, if None)."""
+        from ._monitor import monitor
 
-        unwatch(self, callback)
+        monitor.unwatch(self, callback)
 
     def refresh(self, known: Mapping[str, _backend.BatchStatus] | None = None) -> BatchRun:
         """Ask the service about every live shard once; download results of finished ones.
@@ -276,12 +279,12 @@ class BatchRun:
         from .exceptions import WaitTimeout
 
         display = None
-        if progress is True:
+        if hasattr(progress, "update") and hasattr(progress, "close"):
+            display = progress
+        elif progress:
             from .widgets import auto_progress  # the one door to the views
 
             display = auto_progress(self)
-        elif progress:
-            display = progress
         delay = poll_interval or settings.poll_interval
         deadline = None if timeout is None else time.monotonic() + timeout
         try:

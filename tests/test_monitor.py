@@ -62,7 +62,8 @@ def test_quiet_runs_are_polled_less_and_less_often(emulator_factory: Any) -> Non
     settings.max_poll_interval = 0.1
     run = _submit(2, "slow")
     intervals: list[float] = []
-    _monitor.watch(run, lambda r, e: intervals.append(_monitor._entries[r.run_id].interval))
+    _monitor.watch(run, lambda r, e: intervals.append(
+        _monitor.monitor.entries()[r.run_id].interval))
     _wait_for(lambda: len(intervals) >= 8, "too few polls")
     # each quiet poll waits longer (x1.5) until max_poll_interval, never longer
     assert intervals[:8] == sorted(intervals[:8]) and intervals[0] < 0.1
@@ -160,3 +161,59 @@ def test_listing_that_fails_falls_back_to_one_get_per_run(
         _monitor.watch(r)
     _wait_for(lambda: not _monitor.monitor_running(), "the monitor never stopped")
     assert all(r.state == "SUCCEEDED" for r in runs)
+
+
+def test_a_run_is_watched_through_its_own_methods(emulator_factory: Any) -> None:
+    emulator_factory(pending_seconds=120)
+    run = _submit(1, "own")
+    seen: list[str] = []
+
+    def callback(r: Any, e: Any) -> None:
+        seen.append(r.state)
+
+    run.watch(callback)
+    entries = _monitor.monitor.entries()
+    assert list(entries) == [run.run_id] and entries[run.run_id].callbacks == 1
+    _wait_for(lambda: seen, "the first poll did not happen")
+    run.unwatch(callback)
+    assert _monitor.monitor.entries()[run.run_id].callbacks == 0
+    run.unwatch()
+    _wait_for(lambda: not _monitor.monitor_running(), "the monitor never stopped")
+    assert _monitor.monitor.entries() == {}
+
+
+def test_the_monitor_knows_runs_by_duck_type_only() -> None:
+    """Any object with the run's few attributes can be watched: no engine behind it."""
+
+    class Countdown:
+        run_id, error = "duck", None
+
+        def __init__(self) -> None:
+            self.polls = 0
+            self.batch_names: list[str] = []
+            self.live_batch_names: set[str] = set()
+
+        @property
+        def state(self) -> str:
+            return "SUCCEEDED" if self.polls >= 3 else "RUNNING"
+
+        @property
+        def done(self) -> bool:
+            return self.state == "SUCCEEDED"
+
+        @property
+        def stats(self) -> tuple[int, ...]:
+            return (3, min(self.polls, 3), 0, 0)
+
+        def refresh(self, known: Any = None) -> Countdown:
+            self.polls += 1
+            return self
+
+    own = _monitor.Monitor()  # an instance of its own: the process-wide one stays idle
+    duck = Countdown()
+    states: list[str] = []
+    own.watch(duck, lambda r, e: states.append(r.state))
+    assert own.running() and not _monitor.monitor_running()
+    _wait_for(lambda: not own.running(), "the monitor never stopped")
+    assert states[-1] == "SUCCEEDED" and duck.polls == 3
+    assert own.watched_runs() == []

@@ -1,39 +1,29 @@
-"""The live progress widget of one run (what ``run`` shows in a notebook)."""
+"""The live progress widget of one run (what ``run`` shows in a notebook).
+
+A view: it is handed a run and reads the attributes :class:`~._text.RunView` lists; it
+follows the run through ``run.watch(callback)`` and imports no engine module.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import html
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import ipywidgets as w
+from .._secrets import redact
+from ._parts import bar_style, box_mimebundle, state_badge
+from ._text import Eta, RunView, format_duration, summary_line
 
-from .. import _monitor
-from .._progress import format_duration, summary_line, time_left
+try:  # the one guarded import, as in tqdm.notebook: fail when a widget is built, not here
+    import ipywidgets as w
+except ImportError:  # pragma: no cover - ipywidgets is a dependency of the package
+    w = None  # type: ignore[assignment]
 
-if TYPE_CHECKING:
-    from .._runs import BatchRun
+__all__ = ["ProgressWidget", "preview_html"]
 
-__all__ = ["ProgressWidget", "state_badge"]
-
-#: Badge colours per state (background); the bar uses ipywidgets' bar styles.
-_BADGE = {
-    "SUBMITTING": "#6c757d", "PENDING": "#6c757d", "RUNNING": "#0d6efd",
-    "SUCCEEDED": "#198754", "FAILED": "#dc3545", "EXPIRED": "#dc3545", "CANCELLED": "#fd7e14",
-}
-_BAR_STYLE = {"SUCCEEDED": "success", "FAILED": "danger", "EXPIRED": "danger",
-              "CANCELLED": "warning"}
 _PREVIEW_ROWS = 5
 _PREVIEW_CHARS = 80
-
-
-def state_badge(state: str) -> str:
-    """HTML of a small coloured badge for ``state``."""
-    colour = _BADGE.get(state, "#6c757d")
-    return (f"<span class='gembatch-badge' style='background:{colour};color:white;"
-            f"border-radius:4px;padding:1px 6px;font-size:0.85em;font-weight:600'>"
-            f"{html.escape(state)}</span>")
 
 
 def _short(value: Any, limit: int = _PREVIEW_CHARS) -> Any:
@@ -42,7 +32,7 @@ def _short(value: Any, limit: int = _PREVIEW_CHARS) -> Any:
     return value
 
 
-def preview_html(run: BatchRun, rows: int = _PREVIEW_ROWS) -> str:
+def preview_html(run: RunView, rows: int = _PREVIEW_ROWS) -> str:
     """The first ``rows`` answers of a finished run as a small HTML table."""
     frame = run.result()
     cols = [c for c in ("response", "error") if c in frame.columns]
@@ -50,22 +40,30 @@ def preview_html(run: BatchRun, rows: int = _PREVIEW_ROWS) -> str:
     more = f"<div>… {len(frame) - rows} more rows: run.result()</div>" if len(frame) > rows else ""
     table = head.to_html(classes="gembatch-preview", border=0, na_rep="")
     return ("<div style='font-size:0.85em;line-height:1.25;max-height:14em;overflow:auto'>"
-            f"{_monitor.redact(table)}{more}</div>")
+            f"{redact(table)}{more}</div>")
 
 
 class ProgressWidget:
     """Live progress of a :class:`~gemini_batch_magic.BatchRun`.
 
     ``ProgressWidget(run)`` displays itself (``display_now=False`` to only build it); the
-    background monitor keeps it current until the run is done, so it stays live while the
-    kernel runs other cells. ``update()`` redraws from the run, ``close()`` draws the final
-    state and stops following (the widget stays on screen). Parts, for tests and layouts:
-    ``box`` (the VBox), ``badge``, ``bar`` (IntProgress of answered/total), ``counts``,
-    ``details`` (shards and batch names), ``cancel_button``, ``message``, ``preview``.
+    background monitor keeps it current until the run is done (``run.watch``), so it stays
+    live while the kernel runs other cells. ``update()`` redraws from the run, ``close()``
+    draws the final state and stops following (the widget stays on screen). Parts, for tests
+    and layouts: ``box`` (the VBox), ``badge``, ``bar`` (IntProgress of answered/total),
+    ``counts``, ``details`` (shards and batch names), ``cancel_button``, ``message``,
+    ``preview``; ``eta`` is its time-left estimator.
     """
 
-    def __init__(self, run: BatchRun, display_now: bool = True) -> None:
+    def __init__(self, run: RunView, display_now: bool = True) -> None:
+        if w is None:
+            raise ImportError(
+                "ProgressWidget needs ipywidgets>=8.1, a dependency of gemini_batch_magic that "
+                "is not importable here: reinstall gemini_batch_magic (or install "
+                "'ipywidgets>=8.1') and restart the kernel; outside a notebook, "
+                "gemini_batch_magic.widgets.TextProgress shows the same progress as text")
         self.run = run
+        self.eta = Eta()
         self.last_error: str | None = None
         self._state_class: str | None = None
         self._preview_state: str | None = None
@@ -90,7 +88,7 @@ class ProgressWidget:
         ])
         self.box.add_class("gembatch-progress")
         self.update()
-        _monitor.watch(run, self._on_poll)
+        run.watch(self._on_poll)
         if display_now:
             from IPython.display import display
 
@@ -108,11 +106,12 @@ class ProgressWidget:
     def _update(self, error: BaseException | str | None) -> None:
         run = self.run
         if error is not None:
-            self.last_error = _monitor.redact(error)
+            self.last_error = redact(error)
+        self.eta.observe(run)
         st = run.stats
         answered = st.succeeded + st.failed
         state = run.state
-        left = "" if run.done else f", ~{format_duration(time_left(run))} left"
+        left = "" if run.done else f", ~{format_duration(self.eta.left(run))} left"
         names = run.batch_names
         shards = len(run.shards)
         if state != self._preview_state and run.done:
@@ -129,7 +128,7 @@ class ProgressWidget:
                 f" · {html.escape(run.model)}")
             self.bar.max = max(st.total, 1)
             self.bar.value = min(answered, self.bar.max) if st.total else int(run.done)
-            self.bar.bar_style = _BAR_STYLE.get(state, "info")
+            self.bar.bar_style = bar_style(state)
             self.counts.value = (
                 f"<span class='gembatch-counts'>{answered}/{st.total} answered · "
                 f"<span style='color:#198754'>{st.succeeded} ok</span> · "
@@ -149,7 +148,7 @@ class ProgressWidget:
         run = self.run
         parts = []
         if run.state in ("FAILED", "EXPIRED", "CANCELLED") and run.error:
-            parts.append(f"<span style='color:#dc3545'>{html.escape(_monitor.redact(run.error))}"
+            parts.append(f"<span style='color:#dc3545'>{html.escape(redact(run.error))}"
                          "</span>")
         elif run.state == "SUCCEEDED" and run.stats.failed:
             parts.append(f"{run.stats.failed} row(s) failed: see the <code>error</code> column, "
@@ -158,7 +157,7 @@ class ProgressWidget:
             parts.append(f"<span style='color:#b35900'>could not check the status "
                          f"({html.escape(self.last_error)}); retrying</span>")
         if run.notice:
-            parts.append(html.escape(_monitor.redact(run.notice)))
+            parts.append(html.escape(redact(run.notice)))
         return "<br>".join(f"<small>{p}</small>" for p in parts)
 
     def _preview(self) -> str:
@@ -168,7 +167,7 @@ class ProgressWidget:
         try:
             return preview_html(self.run)
         except Exception as exc:  # results not readable (yet): say so, never raise here
-            return f"<small>no preview: {html.escape(_monitor.redact(exc))}</small>"
+            return f"<small>no preview: {html.escape(redact(exc))}</small>"
 
     def _set_state_class(self, state: str) -> None:
         cls = f"gembatch-state-{state.lower()}"
@@ -180,7 +179,7 @@ class ProgressWidget:
         self._state_class = cls
 
     # -- events -------------------------------------------------------------------------
-    def _on_poll(self, run: BatchRun, error: BaseException | None) -> None:
+    def _on_poll(self, run: Any, error: BaseException | None) -> None:
         if error is None:
             self.last_error = None  # the poll worked again
         self.update(error)
@@ -194,22 +193,18 @@ class ProgressWidget:
             self.cancel_button.disabled = self.run.done
             return
         self.update()
-        _monitor.poll_now(self.run)
+        self.run.watch(self._on_poll)  # already watched: the monitor polls it right away
 
     def close(self) -> None:
         """Draw the final state and stop following the run; the widget stays displayed."""
         self.update()
         if self.run.done:
-            _monitor.unwatch(self.run, self._on_poll)
+            self.run.unwatch(self._on_poll)
 
     # -- display ------------------------------------------------------------------------
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        bundle: Any = self.box._repr_mimebundle_(include=include, exclude=exclude)
-        if isinstance(bundle, tuple):
-            bundle = bundle[0]
-        data = dict(bundle or {})
-        data["text/plain"] = _monitor.redact(summary_line(self.run))
-        return data
+        return box_mimebundle(self.box, redact(summary_line(self.run, self.eta)),
+                              include, exclude)
 
     def __repr__(self) -> str:
-        return f"<ProgressWidget {summary_line(self.run)}>"
+        return f"<ProgressWidget {summary_line(self.run, self.eta)}>"

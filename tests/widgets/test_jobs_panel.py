@@ -1,4 +1,5 @@
-"""The jobs panel without a frontend: clicks on its buttons do what their labels say."""
+"""The jobs panel (an adapter, ``gemini_batch_magic._panel``) without a frontend: clicks on
+its buttons do what their labels say."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 import gemini_batch_magic as gbm
-from gemini_batch_magic.widgets import JobsPanel
+from gemini_batch_magic._panel import JobsPanel
 
 
 def _html(panel: JobsPanel) -> str:

@@ -14,7 +14,7 @@ import pytest
 from ipywidgets.widgets.widget import _instances
 
 import gemini_batch_magic as gbm
-from gemini_batch_magic import _backend, _monitor
+from gemini_batch_magic import _backend, _monitor, _secrets
 from gemini_batch_magic._config import settings
 from gemini_batch_magic.widgets import ProgressWidget
 
@@ -63,7 +63,11 @@ def test_widget_goes_live_and_ends_green_with_a_preview(
     eventually(lambda: not _monitor.monitor_running(), "monitor still running after the run")
 
 
-def test_mimebundle_has_the_widget_and_a_text_summary(emu: Any) -> None:
+def test_mimebundle_has_the_widget_and_a_text_summary(
+    emu: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # in a Jupyter kernel (outside one, the bundle is text only: see test_seam.py)
+    monkeypatch.setattr("gemini_batch_magic.widgets._auto.in_notebook", lambda: True)
     run = gbm.submit(_df(3), "prompt").wait(progress=False)
     bundle = run._repr_mimebundle_()
     assert "SUCCEEDED" in bundle["text/plain"] and "3/3 answered" in bundle["text/plain"]
@@ -149,7 +153,7 @@ def test_status_errors_show_on_the_widget_and_never_the_key(
 
 def test_redact_hides_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GOOGLE_API_KEY", "k-123456")
-    assert _monitor.redact("bad key k-123456 given") == "bad key *** given"
+    assert _secrets.redact("bad key k-123456 given") == "bad key *** given"
 
 
 def test_importing_the_package_builds_no_widgets_and_no_magics() -> None:

@@ -1,19 +1,35 @@
-"""The jobs panel: every run in the registry, with actions, and a form to submit new ones."""
+"""The jobs panel: every run in the registry, with actions, and a form to submit new ones.
+
+An adapter, beside the magics, the accessor and the CLI: it uses only the engine's public
+functions (:func:`runs`, :func:`attach`, :func:`estimate`, :func:`submit`, ``settings``)
+and the run's public API, and shows each run with the views' pieces. ``gbm.panel()`` and
+``%gembatch panel`` build it. Stable CSS classes: ``gembatch-panel``, ``gembatch-panel-row``,
+``gembatch-run-<run id>``, ``gembatch-<action>`` on each button.
+"""
 
 from __future__ import annotations
 
 import html
 from typing import TYPE_CHECKING, Any
 
-import ipywidgets as w
 import pandas as pd
 
-from .. import _monitor, _runs
-from .._config import settings
-from ._progress_widget import ProgressWidget, state_badge
+try:
+    import ipywidgets as w
+except ImportError as exc:  # pragma: no cover - ipywidgets is a dependency
+    raise ImportError(
+        "the jobs panel needs ipywidgets>=8.1 (a dependency of gemini_batch_magic), which is "
+        "not importable here: reinstall gemini_batch_magic, or install 'ipywidgets>=8.1', and "
+        "restart the kernel; gbm.runs() lists the same runs as a DataFrame"
+    ) from exc
+
+from ._config import settings
+from ._runs import attach, estimate, runs, submit
+from ._secrets import redact
+from .widgets import ProgressWidget, bar_style, box_mimebundle, state_badge
 
 if TYPE_CHECKING:
-    from .._runs import BatchRun
+    from ._runs import BatchRun
 
 __all__ = ["JobsPanel"]
 
@@ -31,7 +47,7 @@ def _user_ns() -> dict[str, Any]:
 
 def _message(kind: str, text: str) -> str:
     colour = {"error": "#dc3545", "ok": "#198754"}.get(kind, "inherit")
-    return f"<small style='color:{colour}'>{html.escape(_monitor.redact(text))}</small>"
+    return f"<small style='color:{colour}'>{html.escape(redact(text))}</small>"
 
 
 class _RunRow:
@@ -57,7 +73,7 @@ class _RunRow:
         self.box.add_class(f"gembatch-run-{run.run_id}")
         self.update()
         if not run.done:
-            _monitor.watch(run, self._on_poll)
+            run.watch(self._on_poll)
 
     def _button(self, text: str, tip: str, action: str) -> w.Button:
         b = w.Button(description=text, tooltip=tip, layout=w.Layout(width="auto"))
@@ -74,9 +90,7 @@ class _RunRow:
         with self.bar.hold_sync():
             self.bar.max = max(st.total, 1)
             self.bar.value = min(st.succeeded + st.failed, self.bar.max)
-            self.bar.bar_style = {"SUCCEEDED": "success", "FAILED": "danger",
-                                  "EXPIRED": "danger", "CANCELLED": "warning"}.get(run.state,
-                                                                                  "info")
+            self.bar.bar_style = bar_style(run.state)
         self.label.value = (f"<code>{html.escape(run.run_id)}</code> "
                             f"{html.escape(run.display_name)}{parent}")
         self.badge.value = state_badge(run.state)
@@ -144,9 +158,9 @@ class JobsPanel:
     def reload(self) -> None:
         """Re-read the registry and the namespace's DataFrames."""
         for row in self.rows:
-            _monitor.unwatch(row.run, row._on_poll)
-        records = _runs.registry().all_runs()[:_MAX_ROWS]
-        self.rows = [_RunRow(self, _runs._run_object(r.run_id)) for r in records]
+            row.run.unwatch(row._on_poll)
+        newest = runs()["run_id"].head(_MAX_ROWS)
+        self.rows = [_RunRow(self, attach(run_id)) for run_id in newest]
         self.table.children = [row.box for row in self.rows] or [
             w.HTML("<small>No runs yet: submit one below, with <code>%%gembatch</code> or "
                    "<code>df.gembatch.submit(...)</code>.</small>")]
@@ -220,7 +234,7 @@ class JobsPanel:
     def _estimate(self) -> None:
         try:
             df, options = self._form_args()
-            est = _runs.estimate(df, options.pop("prompt", None), **options)
+            est = estimate(df, options.pop("prompt", None), **options)
         except Exception as exc:
             self.form_result.children = [w.HTML(_message("error", str(exc)))]
             return
@@ -230,7 +244,7 @@ class JobsPanel:
     def _submit(self) -> None:
         try:
             df, options = self._form_args()
-            run = _runs.submit(df, options.pop("prompt", None), **options)
+            run = submit(df, options.pop("prompt", None), **options)
         except Exception as exc:
             self.form_result.children = [w.HTML(_message("error", str(exc)))]
             return
@@ -239,12 +253,7 @@ class JobsPanel:
 
     # -- display ------------------------------------------------------------------------
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        bundle: Any = self.box._repr_mimebundle_(include=include, exclude=exclude)
-        if isinstance(bundle, tuple):
-            bundle = bundle[0]
-        data = dict(bundle or {})
-        data["text/plain"] = self._text()
-        return data
+        return box_mimebundle(self.box, self._text(), include, exclude)
 
     def _text(self) -> str:
         if not self.rows:
