@@ -23,6 +23,7 @@ when a chunk needs no JSON escaping.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import hashlib
 import operator
@@ -31,7 +32,7 @@ import string
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias, overload
 
@@ -59,10 +60,10 @@ __all__ = [
     "ShardPlanner",
     "check_keys",
     "check_prompts",
+    "measure_requests",
+    "plan_shards",
     "prompt_texts",
     "read_request_prompts",
-    "plan_shards",
-    "measure_requests",
     "render_prompts",
     "request_config",
     "request_line_sizes",
@@ -934,7 +935,7 @@ class RequestFile:
     #: Hex SHA-256 digest of the file's bytes.
     sha256: str
     #: Bytes of the prompts themselves (JSON-escaped), without the JSON around them.
-    prompt_bytes: int = field(default=0, compare=False)
+    prompt_bytes: int = dataclasses.field(default=0, compare=False)
 
 
 class _LineMaker:

@@ -21,6 +21,7 @@ text meter) are reached through one lazy door, :mod:`gemini_batch_magic.widgets`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 import sys
@@ -467,6 +468,28 @@ class BatchRun:
 
 
 # --------------------------------------------------------------------------- making runs
+def _new_record(plan: Plan, written: _plan.WrittenPlan, backend: str,
+                parent: BatchRun | None, run_id: str) -> RunRecord:
+    """The registry record of a new run of ``plan``, before anything is sent."""
+    now = time.time()
+    return RunRecord(
+        run_id=run_id, created=now, updated=now, model=plan.model,
+        display_name=plan.display_name, backend=backend,
+        content_hash=written.content_hash, n_rows=plan.n_rows,
+        n_requests=len(plan.positions), source=written.mode, state="SUBMITTING",
+        parent_id=parent.run_id if parent else None,
+        est_cost=written.estimate.cost_usd, config=plan.config, owner=OWNER,
+        error=None, positions_blob=plan.positions.tobytes(),
+        index_blob=None if parent else dump_index(plan.index),
+        shards=[
+            ShardRecord(run_id=run_id, shard=i, start=f.start, stop=f.stop,
+                        n_bytes=f.n_bytes, request_file=f.path.name,
+                        pending=f.stop - f.start)
+            for i, f in enumerate(written.files)
+        ],
+    )
+
+
 def _submit_plan(
     plan: Plan, *, parent: BatchRun | None, force: bool, max_cost: float | None,
     input_df: pd.DataFrame | None = None, background: bool | None = False,
@@ -481,25 +504,7 @@ def _submit_plan(
         written = _plan.write(plan, tmp)
         _plan.check_cost(written.estimate, max_cost)
 
-        def make(run_id: str) -> RunRecord:
-            now = time.time()
-            return RunRecord(
-                run_id=run_id, created=now, updated=now, model=plan.model,
-                display_name=plan.display_name, backend=backend,
-                content_hash=written.content_hash, n_rows=plan.n_rows,
-                n_requests=len(plan.positions), source=written.mode, state="SUBMITTING",
-                parent_id=parent.run_id if parent else None,
-                est_cost=written.estimate.cost_usd, config=plan.config, owner=OWNER,
-                error=None, positions_blob=plan.positions.tobytes(),
-                index_blob=None if parent else dump_index(plan.index),
-                shards=[
-                    ShardRecord(run_id=run_id, shard=i, start=f.start, stop=f.stop,
-                                n_bytes=f.n_bytes, request_file=f.path.name,
-                                pending=f.stop - f.start)
-                    for i, f in enumerate(written.files)
-                ],
-            )
-
+        make = functools.partial(_new_record, plan, written, backend, parent)
         record, created = reg.insert_or_find(make, written.content_hash, backend,
                                              folder=tmp, force=force)
     finally:

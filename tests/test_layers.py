@@ -134,7 +134,7 @@ def test_engine_modules_import_no_view_adapter_or_notebook_library() -> None:
         elif b in MODULES and _layer(b) == "adapter":
             bad.append(_where(a, b, line) + " (an adapter)")
         elif b in MODULES and _layer(b) == "view" and not (b == DOOR and lazy):
-            bad.append(_where(a, b, line) + f" (a view: only `from .widgets import` inside a "
+            bad.append(_where(a, b, line) + " (a view: only `from .widgets import` inside a "
                        "function, the one door, is allowed)")
     assert bad == [], "\n".join(bad)
 
