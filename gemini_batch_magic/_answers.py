@@ -34,12 +34,33 @@ class RunAnswers:
         self._positions: np.ndarray | None = None
 
     def positions(self) -> np.ndarray:
-        """Positions (in the root input) of the rows this run sent; read once, immutable."""
+        """Positions (in the root input) of the rows this run sent; read once, immutable.
+
+        A run rebuilt from the service alone (``attach(batch, df=...)``) has none recorded:
+        its positions are the keys its results came back with.
+        """
         if self._positions is None:
             rec = self.book.record
             blob = rec.positions_blob or self.book.registry.positions(rec.run_id)
+            if not blob and rec.config.get("adopted"):
+                return self._keys_returned()
             self._positions = np.frombuffer(blob, dtype=np.int64)
         return self._positions
+
+    def _keys_returned(self) -> np.ndarray:
+        found = [self._returned(self._read(s)) for s in self.book.record.shards if s.results_file]
+        return np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+
+    def _returned(self, parsed: pd.DataFrame) -> np.ndarray:
+        """The row positions a results file answers (its keys), sorted, within the input."""
+        n = self.book.record.n_rows
+        keys = {int(k) for k in parsed["key"].dropna().astype(str) if k.isdigit()}
+        return np.asarray(sorted(k for k in keys if k < n), dtype=np.int64)
+
+    def _read(self, shard: ShardRecord) -> pd.DataFrame:
+        path = self.book.run_dir() / str(shard.results_file)
+        return (_results.parse_results_file(path) if path.suffix == ".jsonl"
+                else _results.load_stored(pd.read_parquet(path)))
 
     def shard(self, shard: ShardRecord, parsed: pd.DataFrame | None = None) -> pd.DataFrame:
         """One shard's answers aligned to its requests (RangeIndex).
@@ -53,20 +74,21 @@ class RunAnswers:
             return cached[1]
         n = shard.stop - shard.start
         if not shard.results_file:
-            msg = (f"no result: the batch ended {shard.state}" if shard.state in TERMINAL
+            msg = (_no_answer(shard.state) if shard.state in TERMINAL
                    else f"not answered yet (shard {shard.shard} is {shard.state})")
             return _results.missing_frame(n, msg)
         if parsed is None:  # not parsed as it downloaded (another kernel fetched it, a restart)
-            path = self.book.run_dir() / shard.results_file
-            parsed = (_results.parse_results_file(path) if path.suffix == ".jsonl"
-                      else _results.load_stored(pd.read_parquet(path)))
-        keys = self.positions()[shard.start:shard.stop]  # the keys are these, in decimal
+            parsed = self._read(shard)
+        if self.book.record.config.get("adopted"):  # the keys it came back with
+            keys = self._returned(parsed)
+        else:
+            keys = self.positions()[shard.start:shard.stop]  # the keys are these, in decimal
         aligned, missing = _results.align_with_missing(parsed, keys)
         if len(keys) >= 100_000:  # the answers in file order are garbage now
             del parsed
             release_memory()
-        if shard.state != "SUCCEEDED" and len(missing):
-            _results.set_errors(aligned, missing, f"no result: the batch ended {shard.state}")
+        if len(missing) and (shard.results_lost or shard.state != "SUCCEEDED"):
+            _results.set_errors(aligned, missing, shard.results_lost or _no_answer(shard.state))
         self._cache[shard.shard] = (cache_key, aligned)
         return aligned
 
@@ -76,11 +98,23 @@ class RunAnswers:
         positions = self.positions()
         for shard in self.book.record.shards:
             frame = self.shard(shard).copy(deep=False)
-            frame.index = pd.Index(positions[shard.start:shard.stop], name="position")
+            if self.book.record.config.get("adopted"):
+                if not shard.results_file:
+                    continue  # nothing known of its rows yet
+                frame.index = pd.Index(positions[: len(frame)], name="position")
+            else:
+                frame.index = pd.Index(positions[shard.start:shard.stop], name="position")
             frames.append(frame)
         if not frames:
             return _results.missing_frame(0, "")
         return pd.concat(frames)
+
+
+def _no_answer(state: str) -> str:
+    """The error of a row a batch ended without answering."""
+    if state == "CANCELLED":
+        return "no result: the batch was cancelled (CANCELLED) before this row was answered"
+    return f"no result: the batch ended {state}"
 
 
 def fill_from(own: pd.DataFrame, retried: pd.DataFrame) -> None:
@@ -91,9 +125,10 @@ def fill_from(own: pd.DataFrame, retried: pd.DataFrame) -> None:
         own.loc[sub.index, list(sub.columns)] = sub.to_numpy()
 
 
-def label(merged: pd.DataFrame, index: pd.Index, keep: np.ndarray | None) -> pd.DataFrame:
+def label(merged: pd.DataFrame, index: pd.Index, keep: np.ndarray | None,
+          absent: str = SKIPPED) -> pd.DataFrame:
     """One row per input row (``index``), in order; ``keep``: only these positions (a retry
-    run shows only its own rows)."""
+    run shows only its own rows); ``absent``: the error of rows the run did not send."""
     n = len(index)
     src = np.full(n, -1, dtype=np.int64)  # row of `merged` answering each input row
     src[merged.index.to_numpy()] = np.arange(len(merged))
@@ -103,7 +138,7 @@ def label(merged: pd.DataFrame, index: pd.Index, keep: np.ndarray | None) -> pd.
         frame = _results.take_rows(merged, src)
         skipped = np.flatnonzero(src < 0)
         if len(skipped):
-            _results.set_errors(frame, skipped, SKIPPED)
+            _results.set_errors(frame, skipped, absent)
     if keep is not None:
         frame = frame.iloc[keep]
         frame.index = index[keep]

@@ -40,7 +40,7 @@ from typing import Any
 import orjson
 
 from ._config import settings
-from ._secrets import api_key
+from ._secrets import KEY_VARS, api_key, fingerprint
 from ._state import state
 from .exceptions import BackendError, ConfigError
 
@@ -51,13 +51,16 @@ __all__ = [
     "backend_info",
     "batch_stats",
     "cancel_batch",
+    "check_model",
     "create_batch",
+    "delete_file",
     "download_file",
     "find_batch",
     "get_batch",
     "get_client",
     "is_retryable",
     "job_state",
+    "key_fingerprint",
     "list_batches",
     "reset",
     "upload_file",
@@ -84,6 +87,10 @@ class _Seam:
         self.notice_shown = False
         #: batch name -> its latest batchStats (the newest _MAX_STATS batches)
         self.stats: dict[str, dict[str, int]] = {}
+        #: batch name -> the operation ``error`` of a failed batch (the SDK drops it)
+        self.errors: dict[str, str] = {}
+        #: models the service confirmed (``models.get``), per client
+        self.models: set[str] = set()
 
 
 _seam = _Seam()
@@ -95,17 +102,18 @@ class BackendInfo:
 
     kind: str  #: ``gemini``, ``local`` (embedded emulator) or ``external`` (base URL)
     base_url: str | None  #: None for the real service's default endpoint
-    key_source: str | None  #: the environment variable the key came from, if any
+    #: where the key came from: an environment variable, or ``Colab secret GEMINI_API_KEY``
+    key_source: str | None
     synthetic: bool  #: True when answers come from an emulator, not a model
 
     def describe(self) -> str:
         """One line for humans, e.g. for ``%gembatch backend``."""
         if self.kind == "gemini":
             where = self.base_url or "the Gemini API"
-            return f"Gemini API ({where}); API key from ${self.key_source}"
+            return f"Gemini API ({where}); API key from {_origin(self.key_source)}"
         if self.kind == "local":
             return f"embedded local emulator at {self.base_url} (synthetic answers, no API key)"
-        src = f"; API key from ${self.key_source}" if self.key_source else ""
+        src = f"; API key from {_origin(self.key_source)}" if self.key_source else ""
         return f"external endpoint {self.base_url} (GOOGLE_GEMINI_BASE_URL){src}"
 
 
@@ -118,6 +126,8 @@ class BatchStatus:
     #: ``total``/``succeeded``/``failed``/``pending`` from ``batchStats``; None if not sent
     counts: dict[str, int] | None
     job: Any  #: the SDK's ``BatchJob``
+    #: the service's own reason for a failed batch (``error.message``), None otherwise
+    error: str | None = None
 
 
 # --------------------------------------------------------------------------- the client
@@ -155,6 +165,12 @@ def _record_stats(body: bytes) -> None:
             continue
         meta = op.get("metadata") or {}
         name = op.get("name") or meta.get("name")
+        if name and isinstance(op.get("error"), dict):
+            err = op["error"]
+            code = f"{err.get('code')} " if err.get("code") is not None else ""
+            _seam.errors[str(name)] = f"{code}{err.get('message') or 'no message'}".strip()
+            while len(_seam.errors) > _MAX_STATS:
+                del _seam.errors[next(iter(_seam.errors))]
         raw = meta.get("batchStats") if isinstance(meta, dict) else None
         if not name or not isinstance(raw, dict):
             continue
@@ -165,7 +181,7 @@ def _record_stats(body: bytes) -> None:
             ("failedRequestCount", "failed"),
             ("pendingRequestCount", "pending"),
         ):
-            try:
+            try:  # the service leaves out zero counts
                 stats[ours] = int(raw.get(wire) or 0)
             except (TypeError, ValueError):
                 stats[ours] = 0
@@ -267,12 +283,14 @@ def reset() -> None:
     with _seam.lock:
         _seam.client = None
         _seam.info = None
+        _seam.models.clear()
         if _seam.emulator is not None:
             try:
                 _seam.emulator.close()
             finally:
                 _seam.emulator = None
         _seam.stats.clear()
+        _seam.errors.clear()
 
 
 # the client depends on where the registry lives (the embedded emulator's data) and on the
@@ -313,15 +331,53 @@ def backend_error(action: str, exc: BaseException, *, batch_name: str | None = N
     msg = getattr(exc, "message", None) or str(exc)
     code = getattr(exc, "code", None)
     status = getattr(exc, "status", None)
+    reason = _error_reason(getattr(exc, "details", None))
     head = f"{code} " if code else ""
+    text = f"{action} failed: {head}{msg}"
+    if reason == "API_KEY_INVALID":
+        text = (f"the API key was rejected: API_KEY_INVALID ({action}; the key comes from "
+                f"{_key_origin()}). Check it, or create a new one, and set it again")
+    elif code == 403 and status == "PERMISSION_DENIED" and not api_key()[0]:
+        text = (f"the service refused the call because no API key was sent ({action}): set "
+                "GEMINI_API_KEY (or GOOGLE_API_KEY), or use backend 'local' for the emulator")
+    elif code == 429 and action.startswith("uploading"):
+        text = (f"{action} failed: 429 RESOURCE_EXHAUSTED: {msg}. If the project's File API "
+                "storage (20 GB) is full: request files of finished runs are deleted once their "
+                "batch ends (unless keep_inputs=True); list the others with "
+                "client.files.list() and delete those you no longer need with "
+                "client.files.delete(name=...), or wait: uploads expire after 48 hours")
     err = BackendError(
-        f"{action} failed: {head}{msg}",
+        text,
         code=int(code) if isinstance(code, int) else None,
         status=str(status) if status else None,
         batch_name=batch_name,
     )
-    err.retryable = is_retryable(exc)
+    err.reason = reason
+    err.retryable = is_retryable(exc) and reason is None
     return err
+
+
+def _error_reason(details: Any) -> str | None:
+    """The ``reason`` of a ``google.rpc.ErrorInfo`` in an error body, if it has one."""
+    body = details.get("error", details) if isinstance(details, dict) else None
+    for item in (body or {}).get("details") or []:
+        if isinstance(item, dict) and item.get("reason"):
+            return str(item["reason"])
+    return None
+
+
+def _key_origin() -> str:
+    return _origin(api_key()[1])
+
+
+def _origin(source: str | None) -> str:
+    """``$GEMINI_API_KEY`` for a variable, the Colab secret as it is named."""
+    return f"${source}" if source in KEY_VARS else (source or "nowhere")
+
+
+def key_fingerprint() -> str | None:
+    """The fingerprint of the key requests go with (None for an emulator without a key)."""
+    return fingerprint(api_key()[0])
 
 
 def with_retries(action: str, fn: Callable[[], Any], attempts: int | None = None, *,
@@ -354,7 +410,12 @@ def job_state(job: Any) -> str:
 
 def _status(job: Any) -> BatchStatus:
     name = str(job.name)
-    return BatchStatus(name=name, state=job_state(job), counts=_seam.stats.get(name), job=job)
+    error = _seam.errors.get(name)
+    sdk_error = getattr(job, "error", None)  # Vertex AI's jobs carry it; the Developer API not
+    if error is None and sdk_error is not None and getattr(sdk_error, "message", None):
+        error = str(sdk_error.message)
+    return BatchStatus(name=name, state=job_state(job), counts=_seam.stats.get(name), job=job,
+                       error=error)
 
 
 def get_batch(name: str) -> BatchStatus:
@@ -469,6 +530,42 @@ def cancel_batch(name: str) -> None:
             raise
 
 
+# --------------------------------------------------------------------------- models
+def check_model(model: str) -> None:
+    """Raise :class:`ConfigError` unless the service knows ``model`` (``models.get``, once
+    per model and client), naming close matches among the models it lists."""
+    name = model.removeprefix("models/")
+    if name in _seam.models or model.startswith("tunedModels/"):
+        return
+    client = get_client()
+    try:
+        with_retries(f"looking up model {name}", lambda: client.models.get(model=name))
+    except BackendError as exc:
+        if exc.code != 404:
+            raise
+        import difflib
+
+        known = _model_names()
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = (f"did you mean {' or '.join(close)}?" if close
+                else f"models it offers include {', '.join(known[:8])}" if known
+                else "check the model name")
+        raise ConfigError(
+            f"unknown model {name!r}: the service does not offer it ({exc.status or 404}); "
+            f"{hint} Nothing was uploaded or created."
+        ) from exc
+    _seam.models.add(name)
+
+
+def _model_names() -> list[str]:
+    try:
+        return sorted(str(m.name).removeprefix("models/")
+                      for m in itertools.islice(get_client().models.list(), 1000) if m.name)
+    except Exception:  # the listing is only for the hint
+        _log.debug("listing models failed", exc_info=True)
+        return []
+
+
 # --------------------------------------------------------------------------- files
 def upload_file(path: Any, display: str) -> str:
     """Upload a JSONL request file with the File API; returns its ``files/...`` name."""
@@ -480,6 +577,27 @@ def upload_file(path: Any, display: str) -> str:
         ),
     )
     return str(uploaded.name)
+
+
+#: The File API refuses ``files.get``/``files.delete`` on longer ids (a batch's output file,
+#: ``files/batch-<36 characters>``, is one), while it serves their download.
+MAX_FILE_ID = 40
+
+
+def delete_file(file_name: str) -> bool:
+    """Delete an uploaded file; False (never an error) if it is gone already or refused.
+
+    Never called for ids the service will refuse (longer than :data:`MAX_FILE_ID`).
+    """
+    if len(file_name.removeprefix("files/")) > MAX_FILE_ID:
+        return False
+    client = get_client()
+    try:
+        with_retries(f"deleting {file_name}", lambda: client.files.delete(name=file_name))
+    except BackendError as exc:
+        _log.debug("could not delete %s: %s", file_name, exc)
+        return False
+    return True
 
 
 def download_file(file_name: str, open_destination: Callable[[], Any]) -> None:

@@ -26,8 +26,13 @@ import pyarrow as pa
 
 from . import _backend, _results
 from ._registry import ShardRecord, owner_alive
+from .exceptions import BackendError
 
-__all__ = ["FetchedShard", "download_shard", "release_memory"]
+__all__ = ["RESULTS_EXPIRED", "FetchedShard", "download_shard", "release_memory"]
+
+#: The error of each row whose results the service deleted before they were downloaded
+#: (``retry_failed()`` sends them again).
+RESULTS_EXPIRED = "results expired on the service"
 
 
 @dataclass
@@ -37,6 +42,8 @@ class FetchedShard:
     results_file: str  #: file name inside the run folder
     #: the answers parsed while they downloaded (in file order), or None: read the file
     parsed: pd.DataFrame | None
+    #: why there are no answers although the batch had some (None: nothing was lost)
+    lost: str | None = None
 
 
 class _Tee:
@@ -62,6 +69,7 @@ def download_shard(run_dir: Path, shard: ShardRecord, job: Any) -> FetchedShard:
     # the temporary name is this writer's own: two kernels may fetch the same shard at once
     own = f"{os.getpid()}-{secrets.token_hex(4)}.part"
     parsed: pd.DataFrame | None = None
+    lost: str | None = None
     if dest is not None and dest.inlined_responses:
         out = run_dir / f"{stem}.parquet"
         tmp = run_dir / f"{stem}.parquet.{own}"
@@ -69,7 +77,16 @@ def download_shard(run_dir: Path, shard: ShardRecord, job: Any) -> FetchedShard:
     elif dest is not None and dest.file_name:
         out = run_dir / f"{stem}.jsonl"
         tmp = run_dir / f"{stem}.jsonl.{own}"
-        parsed = _download_file(dest.file_name, tmp)
+        try:
+            parsed = _download_file(dest.file_name, tmp)
+        except BackendError as exc:
+            if exc.code != 404:
+                raise
+            # the service deleted the results before anyone downloaded them
+            out = run_dir / f"{stem}.parquet"
+            tmp = run_dir / f"{stem}.parquet.{own}"
+            _results.empty_frame().to_parquet(tmp, index=False)
+            lost = RESULTS_EXPIRED
     else:  # the batch ended without output
         out = run_dir / f"{stem}.parquet"
         tmp = run_dir / f"{stem}.parquet.{own}"
@@ -77,7 +94,7 @@ def download_shard(run_dir: Path, shard: ShardRecord, job: Any) -> FetchedShard:
     os.chmod(tmp, 0o600)
     os.replace(tmp, out)
     _sweep(run_dir, stem)
-    return FetchedShard(results_file=out.name, parsed=parsed)
+    return FetchedShard(results_file=out.name, parsed=parsed, lost=lost)
 
 
 def _download_file(file_name: str, tmp: Path) -> pd.DataFrame | None:

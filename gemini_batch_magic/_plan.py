@@ -45,6 +45,7 @@ __all__ = [
     "estimate",
     "key_text",
     "prepare",
+    "rows_hash",
     "wire_keys",
     "write",
 ]
@@ -84,6 +85,7 @@ def prepare(
     response_schema: Any,
     on_empty: str,
     display_name: str | None,
+    keep_inputs: bool = False,
 ) -> Plan:
     """Check ``df`` and the options; the :class:`Plan` of what would be sent."""
     model = validate_model(model or settings.model)
@@ -106,6 +108,8 @@ def prepare(
         "response_schema": schema_json(response_schema) if response_schema is not None else None,
         "schema_class": class_path(response_schema),
         "on_empty": on_empty,
+        "keep_inputs": bool(keep_inputs),
+        "rows_hash": rows_hash(df.index),
     }
     return Plan(
         model=model,
@@ -119,6 +123,16 @@ def prepare(
         display_name=display_name or "gembatch",
         skipped=np.flatnonzero(~mask).astype(np.int64),
     )
+
+
+def rows_hash(index: pd.Index) -> str:
+    """8 hex digits identifying an input's row labels and count (carried in display names)."""
+    h = hashlib.sha256(str(len(index)).encode() + b"\0")
+    try:
+        h.update(pd.util.hash_pandas_object(index).to_numpy().tobytes())
+    except (TypeError, ValueError):  # exotic labels: their exact pickle
+        h.update(dump_index(index))
+    return h.hexdigest()[:8]
 
 
 def retry_plan(parent_config: dict[str, Any], *, model: str, prompts: Sequence[str],

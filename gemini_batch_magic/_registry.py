@@ -43,6 +43,7 @@ __all__ = [
     "RunRecord",
     "ShardRecord",
     "dump_index",
+    "is_live",
     "load_index",
     "open_registry",
     "owner_alive",
@@ -52,7 +53,14 @@ __all__ = [
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
 #: A run or shard in one of these states is still being worked on.
 LIVE = frozenset({"SUBMITTING", "PENDING", "RUNNING"})
-#: When shards end differently, the run shows the most serious state.
+def is_live(state: str) -> bool:
+    """Whether a run or shard in ``state`` may still change: a known live state, or one
+    this version does not know (the service added it; it is polled, never taken as over)."""
+    return state not in TERMINAL
+
+
+#: When shards end differently, the run shows the most serious state (an unknown state
+#: ranks as RUNNING).
 STATE_RANK = {
     "SUBMITTING": 0, "PENDING": 1, "RUNNING": 2, "SUCCEEDED": 3, "CANCELLED": 4,
     "EXPIRED": 5, "FAILED": 6,
@@ -105,7 +113,8 @@ CREATE TABLE IF NOT EXISTS runs (
     owner         TEXT,
     error         TEXT,
     index_blob    BLOB,
-    positions     BLOB NOT NULL
+    positions     BLOB NOT NULL,
+    key_fp        TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_hash ON runs(content_hash, backend);
 CREATE TABLE IF NOT EXISTS shards (
@@ -124,6 +133,7 @@ CREATE TABLE IF NOT EXISTS shards (
     results_file  TEXT,
     error         TEXT,
     updated       REAL NOT NULL,
+    results_lost  TEXT,
     PRIMARY KEY (run_id, shard)
 );
 CREATE INDEX IF NOT EXISTS shards_by_batch ON shards(batch_name);
@@ -149,6 +159,9 @@ class ShardRecord:
     results_file: str | None = None  #: file name inside the run folder, once downloaded
     error: str | None = None
     updated: float = field(default_factory=time.time)
+    #: why the shard's rows have no answer although it ended, e.g. "results expired on the
+    #: service" (its results were deleted before anyone downloaded them); None otherwise
+    results_lost: str | None = None
 
     @property
     def n_requests(self) -> int:
@@ -180,16 +193,20 @@ class RunRecord:
     positions_blob: bytes = b""
     index_blob: bytes | None = None  #: pickled ``pd.Index`` of the root input (root runs only)
     shards: list[ShardRecord] = field(default_factory=list)
+    #: one-way fingerprint of the API key the run was created with (never the key)
+    key_fp: str | None = None
 
 
 _RUN_COLS = (
     "run_id, created, updated, model, display_name, backend, content_hash, n_rows, n_requests, "
-    "source, state, parent_id, est_cost, config, owner, error"
+    "source, state, parent_id, est_cost, config, owner, error, key_fp"
 )
 _SHARD_COLS = (
     "run_id, shard, start, stop, n_bytes, request_file, upload_name, batch_name, state, "
-    "succeeded, failed, pending, results_file, error, updated"
+    "succeeded, failed, pending, results_file, error, updated, results_lost"
 )
+#: Columns added after the first release: (table, column, type), added to older files.
+_ADDED_COLUMNS = (("runs", "key_fp", "TEXT"), ("shards", "results_lost", "TEXT"))
 
 
 def _secure_dir(path: Path) -> None:
@@ -223,6 +240,7 @@ class Registry:
                     if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                         con.execute("PRAGMA journal_mode = WAL")
                     con.executescript(_SCHEMA)
+                    self._add_columns(con)
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
@@ -230,6 +248,19 @@ class Registry:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02 + random.random() * 0.05)
+
+    @staticmethod
+    def _add_columns(con: sqlite3.Connection) -> None:
+        """Bring a registry written by an older version up to date (a column at a time)."""
+        for table, column, kind in _ADDED_COLUMNS:
+            have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                try:
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError:
+                    have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
+                    if column not in have:  # not another kernel adding it at the same time
+                        raise
 
     # -- plumbing -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -271,21 +302,21 @@ class Registry:
     def insert_run(con: sqlite3.Connection, run: RunRecord) -> None:
         con.execute(
             f"INSERT INTO runs ({_RUN_COLS}, positions, index_blob) "
-            f"VALUES ({', '.join('?' * 18)})",
+            f"VALUES ({', '.join('?' * 19)})",
             (
                 run.run_id, run.created, run.updated, run.model, run.display_name, run.backend,
                 run.content_hash, run.n_rows, run.n_requests, run.source, run.state,
                 run.parent_id, run.est_cost, orjson.dumps(run.config).decode(), run.owner,
-                run.error, run.positions_blob, run.index_blob,
+                run.error, run.key_fp, run.positions_blob, run.index_blob,
             ),
         )
         for s in run.shards:
             con.execute(
-                f"INSERT INTO shards ({_SHARD_COLS}) VALUES ({', '.join('?' * 15)})",
+                f"INSERT INTO shards ({_SHARD_COLS}) VALUES ({', '.join('?' * 16)})",
                 (
                     s.run_id, s.shard, s.start, s.stop, s.n_bytes, s.request_file,
                     s.upload_name, s.batch_name, s.state, s.succeeded, s.failed, s.pending,
-                    s.results_file, s.error, s.updated,
+                    s.results_file, s.error, s.updated, s.results_lost,
                 ),
             )
 
@@ -322,13 +353,13 @@ class Registry:
     @staticmethod
     def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
         (run_id, created, updated, model, display_name, backend, content_hash, n_rows,
-         n_requests, source, state, parent_id, est_cost, config, owner, error) = row
+         n_requests, source, state, parent_id, est_cost, config, owner, error, key_fp) = row
         return RunRecord(
             run_id=run_id, created=created, updated=updated, model=model,
             display_name=display_name, backend=backend, content_hash=content_hash,
             n_rows=n_rows, n_requests=n_requests, source=source, state=state,
             parent_id=parent_id, est_cost=est_cost, config=orjson.loads(config), owner=owner,
-            error=error,
+            error=error, key_fp=key_fp,
         )
 
     @staticmethod
@@ -474,9 +505,9 @@ class RunBook:
             if reload:
                 self.reload()
             states = [s.state for s in self.record.shards]
-            live = [s for s in states if s in LIVE]
+            live = [s for s in states if is_live(s)]
             pool = live or states
-            state = max(pool, key=STATE_RANK.__getitem__) if pool else "SUCCEEDED"
+            state = max(pool, key=lambda s: STATE_RANK.get(s, 2)) if pool else "SUCCEEDED"
             errors = [f"shard {s.shard}: {s.error}" for s in self.record.shards if s.error]
             error = "; ".join(errors) or None
             if state != self.record.state or error != self.record.error:

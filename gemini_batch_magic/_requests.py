@@ -379,6 +379,14 @@ def _parse_template(template: str, df: pd.DataFrame) -> list[tuple[str, str | No
                 f"{_close_matches(field, df.columns)}{note}"
             )
         pieces.append((literal, field, spec or ""))
+    if len(df) > 1 and not any(field is not None for _, field, _ in pieces):
+        raise TemplateError(
+            f"the template has no {{column}} placeholder, so all {len(df):,} rows would send "
+            f"the same prompt ({template[:60]!r}) and you would pay for it {len(df):,} times. "
+            "Name a column in it, e.g. 'Summarise: {text}'. To send one constant prompt per "
+            "row on purpose, put it in a column and pass prompt= that column: "
+            "df.assign(prompt='...').gembatch.submit('prompt')."
+        )
     return pieces
 
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -34,12 +36,11 @@ import numpy as np
 import pandas as pd
 
 from . import _backend, _plan, _requests, _schemas
-from ._answers import RunAnswers, fill_from, label
+from ._answers import SKIPPED, RunAnswers, fill_from, label
 from ._config import settings
 from ._fetch import download_shard, release_memory
 from ._plan import Estimate, Plan
 from ._registry import (
-    LIVE,
     OWNER,
     STATE_RANK,
     TERMINAL,
@@ -48,6 +49,7 @@ from ._registry import (
     RunRecord,
     ShardRecord,
     dump_index,
+    is_live,
     load_index,
     open_registry,
 )
@@ -66,6 +68,9 @@ __all__ = [
     "runs",
     "submit",
 ]
+
+
+_log = logging.getLogger(__name__)
 
 
 class RunStats(NamedTuple):
@@ -155,11 +160,12 @@ class BatchRun:
     def live_batch_names(self) -> set[str]:
         """Batch names of the shards the service is still working on."""
         return {s.batch_name for s in self.record.shards
-                if s.batch_name is not None and s.state in LIVE}
+                if s.batch_name is not None and is_live(s.state)}
 
     @property
     def state(self) -> str:
-        """SUBMITTING, PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED or EXPIRED."""
+        """SUBMITTING, PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED or EXPIRED (or a state
+        the service added that this version does not know, shown by its name)."""
         return self.record.state
 
     @property
@@ -226,6 +232,7 @@ class BatchRun:
             book.reload()
             if self.done and all(s.results_file or s.state != "SUCCEEDED" for s in self.shards):
                 return self
+            self._check_key()
             changed = False
             for shard in book.record.shards:
                 if shard.batch_name is None:
@@ -233,7 +240,7 @@ class BatchRun:
                 if shard.state in TERMINAL and (shard.results_file or shard.error):
                     continue
                 status = known.get(shard.batch_name) if known else None
-                if status is None or status.state not in LIVE:
+                if status is None or not is_live(status.state):
                     try:
                         status = _backend.get_batch(shard.batch_name)
                     except BackendError as exc:
@@ -249,8 +256,12 @@ class BatchRun:
 
     def _shard_values(self, shard: ShardRecord, status: _backend.BatchStatus) -> dict[str, Any]:
         """The shard fields ``status`` implies (downloading the results of a finished one)."""
-        values: dict[str, Any] = {
-            "state": status.state if status.state in STATE_RANK else "RUNNING"}
+        values: dict[str, Any] = {"state": status.state}
+        if status.state not in STATE_RANK and (self.run_id, status.state) not in state.told:
+            state.told.add((self.run_id, status.state))  # said once per run and state
+            _log.warning("batch %s of run %s is in state %s, which this version does not "
+                         "know; it is polled (with backoff) until it ends", shard.batch_name,
+                         self.run_id, status.state)
         if status.counts:
             values.update(succeeded=status.counts["succeeded"], failed=status.counts["failed"],
                           pending=status.counts["pending"])
@@ -261,10 +272,27 @@ class BatchRun:
             aligned = self._answers.shard(done, parsed=fetched.parsed)
             failed = int(aligned["error"].notna().sum())
             values.update(results_file=fetched.results_file, succeeded=len(aligned) - failed,
-                          failed=failed, pending=0)
+                          failed=failed, pending=0, results_lost=fetched.lost)
             if status.state != "SUCCEEDED":
-                values["error"] = f"batch {shard.batch_name} ended {status.state}"
+                why = f": {status.error}" if status.error else ""
+                values["error"] = f"batch {shard.batch_name} ended {status.state}{why}"
+            elif fetched.lost:
+                values["error"] = f"batch {shard.batch_name}: {fetched.lost}"
+            if shard.upload_name and not self.record.config.get("keep_inputs"):
+                _backend.delete_file(shard.upload_name)  # the user's 20 GB of File API storage
         return values
+
+    def _check_key(self) -> None:
+        """Refuse to poll a run made with another API key (the service would answer 404)."""
+        made_with = self.record.key_fp
+        now = _backend.key_fingerprint()
+        if made_with and now != made_with:
+            raise BackendError(
+                f"run {self.run_id} was created with another API key (fingerprint "
+                f"{made_with}; this kernel's key: {now or 'none'}). The service shows a batch "
+                "only to the key that created it: set that key (GEMINI_API_KEY) and try again",
+                run_id=self.run_id, code=None, status="PERMISSION_DENIED",
+            )
 
     def wait(
         self, timeout: float | None = None, *, poll_interval: float | None = None,
@@ -395,7 +423,9 @@ class BatchRun:
 
     def _build_result(self) -> pd.DataFrame:
         keep = self._answers.positions() if self.parent_id else None
-        frame = label(self._merged(), self._index(), keep)
+        absent = (f"not answered in {self.record.config['batch']} (another shard's row, or "
+                  "not answered yet)" if self.record.config.get("adopted") else SKIPPED)
+        frame = label(self._merged(), self._index(), keep, absent)
         schema = self.record.config.get("response_schema")
         if schema:
             cls = state.schema_classes.get(self._root().run_id)
@@ -410,8 +440,9 @@ class BatchRun:
         book = self._book
         with book.lock:
             book.reload()
+            self._check_key()
             for shard in book.record.shards:
-                if shard.state not in LIVE:
+                if not is_live(shard.state):
                     continue
                 if shard.batch_name is None:
                     book.set_shard(shard, state="CANCELLED", error="cancelled before submission")
@@ -479,7 +510,7 @@ def _new_record(plan: Plan, written: _plan.WrittenPlan, backend: str,
         n_requests=len(plan.positions), source=written.mode, state="SUBMITTING",
         parent_id=parent.run_id if parent else None,
         est_cost=written.estimate.cost_usd, config=plan.config, owner=OWNER,
-        error=None, positions_blob=plan.positions.tobytes(),
+        error=None, positions_blob=plan.positions.tobytes(), key_fp=_backend.key_fingerprint(),
         index_blob=None if parent else dump_index(plan.index),
         shards=[
             ShardRecord(run_id=run_id, shard=i, start=f.start, stop=f.stop,
@@ -497,6 +528,7 @@ def _submit_plan(
     """Write, record (or find the identical run) and submit a plan."""
     reg = registry()
     backend = _backend.backend_id()
+    _backend.check_model(plan.model)  # a misspelt model: refused before anything is written
     tmp = Path(reg.tmp_dir()) / os.urandom(8).hex()
     tmp.mkdir(mode=0o700)
     try:
@@ -553,6 +585,7 @@ def submit(
     name: str | None = None,
     on_empty: str = "raise",
     background: bool | None = None,
+    keep_inputs: bool = False,
 ) -> BatchRun:
     """Send each row of ``df`` as one request of a batch run; returns at once.
 
@@ -560,7 +593,9 @@ def submit(
     (``"Translate {text} into {lang}."``). ``key`` names a unique column identifying rows
     (default: the index). Submitting the same rows, model and configuration again returns
     the existing run unless ``force=True``. ``max_cost`` (USD) refuses runs estimated above
-    it. ``on_empty="skip"`` leaves empty prompts out instead of raising.
+    it. ``on_empty="skip"`` leaves empty prompts out instead of raising. The request files
+    uploaded for a run are deleted from the File API once their batch has ended (they count
+    against the project's 20 GB); ``keep_inputs=True`` keeps them.
 
     Bad input raises before anything is written or sent. Uploading the request files of a
     large run happens in a background thread when ``background`` is true (default: in a
@@ -572,7 +607,7 @@ def submit(
             df, prompt, template=template, model=model, key=key,
             system_instruction=system_instruction, generation_config=generation_config,
             safety_settings=safety_settings, response_schema=response_schema,
-            on_empty=on_empty, display_name=name,
+            on_empty=on_empty, display_name=name, keep_inputs=keep_inputs,
         ),
         parent=None, force=force, max_cost=max_cost, input_df=df, background=background,
     )
@@ -600,20 +635,49 @@ def estimate(
     ))
 
 
-def attach(ref: str) -> BatchRun:
-    """A run from the registry, by run id (or a unique prefix) or by a ``batches/...`` name."""
+def attach(ref: str, df: pd.DataFrame | None = None) -> BatchRun:
+    """A run, by run id (or a unique prefix) or by a ``batches/...`` name.
+
+    From the registry when this machine knows it. A ``batches/...`` name the registry does
+    not know (a fresh Colab runtime, a new laptop) is rebuilt from the service alone: with
+    ``df=`` the DataFrame that was submitted (its row count and index are checked against
+    what the batch's display name carries) the answers are aligned to it by key as usual;
+    without, they come back keyed by row position. ``df=`` with a known run checks it the
+    same way and lets ``result(join=True)`` use it.
+    """
     if not isinstance(ref, str) or not ref.strip():
         raise RunNotFoundError(f"expected a run id or a batch name, got {ref!r}")
-    ref = ref.strip()
+    if df is not None and not isinstance(df, pd.DataFrame):
+        raise InputError(f"df= must be the DataFrame that was submitted, got {type(df).__name__}")
+    run = _find(ref.strip())
+    if df is not None:
+        _check_frame(run.record.n_rows, run.record.config.get("rows_hash"), df, run.run_id)
+        run._input = df
+    return run
+
+
+def _check_frame(n_rows: int | None, rows_hash: str | None, df: pd.DataFrame,
+                 what: str) -> None:
+    """Refuse a DataFrame that is not the one a run was made from (row count, index)."""
+    if n_rows is not None and len(df) != n_rows:
+        raise InputError(
+            f"{what} was made from {n_rows:,} rows but the DataFrame given has {len(df):,}: "
+            "pass the DataFrame that was submitted (same rows, same index)",
+            rows=None, size=len(df), limit=n_rows,
+        )
+    if rows_hash and _plan.rows_hash(df.index) != rows_hash:
+        raise InputError(
+            f"the DataFrame given does not have the index {what} was made from (index hash "
+            f"{_plan.rows_hash(df.index)} vs {rows_hash}): pass the DataFrame that was "
+            "submitted, with its original index (or its key column as the index)"
+        )
+
+
+def _find(ref: str) -> BatchRun:
     reg = registry()
     if ref.startswith("batches/"):
         run_id = reg.find_by_batch(ref)
-        if run_id is None:
-            raise RunNotFoundError(
-                f"no run in the registry ({settings.home}) owns {ref}; gbm.runs() lists the "
-                "runs this machine knows", batch_name=ref,
-            )
-        return _run_object(run_id)
+        return _run_object(run_id) if run_id is not None else _adopt(ref)
     matches = reg.find_prefix(ref)
     exact = [m for m in matches if m == ref]
     if exact:
@@ -628,6 +692,56 @@ def attach(ref: str) -> BatchRun:
     hint = f" Recent runs: {', '.join(recent)}." if recent else " The registry is empty."
     raise RunNotFoundError(f"no run {ref!r} in the registry at {settings.home}.{hint}",
                            run_id=ref)
+
+
+_DISPLAY = re.compile(
+    r"^(?P<base>.*)-(?P<run>[0-9a-f]{8})-s(?P<shard>\d+)(?:-n(?P<n>\d+)-h(?P<h>[0-9a-f]{8}))?$")
+
+
+def _adopt(batch_name: str, df: pd.DataFrame | None = None) -> BatchRun:
+    """A run rebuilt from the service alone: the batch ``batch_name`` recorded anew."""
+    try:
+        status = _backend.get_batch(batch_name)
+    except BackendError as exc:
+        if exc.code in (403, 404):
+            raise RunNotFoundError(
+                f"no run in the registry ({settings.home}) owns {batch_name}, and the service "
+                f"does not show it to this API key ({exc.code} {exc.status}); check the name, "
+                "or set the key it was created with", batch_name=batch_name,
+            ) from exc
+        raise
+    job = status.job
+    found = _DISPLAY.match(str(getattr(job, "display_name", "") or ""))
+    n_rows = int(found["n"]) if found and found["n"] else None
+    if df is not None:
+        _check_frame(n_rows, found["h"] if found else None, df, batch_name)
+        n_rows = len(df)
+    total = (status.counts or {}).get("total") or n_rows or 0
+    n_rows = n_rows or total
+    run_id = found["run"] if found and registry().get(found["run"]) is None else None
+    now = time.time()
+    record = RunRecord(
+        run_id=run_id or os.urandom(4).hex(), created=now, updated=now,
+        model=str(getattr(job, "model", "") or settings.model).removeprefix("models/"),
+        display_name=found["base"] if found else str(getattr(job, "display_name", "") or
+                                                      "attached"),
+        backend=_backend.backend_id(), content_hash=f"attached:{batch_name}",
+        n_rows=n_rows, n_requests=total, source="file", state=status.state,
+        parent_id=None, est_cost=None, config={"adopted": True, "batch": batch_name},
+        owner=None, error=None, key_fp=_backend.key_fingerprint(),
+        index_blob=dump_index(df.index) if df is not None else None,
+        shards=[ShardRecord(run_id="", shard=0, start=0, stop=total, n_bytes=0,
+                            request_file="", batch_name=batch_name, state=status.state,
+                            pending=total)],
+    )
+    record.shards[0].run_id = record.run_id
+    with registry().transaction() as con:
+        Registry.insert_run(con, record)
+    run = _run_object(record.run_id, df)
+    run.notice = (f"rebuilt from the service alone ({batch_name}): answers are aligned "
+                  + ("to the DataFrame given, by key" if df is not None
+                     else "by row position (pass df= to align them to your DataFrame)"))
+    return run.refresh()
 
 
 _RUNS_COLUMNS = ["run_id", "created", "state", "model", "rows", "succeeded", "failed",

@@ -1,27 +1,61 @@
 """Where the API key comes from, and keeping it out of everything we show.
 
 A leaf module (it imports nothing of the package): the backend reads the key through
-:func:`api_key`; every message a widget, magic, panel or the CLI shows goes through
-:func:`redact`. The key itself is never stored, logged or shown.
+:func:`api_key` (the environment, else Google Colab's secrets); every message a widget,
+magic, panel or the CLI shows goes through :func:`redact`. The key itself is never stored,
+logged or shown: runs keep only its :func:`fingerprint`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
 
-__all__ = ["KEY_VARS", "api_key", "redact"]
+__all__ = ["COLAB_SECRET", "KEY_VARS", "api_key", "fingerprint", "redact"]
 
 #: The environment variables an API key is read from, in order.
 KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 
 
+#: The Colab secret read when no key is in the environment (Colab's "Secrets" panel).
+COLAB_SECRET = "GEMINI_API_KEY"
+
+
 def api_key() -> tuple[str | None, str | None]:
-    """``(key, variable it came from)``, or ``(None, None)`` when none is set."""
+    """``(key, where it came from)``, or ``(None, None)`` when there is none.
+
+    The environment first (``GEMINI_API_KEY``, then ``GOOGLE_API_KEY``); in Google Colab
+    with neither set, the notebook's secret ``GEMINI_API_KEY`` (source
+    ``"Colab secret GEMINI_API_KEY"``).
+    """
     for var in KEY_VARS:
         value = os.environ.get(var, "").strip()
         if value:
             return value, var
+    value = _colab_secret()
+    if value:
+        return value, f"Colab secret {COLAB_SECRET}"
     return None, None
+
+
+def _colab_secret() -> str | None:
+    if "google.colab" not in sys.modules:  # only inside a Colab runtime
+        return None
+    try:
+        from google.colab import userdata  # type: ignore[import-not-found]
+
+        value = userdata.get(COLAB_SECRET)
+    except Exception:  # no such secret, or notebook access not granted
+        return None
+    return str(value).strip() or None if value else None
+
+
+def fingerprint(key: str | None) -> str | None:
+    """A short, one-way fingerprint of ``key`` (kept with runs to tell keys apart)."""
+    if not key:
+        return None
+    return hashlib.sha256(b"gembatch-key\0" + key.encode()).hexdigest()[:12]
 
 
 def redact(text: object) -> str:
@@ -31,8 +65,10 @@ def redact(text: object) -> str:
     message from a proxy or the SDK never reaches a notebook.
     """
     out = str(text)
-    for var in KEY_VARS:
-        key = os.environ.get(var, "").strip()
+    keys = [os.environ.get(var, "").strip() for var in KEY_VARS]
+    if "google.colab" in sys.modules:
+        keys.append(_colab_secret() or "")
+    for key in keys:
         if len(key) >= 4:
             out = out.replace(key, "***")
     return out

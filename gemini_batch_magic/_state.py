@@ -38,6 +38,8 @@ class ProcessState:
         #: run ids created by this process and never sent: only their first create may
         #: skip the reconciling listing (any other create may follow one the service took)
         self.fresh: set[str] = set()
+        #: (run id, state) pairs already logged once (states this version does not know)
+        self.told: set[tuple[str, str]] = set()
         self._hooks: list[Callable[[], None]] = []
 
     def on_reset(self, hook: Callable[[], None]) -> None:
@@ -55,6 +57,7 @@ class ProcessState:
             self.schema_classes.clear()
             self.submitting.clear()
             self.fresh.clear()
+            self.told.clear()
 
 
 #: The one process-wide state.

@@ -23,10 +23,10 @@ import orjson
 
 from . import _backend, _requests
 from ._config import settings
-from ._registry import LIVE, OWNER, RunBook, ShardRecord, owner_alive
+from ._registry import OWNER, RunBook, ShardRecord, is_live, owner_alive
 from ._state import state
 
-__all__ = ["Submission"]
+__all__ = ["Submission", "display_name"]
 
 
 class Submission:
@@ -90,7 +90,7 @@ class Submission:
         state.submitting.add(self.run_id)
         try:
             pending = [s for s in self.book.record.shards
-                       if s.batch_name is None and s.state in LIVE]
+                       if s.batch_name is None and is_live(s.state)]
             if not pending:
                 return
             workers = max(1, min(settings.max_concurrent_shards, len(pending)))
@@ -116,8 +116,7 @@ class Submission:
             state.submitting.discard(self.run_id)
 
     def _display(self, shard: ShardRecord) -> str:
-        base = self.book.record.display_name[:90]
-        return f"{base}-{self.run_id}-s{shard.shard}"
+        return display_name(self.book.record, shard)
 
     def _submit_one(self, shard: ShardRecord) -> None:
         rec = self.book.record
@@ -143,6 +142,18 @@ class Submission:
             cfg.get("system_instruction"), cfg.get("generation_config"),
             cfg.get("safety_settings"), cfg.get("response_schema"),
         )[1]
+
+
+def display_name(record: Any, shard: ShardRecord) -> str:
+    """A shard's batch display name: ``<name>-<run id>-s<shard>-n<rows>-h<rows hash>``.
+
+    It is how an ambiguous create is reconciled (by listing), and how a run is rebuilt from
+    the service alone (:func:`gemini_batch_magic.attach` with ``df=``): the input's row count
+    and a hash of its index let another machine check that a DataFrame is the one sent.
+    """
+    rows_hash = record.config.get("rows_hash")
+    tail = f"-n{record.n_rows}-h{rows_hash}" if rows_hash else ""  # runs of older versions
+    return f"{record.display_name[:80]}-{record.run_id}-s{shard.shard}{tail}"
 
 
 def _inline_src(path: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
