@@ -649,8 +649,8 @@ def attach(ref: str, df: pd.DataFrame | None = None) -> BatchRun:
         raise RunNotFoundError(f"expected a run id or a batch name, got {ref!r}")
     if df is not None and not isinstance(df, pd.DataFrame):
         raise InputError(f"df= must be the DataFrame that was submitted, got {type(df).__name__}")
-    run = _find(ref.strip())
-    if df is not None:
+    run = _find(ref.strip(), df)
+    if df is not None and not run.record.config.get("adopted"):
         _check_frame(run.record.n_rows, run.record.config.get("rows_hash"), df, run.run_id)
         run._input = df
     return run
@@ -673,11 +673,11 @@ def _check_frame(n_rows: int | None, rows_hash: str | None, df: pd.DataFrame,
         )
 
 
-def _find(ref: str) -> BatchRun:
+def _find(ref: str, df: pd.DataFrame | None) -> BatchRun:
     reg = registry()
     if ref.startswith("batches/"):
         run_id = reg.find_by_batch(ref)
-        return _run_object(run_id) if run_id is not None else _adopt(ref)
+        return _run_object(run_id) if run_id is not None else _adopt(ref, df)
     matches = reg.find_prefix(ref)
     exact = [m for m in matches if m == ref]
     if exact:
