@@ -220,3 +220,6 @@ def reset() -> None:
             finally:
                 _emulator = None
         _stats.clear()
+
+
+settings.observe(lambda change: reset(), names=["home", "backend"])
