@@ -87,6 +87,8 @@ def test_home_is_a_path_and_changing_it_moves_the_embedded_emulator(tmp_path: Pa
     run = pd.DataFrame({"p": ["a"]}).gembatch.submit("p")
     assert run.wait(progress=False).result()["response"].tolist() == ["a"]
     first = gbm.backend_info().base_url
+    gbm.configure(home=gbm.settings.home, backend="local")  # no change: the emulator stays
+    assert gbm.backend_info().base_url == first
     gbm.configure(home=str(tmp_path / "elsewhere"))
     assert gbm.settings.home == tmp_path / "elsewhere"  # a Path, whatever was given
     assert gbm.runs().empty  # a new registry ...
