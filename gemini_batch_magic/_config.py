@@ -120,6 +120,8 @@ class _Setting(TraitType[G, Any], Generic[G]):
 
 
 class Str(_Setting[str]):
+    """Text."""
+
     kind = "a str"
 
     def validate(self, obj: Any, value: Any) -> str:
@@ -147,16 +149,22 @@ class _Number(_Setting[G]):
 
 
 class Int(_Number[int]):
+    """A whole number (``"10"`` is converted)."""
+
     kind = "an int"
     convert = int
 
 
 class Float(_Number[float]):
+    """A number (``"3.5"`` and ``7`` are converted)."""
+
     kind = "a float"
     convert = float
 
 
 class Folder(_Setting[Path]):
+    """A folder, read as a :class:`pathlib.Path` with ``~`` expanded."""
+
     kind = "a folder path (str or pathlib.Path)"
 
     def validate(self, obj: Any, value: Any) -> Path:
