@@ -14,7 +14,10 @@ from typing import Any
 
 import pandas as pd
 
-from . import _runs
+# the engine modules by full name: "from . import" would read as importing the package,
+# whose __init__ imports this module
+import gemini_batch_magic._runs as _runs
+
 from ._options import run_to_completion
 
 __all__ = ["GemBatchAccessor"]

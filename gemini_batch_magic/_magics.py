@@ -127,7 +127,11 @@ from IPython.core.magic import (
     needs_local_scope,
 )
 
-from . import _monitor, _runs
+# the engine modules by full name: "from . import" would read as importing the package,
+# whose __init__ imports this module
+import gemini_batch_magic._monitor as _monitor
+import gemini_batch_magic._runs as _runs
+
 from ._backend import backend_info
 from ._command import CellCommand, HelpShown, LineCommand, parse_cell, parse_line
 from ._config import settings
