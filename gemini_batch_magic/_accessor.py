@@ -18,8 +18,6 @@ import pandas as pd
 # whose __init__ imports this module
 import gemini_batch_magic._runs as _runs
 
-from ._options import run_to_completion
-
 __all__ = ["GemBatchAccessor"]
 
 
@@ -116,5 +114,5 @@ class GemBatchAccessor:
             max_cost=max_cost, force=force, name=name, on_empty=on_empty,
             background=background,
         )
-        out = run_to_completion(run, timeout=timeout)
+        out = run.run_to_completion(timeout=timeout)
         return run.result(join=self._df) if join else out

@@ -136,7 +136,6 @@ from ._backend import backend_info
 from ._command import CellCommand, HelpShown, LineCommand, parse_cell, parse_line
 from ._config import settings
 from ._env import in_notebook
-from ._options import run_to_completion
 from ._runs import BatchRun
 from ._secrets import redact
 from .exceptions import GemBatchError
@@ -188,7 +187,7 @@ class GemBatchMagics(Magics):
     def _wait_for_results(self, run: BatchRun, out: str | None) -> pd.DataFrame:
         """``--wait``: the results; on Ctrl-C, OUT still gets the run, which goes on."""
         try:
-            frame = run_to_completion(run)
+            frame = run.run_to_completion()
         except KeyboardInterrupt:
             if out:
                 self._shell.push({out: run})
@@ -253,7 +252,7 @@ class GemBatchMagics(Magics):
         return _runs.runs()
 
     def _do_panel(self, cmd: LineCommand, ns: dict[str, Any]) -> Any:
-        from .widgets import JobsPanel
+        from ._panel import JobsPanel
 
         return JobsPanel(self._shell.user_ns)
 

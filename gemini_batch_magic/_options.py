@@ -6,8 +6,8 @@
 and ``gembatch submit`` share them) and :meth:`RunOptions.from_args` reads them back,
 folding ``--temperature`` and ``--max-output-tokens`` into ``generation_config``.
 
-:func:`run_to_completion` is the submit -> wait -> result sequence's second half, shared by
-``%%gembatch --wait``, ``df.gembatch.run()`` and ``gembatch submit --wait``.
+The submit -> wait -> result sequence that ``%%gembatch --wait``, ``df.gembatch.run()`` and
+``gembatch submit --wait`` share is the engine's :meth:`BatchRun.run_to_completion`.
 """
 
 from __future__ import annotations
@@ -16,14 +16,9 @@ import argparse
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from ._runs import BatchRun
-
-__all__ = ["ON_EMPTY", "RunOptions", "add_run_arguments", "run_to_completion"]
+__all__ = ["ON_EMPTY", "RunOptions", "add_run_arguments"]
 
 #: What ``on_empty`` accepts: raise on empty prompts, or leave those rows out.
 ON_EMPTY = ("raise", "skip")
@@ -113,13 +108,3 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, send: bool = True) -> 
     parser.add_argument("--force", action="store_true",
                         help="submit even if an identical run exists")
     parser.add_argument("--name", help="display name of the run")
-
-
-def run_to_completion(run: BatchRun, *, timeout: float | None = None,
-                      progress: bool = True) -> pd.DataFrame:
-    """Wait for ``run`` (``timeout`` seconds at most, with a progress display) and return
-    its results.
-
-    Stands in for the engine's ``BatchRun.run_to_completion`` until that exists.
-    """
-    return run.wait(timeout=timeout, progress=progress).result()

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ._options import RunOptions, add_run_arguments, run_to_completion
+from ._options import RunOptions, add_run_arguments
 
 __all__ = ["main"]
 
@@ -158,7 +158,7 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
         run = gbm.submit(_read_table(ns.input), ns.prompt, **options.submit_kwargs())
         print(f"{run.run_id}\t{run.state}\t{' '.join(run.batch_names)}")
         if ns.wait:
-            out = run_to_completion(run)
+            out = run.run_to_completion()
             if ns.out:
                 _write_table(out, ns.out)
                 print(f"wrote {len(out)} rows to {ns.out}")
@@ -176,7 +176,7 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
     if cmd in ("status", "wait", "cancel", "retry", "results"):
         run = gbm.attach(ns.run)
         if cmd == "status":
-            from ._progress import summary_line
+            from .widgets import summary_line
 
             run.refresh()
             print(summary_line(run))
