@@ -1,16 +1,22 @@
 """The ``df.gembatch`` pandas accessor: it only adapts, the engine does the work.
 
 It keeps no state (pandas builds a new accessor on every attribute access), never changes
-the DataFrame, and returns new objects.
+the DataFrame, and returns new objects. Its keywords are those of
+:func:`gemini_batch_magic.submit` and :func:`gemini_batch_magic.estimate`, written out so that
+``df.gembatch.submit?`` and tab completion show them; their defaults and meaning are
+documented once, on :class:`~gemini_batch_magic._options.RunOptions`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-from . import _runs
+# the engine modules by full name: "from . import" would read as importing the package,
+# whose __init__ imports this module
+import gemini_batch_magic._runs as _runs
 
 __all__ = ["GemBatchAccessor"]
 
@@ -28,19 +34,85 @@ class GemBatchAccessor:
             raise AttributeError("df.gembatch works on DataFrames only")
         self._df = pandas_obj
 
-    def submit(self, prompt: str | None = None, **options: Any) -> _runs.BatchRun:
-        """Submit every row as one request; see :func:`gemini_batch_magic.submit`."""
-        return _runs.submit(self._df, prompt, **options)
+    def submit(
+        self,
+        prompt: str | None = None,
+        *,
+        template: str | None = None,
+        model: str | None = None,
+        key: str | None = None,
+        system_instruction: str | None = None,
+        generation_config: Mapping[str, Any] | None = None,
+        safety_settings: Sequence[Mapping[str, Any]] | None = None,
+        response_schema: Any = None,
+        max_cost: float | None = None,
+        force: bool = False,
+        name: str | None = None,
+        on_empty: str = "raise",
+        background: bool | None = None,
+    ) -> _runs.BatchRun:
+        """Submit every row as one request; returns at once. See
+        :func:`gemini_batch_magic.submit`."""
+        return _runs.submit(
+            self._df, prompt, template=template, model=model, key=key,
+            system_instruction=system_instruction, generation_config=generation_config,
+            safety_settings=safety_settings, response_schema=response_schema,
+            max_cost=max_cost, force=force, name=name, on_empty=on_empty,
+            background=background,
+        )
 
-    def estimate(self, prompt: str | None = None, **options: Any) -> _runs.Estimate:
+    def estimate(
+        self,
+        prompt: str | None = None,
+        *,
+        template: str | None = None,
+        model: str | None = None,
+        key: str | None = None,
+        system_instruction: str | None = None,
+        generation_config: Mapping[str, Any] | None = None,
+        safety_settings: Sequence[Mapping[str, Any]] | None = None,
+        response_schema: Any = None,
+        on_empty: str = "raise",
+    ) -> _runs.Estimate:
         """What :meth:`submit` would send and cost; sends nothing."""
-        return _runs.estimate(self._df, prompt, **options)
+        return _runs.estimate(
+            self._df, prompt, template=template, model=model, key=key,
+            system_instruction=system_instruction, generation_config=generation_config,
+            safety_settings=safety_settings, response_schema=response_schema,
+            on_empty=on_empty,
+        )
 
     def run(
-        self, prompt: str | None = None, *, timeout: float | None = None,
-        join: bool = False, **options: Any,
+        self,
+        prompt: str | None = None,
+        *,
+        template: str | None = None,
+        model: str | None = None,
+        key: str | None = None,
+        system_instruction: str | None = None,
+        generation_config: Mapping[str, Any] | None = None,
+        safety_settings: Sequence[Mapping[str, Any]] | None = None,
+        response_schema: Any = None,
+        max_cost: float | None = None,
+        force: bool = False,
+        name: str | None = None,
+        on_empty: str = "raise",
+        background: bool | None = None,
+        timeout: float | None = None,
+        join: bool = False,
     ) -> pd.DataFrame:
-        """Submit, wait and return the results aligned to this DataFrame (for scripts)."""
-        run = _runs.submit(self._df, prompt, **options)
-        run.wait(timeout=timeout)
-        return run.result(join=self._df if join else False)
+        """Submit, wait and return the results aligned to this DataFrame (for scripts).
+
+        Takes :meth:`submit`'s keywords; ``timeout`` (seconds) bounds the wait (the run goes
+        on after :class:`~gemini_batch_magic.WaitTimeout`); ``join=True`` puts this
+        DataFrame's columns first.
+        """
+        run = self.submit(
+            prompt, template=template, model=model, key=key,
+            system_instruction=system_instruction, generation_config=generation_config,
+            safety_settings=safety_settings, response_schema=response_schema,
+            max_cost=max_cost, force=force, name=name, on_empty=on_empty,
+            background=background,
+        )
+        out = run.run_to_completion(timeout=timeout)
+        return run.result(join=self._df) if join else out

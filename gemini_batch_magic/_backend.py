@@ -295,7 +295,7 @@ def reset() -> None:
 
 # the client depends on where the registry lives (the embedded emulator's data) and on the
 # backend chosen: rebuild it when either changes, and whenever the engine's state is reset
-# MERGE: settings.observe(lambda change: reset(), names=["home", "backend"])
+settings.observe(lambda change: reset(), names=["home", "backend"])
 
 
 def _fresh_process() -> None:

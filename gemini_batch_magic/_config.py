@@ -1,10 +1,15 @@
 """Settings shared by the Python API, the magics (``%config GemBatch.x``) and the CLI.
 
-There is one :data:`settings` object per process. Defaults come from the environment when the
-package is imported; :func:`configure` (and ``%config GemBatch.<name> = value`` in IPython)
-changes them for the rest of the process.
+There is one settings object per process, :data:`settings`, an instance of the traitlets
+``Configurable`` :class:`GemBatch` (as jupysql's ``SqlMagic`` is). Every setting is a trait
+declared once below, with its default and its help; all the ways of changing one go through
+that trait and its validator:
 
-Environment variables read at import:
+* Python: ``gbm.configure(model="gemini-2.5-pro")`` or ``gbm.settings.model = ...``;
+* IPython: ``%config GemBatch.model = "gemini-2.5-pro"``, ``%config GemBatch`` lists them;
+  ``c.GemBatch.model = ...`` in a profile's ``ipython_config.py`` applies at
+  ``%load_ext gemini_batch_magic``;
+* the environment, for the defaults (read the first time a setting is used):
 
 ================================  ==================================================
 ``GEMBATCH_HOME``                 where the run registry and cached results live
@@ -13,25 +18,44 @@ Environment variables read at import:
 ``GEMINI_API_KEY``                the API key (``GOOGLE_API_KEY`` is read too)
 ``GOOGLE_GEMINI_BASE_URL``        an external endpoint, e.g. ``gembatch emulator``
 ================================  ==================================================
+
+A refused value raises :class:`SettingError`, which is both our :class:`ConfigError` and
+traitlets' ``TraitError`` (so ``%config`` shows it), and carries the setting's name, the
+value and what is valid. Code that must act on a change observes the settings
+(``settings.observe(callback, names=["home"])``); this module imports nothing else of the
+package but its exceptions.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import difflib
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+from traitlets import TraitError, TraitType, Undefined, default, validate
+from traitlets.config import Configurable
 
 from .exceptions import ConfigError
 
-__all__ = ["BACKENDS", "Settings", "configure", "default_home", "settings", "validate_model"]
+__all__ = [
+    "BACKENDS",
+    "GemBatch",
+    "SettingError",
+    "Settings",
+    "configure",
+    "default_home",
+    "settings",
+    "validate_model",
+]
 
 BACKENDS = ("auto", "local", "gemini")
 
 #: Model ids look like ``gemini-2.5-flash`` or ``models/gemini-2.5-flash`` or ``tunedModels/x``.
 _MODEL_RE = re.compile(r"^(models/|tunedModels/)?[a-z0-9][a-z0-9.\-_]{0,127}$")
+_MODEL_HINT = ("expected an id such as 'gemini-2.5-flash' (lowercase letters, digits, '.', "
+               "'-', '_'; optionally prefixed with 'models/' or 'tunedModels/')")
 
 
 def default_home() -> Path:
@@ -44,119 +68,252 @@ def default_home() -> Path:
     return Path(platformdirs.user_data_dir("gemini_batch_magic", appauthor=False))
 
 
+def _bad_model(model: object) -> str | None:
+    """Why ``model`` is not a well-formed model id, or None when it is."""
+    if isinstance(model, str) and _MODEL_RE.match(model):
+        return None
+    return f"invalid model name {model!r}: {_MODEL_HINT}"
+
+
 def validate_model(model: str) -> str:
     """Return ``model`` if it is a well-formed model id, else raise :class:`ConfigError`."""
-    if not isinstance(model, str) or not _MODEL_RE.match(model):
-        raise ConfigError(
-            f"invalid model name {model!r}: expected an id such as 'gemini-2.5-flash' "
-            "(lowercase letters, digits, '.', '-', '_'; optionally prefixed with 'models/' "
-            "or 'tunedModels/')"
-        )
+    problem = _bad_model(model)
+    if problem is not None:
+        raise ConfigError(problem)
     return model
 
 
-@dataclass
-class Settings:
-    """Every option, with its default. Change them with :func:`configure`."""
+class SettingError(ConfigError, TraitError):
+    """A setting refused a value: ``ConfigError`` for Python, ``TraitError`` for traitlets.
 
-    #: Model used when a call names none.
-    model: str = "gemini-2.5-flash"
-    #: Folder of the SQLite run registry, request files and cached results.
-    home: Path = field(default_factory=default_home)
-    #: ``auto``: the key decides (no key: the embedded emulator); ``local``: always the
-    #: embedded emulator; ``gemini``: always the real service (a key is required).
-    backend: str = "auto"
-    #: First delay (seconds) between status polls of a live run; it backs off from here.
-    poll_interval: float = 2.0
-    #: Longest delay (seconds) between polls once a run has been quiet for a while.
-    max_poll_interval: float = 60.0
-    #: Runs whose request file is at most this many bytes go inline (service limit: 20 MB).
-    inline_limit_bytes: int = 19_000_000
-    #: Largest JSONL file per shard (service limit: 2 GB).
-    max_file_bytes: int = 1_900_000_000
-    #: Most requests per shard (one batch job); larger runs are split.
-    max_requests_per_shard: int = 500_000
-    #: How many shards upload and submit at the same time.
-    max_concurrent_shards: int = 4
-    #: Attempts per API call on 408/429/5xx and connection errors (1 = no retry).
-    retry_attempts: int = 6
-    #: First retry delay in seconds (doubles each attempt, with jitter).
-    retry_initial_delay: float = 1.0
-    #: Seconds the embedded emulator keeps a new batch PENDING.
-    emulator_pending_seconds: float = 2.0
-    #: Requests per second the embedded emulator answers while RUNNING (0 = all at once).
-    emulator_rate: float = 20.0
+    ``setting`` is its name, ``value`` the refused value, ``valid`` what it accepts (the
+    choices as a tuple, or a short description such as ``"an int, at least 1"``).
+    """
 
-    def __post_init__(self) -> None:
-        self.home = Path(self.home).expanduser()
+    def __init__(self, setting: str, value: Any, valid: str | tuple[str, ...], message: str
+                 ) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.value = value
+        self.valid = valid
+
+
+# -- trait types: each converts what the CLI, a profile or %config may hand it ------------
+# (their class names show in ``%config GemBatch``: ``--GemBatch.poll_interval=<Float>``)
+G = TypeVar("G")
+
+
+class _Setting(TraitType[G, Any], Generic[G]):
+    """A ``config=True`` trait whose help ends with its default, so it is written once."""
+
+    kind = "a value"
+
+    def __init__(self, default_value: Any, help: str, *, shown_default: str | None = None,
+                 env: str | None = None) -> None:
+        shown = shown_default if shown_default is not None else repr(default_value)
+        text = f"{help} Default: {shown}" + (f", or ${env} when set." if env else ".")
+        super().__init__(default_value, help=text, config=True)
+
+    def refuse(self, value: Any, valid: str | tuple[str, ...], problem: str) -> SettingError:
+        """The error for ``value``, naming this setting."""
+        return SettingError(str(self.name), value, valid, problem)
+
+
+class Str(_Setting[str]):
+    """Text."""
+
+    kind = "a str"
+
+    def validate(self, obj: Any, value: Any) -> str:
+        if not isinstance(value, str):
+            raise self.refuse(value, self.kind,
+                              f"{self.name} must be a str, got {value!r}")
+        return value
+
+
+class _Number(_Setting[G]):
+    """An int or a float; numbers written as text (``"3.5"``) are converted."""
+
+    convert: type
+
+    def validate(self, obj: Any, value: Any) -> G:
+        name = self.convert.__name__
+        if isinstance(value, bool):
+            raise self.refuse(value, self.kind, f"{self.name} must be a {name}, got {value!r}")
+        try:
+            number: G = self.convert(value)
+        except (TypeError, ValueError):
+            raise self.refuse(value, self.kind,
+                              f"{self.name} must be a {name}, got {value!r}") from None
+        return number
+
+
+class Int(_Number[int]):
+    """A whole number (``"10"`` is converted)."""
+
+    kind = "an int"
+    convert = int
+
+
+class Float(_Number[float]):
+    """A number (``"3.5"`` and ``7`` are converted)."""
+
+    kind = "a float"
+    convert = float
+
+
+class Folder(_Setting[Path]):
+    """A folder, read as a :class:`pathlib.Path` with ``~`` expanded."""
+
+    kind = "a folder path (str or pathlib.Path)"
+
+    def validate(self, obj: Any, value: Any) -> Path:
+        if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+            raise self.refuse(value, self.kind, f"{self.name} must be {self.kind}, got {value!r}")
+        return Path(value).expanduser()
+
+
+class GemBatch(Configurable):
+    """Every setting, with its default. Change them with :func:`configure` or ``%config``."""
+
+    model = Str("gemini-2.5-flash", "Model used when a call or cell names none.",
+                  env="GEMBATCH_MODEL")
+    home = Folder(Undefined, "Folder of the SQLite run registry, request files and cached "
+                   "results.", shown_default="the user data folder of gemini_batch_magic",
+                   env="GEMBATCH_HOME")
+    backend = Str("auto", "auto: the key decides (no key: the embedded emulator); local: "
+                    "always the embedded emulator; gemini: always the real service (a key is "
+                    "required).", env="GEMBATCH_BACKEND")
+    poll_interval = Float(2.0, "First delay (seconds) between status polls of a live run; it "
+                           "backs off from here.").tag(above=0.0)
+    max_poll_interval = Float(60.0, "Longest delay (seconds) between polls once a run has "
+                               "been quiet for a while.").tag(minimum=0.0)
+    inline_limit_bytes = Int(19_000_000, "Runs whose request file is at most this many bytes "
+                              "go inline (service limit: 20 MB).").tag(minimum=1)
+    max_file_bytes = Int(1_900_000_000, "Largest JSONL file per shard (service limit: "
+                          "2 GB).").tag(minimum=1)
+    max_requests_per_shard = Int(500_000, "Most requests per shard (one batch job); larger "
+                                  "runs are split.").tag(minimum=1)
+    max_concurrent_shards = Int(4, "How many shards upload and submit at the same "
+                                 "time.").tag(minimum=1)
+    retry_attempts = Int(6, "Attempts per API call on 408/429/5xx and connection errors "
+                          "(1 = no retry).").tag(minimum=1)
+    retry_initial_delay = Float(1.0, "First retry delay in seconds (doubles each attempt, "
+                                 "with jitter).").tag(minimum=0.0)
+    emulator_pending_seconds = Float(2.0, "Seconds the embedded emulator keeps a new batch "
+                                      "PENDING.").tag(minimum=0.0)
+    emulator_rate = Float(20.0, "Requests per second the embedded emulator answers while "
+                           "RUNNING (0 = all at once).").tag(minimum=0.0)
+
+    # -- defaults from the environment ------------------------------------------------------
+    @default("model")
+    def _model_from_env(self) -> str:
+        value = os.environ.get("GEMBATCH_MODEL", "").strip()
+        if not value:
+            return str(GemBatch.model.default_value)
+        problem = _bad_model(value)
+        if problem is not None:
+            raise GemBatch.model.refuse(value, "a model id",
+                                        f"model setting from $GEMBATCH_MODEL: {problem}")
+        return value
+
+    @default("backend")
+    def _backend_from_env(self) -> str:
+        value = os.environ.get("GEMBATCH_BACKEND", "").strip().lower()
+        if not value:
+            return str(GemBatch.backend.default_value)
+        if value not in BACKENDS:
+            raise GemBatch.backend.refuse(
+                value, BACKENDS,
+                f"backend setting from $GEMBATCH_BACKEND: invalid backend {value!r}: "
+                f"choose one of {', '.join(BACKENDS)}")
+        return value
+
+    @default("home")
+    def _home_from_env(self) -> Path:
+        return default_home()
+
+    # -- what each value means --------------------------------------------------------------
+    @validate("model")
+    def _check_model(self, proposal: Any) -> str:
+        value = proposal["value"]
+        problem = _bad_model(value)
+        if problem is not None:
+            raise GemBatch.model.refuse(value, "a model id", f"model setting: {problem}")
+        return str(value)
+
+    @validate("backend")
+    def _check_backend(self, proposal: Any) -> str:
+        value = str(proposal["value"]).strip().lower()
+        if value not in BACKENDS:
+            raise GemBatch.backend.refuse(
+                proposal["value"], BACKENDS,
+                f"invalid backend {proposal['value']!r}: choose one of {', '.join(BACKENDS)}")
+        return value
+
+    @validate("poll_interval", "max_poll_interval", "inline_limit_bytes", "max_file_bytes",
+              "max_requests_per_shard", "max_concurrent_shards", "retry_attempts",
+              "retry_initial_delay", "emulator_pending_seconds", "emulator_rate")
+    def _check_range(self, proposal: Any) -> Any:
+        trait, value = proposal["trait"], proposal["value"]
+        if "above" in trait.metadata:
+            if value <= trait.metadata["above"]:
+                raise trait.refuse(
+                    value, f"{trait.kind}, more than {trait.metadata['above']}",
+                    f"{trait.name} must be at least just above {trait.metadata['above']} "
+                    f"(a positive number of seconds), got {value!r}")
+        elif value < trait.metadata["minimum"]:
+            raise trait.refuse(
+                value, f"{trait.kind}, at least {trait.metadata['minimum']}",
+                f"{trait.name} must be at least {trait.metadata['minimum']}, got {value!r}")
+        return value
+
+    # -- plain views ------------------------------------------------------------------------
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """Every setting's name, in the order declared above."""
+        return tuple(n for n, v in vars(GemBatch).items() if isinstance(v, _Setting))
 
     @classmethod
-    def from_env(cls) -> Settings:
-        """Defaults, overridden by ``GEMBATCH_MODEL`` and ``GEMBATCH_BACKEND``."""
-        s = cls()
-        if os.environ.get("GEMBATCH_MODEL"):
-            s.model = validate_model(os.environ["GEMBATCH_MODEL"])
-        if os.environ.get("GEMBATCH_BACKEND"):
-            s.backend = _check_backend(os.environ["GEMBATCH_BACKEND"].strip().lower())
-        return s
+    def from_env(cls) -> GemBatch:
+        """A new settings object with the defaults (the environment's where set)."""
+        return cls()
 
     def as_dict(self) -> dict[str, Any]:
         """All settings as a plain dict (``home`` as a string)."""
-        d = dataclasses.asdict(self)
-        d["home"] = str(self.home)
-        return d
+        values = {name: getattr(self, name) for name in self.names()}
+        values["home"] = str(values["home"])
+        return values
+
+    def __repr__(self) -> str:
+        return "GemBatch(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
 
 
-def _check_backend(value: str) -> str:
-    if value not in BACKENDS:
-        raise ConfigError(f"invalid backend {value!r}: choose one of {', '.join(BACKENDS)}")
-    return value
+#: The public name of the settings class (``gbm.Settings``).
+Settings = GemBatch
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-
-
-def _coerce(name: str, value: Any) -> Any:
-    """Validate one setting, converting strings from the CLI or %config where sensible."""
-    f = _FIELDS[name]
-    if name == "model":
-        return validate_model(value)
-    if name == "backend":
-        return _check_backend(str(value).strip().lower())
-    if name == "home":
-        return Path(value).expanduser()
-    kind = {"float": float, "int": int}.get(str(f.type))
-    if kind is None:
-        return value
-    try:
-        num = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}") from None
-    minimum = 1 if kind is int else 0.0
-    if num < minimum or (name == "poll_interval" and num <= 0):
-        raise ConfigError(f"{name} must be at least {minimum}, got {value!r}")
-    return num
-
-
-def configure(**options: Any) -> Settings:
+def configure(**options: Any) -> GemBatch:
     """Change settings for this process, e.g. ``configure(model="gemini-2.5-pro")``.
 
-    Unknown names raise :class:`ConfigError` listing the valid ones. Returns the settings.
+    All values are checked before any applies. Unknown names raise :class:`ConfigError`
+    listing the valid ones; a bad value raises :class:`SettingError`. Returns the settings.
     """
-    unknown = sorted(set(options) - set(_FIELDS))
+    names = GemBatch.names()
+    unknown = sorted(set(options) - set(names))
     if unknown:
+        close = list(dict.fromkeys(m for u in unknown for m in difflib.get_close_matches(u, names)))
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
         raise ConfigError(
-            f"unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(_FIELDS)}"
+            f"unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(names)}{hint}"
         )
-    checked = {k: _coerce(k, v) for k, v in options.items()}
-    if "home" in checked or "backend" in checked:
-        from . import _backend
-
-        _backend.reset()
-    for k, v in checked.items():
-        setattr(settings, k, v)
+    # traitlets rolls every change of the block back when one value is refused, and
+    # observers (the backend's reset) hear of the changes once, after the block
+    with settings.hold_trait_notifications():
+        for name, value in options.items():
+            setattr(settings, name, value)
     return settings
 
 
 #: The process-wide settings.
-settings: Settings = Settings.from_env()
+settings: GemBatch = GemBatch()

@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ._options import RunOptions, add_run_arguments
+
 __all__ = ["main"]
 
 _DEMO_PROMPTS = [
@@ -69,39 +71,25 @@ def _write_table(df: Any, path: str) -> None:
         raise InputError(f"cannot write {path!r}: use .csv, .parquet or .jsonl")
 
 
-def _submit_options(ns: argparse.Namespace) -> dict[str, Any]:
-    gen: dict[str, Any] = {}
-    if ns.temperature is not None:
-        gen["temperature"] = ns.temperature
-    if ns.max_output_tokens is not None:
-        gen["max_output_tokens"] = ns.max_output_tokens
-    return {
-        "template": ns.template,
-        "model": ns.model,
-        "key": ns.key,
-        "system_instruction": ns.system,
-        "generation_config": gen or None,
-        "on_empty": ns.on_empty,
-    }
+class _Parser(argparse.ArgumentParser):
+    """argparse without abbreviations (``--temp`` is an error, not ``--temperature``);
+    subcommand parsers are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
 
-def _add_submit_args(p: argparse.ArgumentParser) -> None:
+def _add_input_args(p: argparse.ArgumentParser, *, send: bool) -> None:
     p.add_argument("input", help="a .csv, .parquet, .jsonl or .json file of rows")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="column holding the prompts")
     src.add_argument("--template", help="template over columns, e.g. 'Summarise: {text}'")
-    p.add_argument("-m", "--model", help="model id (default: the configured model)")
-    p.add_argument("--key", help="unique column identifying rows (default: row number)")
-    p.add_argument("--system", help="system instruction for every request")
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--max-output-tokens", type=int)
-    p.add_argument("--on-empty", choices=["raise", "skip"], default="raise")
+    add_run_arguments(p, send=send)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gembatch", description="Gemini Batch Mode from the command line."
-    )
+    parser = _Parser(prog="gembatch", description="Gemini Batch Mode from the command line.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="submit a few prompts to the local emulator; print answers")
@@ -110,15 +98,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("emulator", help="run the local Gemini Batch API emulator", add_help=False)
 
     p = sub.add_parser("submit", help="submit every row of a file as a batch run")
-    _add_submit_args(p)
-    p.add_argument("--max-cost", type=float, help="refuse if the estimate exceeds this (USD)")
-    p.add_argument("--force", action="store_true", help="submit even if an identical run exists")
-    p.add_argument("--name", help="display name of the run")
+    _add_input_args(p, send=True)
     p.add_argument("--wait", action="store_true", help="wait and write or print the results")
     p.add_argument("--out", help="with --wait: write results here (.csv, .parquet, .jsonl)")
 
     p = sub.add_parser("estimate", help="what a submit would send and cost; sends nothing")
-    _add_submit_args(p)
+    _add_input_args(p, send=False)
 
     sub.add_parser("list", help="every run this machine knows, newest first")
     for name, text in (("status", "state and counts of a run"),
@@ -169,13 +154,11 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
     if cmd == "demo":
         return _demo(ns.home)
     if cmd == "submit":
-        df = _read_table(ns.input)
-        run = gbm.submit(df, ns.prompt, max_cost=ns.max_cost, force=ns.force, name=ns.name,
-                         **_submit_options(ns))
+        options = RunOptions.from_args(ns, template=ns.template)
+        run = gbm.submit(_read_table(ns.input), ns.prompt, **options.submit_kwargs())
         print(f"{run.run_id}\t{run.state}\t{' '.join(run.batch_names)}")
         if ns.wait:
-            run.wait()
-            out = run.result()
+            out = run.run_to_completion()
             if ns.out:
                 _write_table(out, ns.out)
                 print(f"wrote {len(out)} rows to {ns.out}")
@@ -183,7 +166,8 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
                 print(out.to_string())
         return 0
     if cmd == "estimate":
-        print(gbm.estimate(_read_table(ns.input), ns.prompt, **_submit_options(ns)))
+        options = RunOptions.from_args(ns, template=ns.template)
+        print(gbm.estimate(_read_table(ns.input), ns.prompt, **options.estimate_kwargs()))
         return 0
     if cmd == "list":
         table = gbm.runs()
@@ -192,7 +176,7 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
     if cmd in ("status", "wait", "cancel", "retry", "results"):
         run = gbm.attach(ns.run)
         if cmd == "status":
-            from ._progress import summary_line
+            from .widgets import summary_line
 
             run.refresh()
             print(summary_line(run))

@@ -45,3 +45,26 @@ def test_every_error_is_a_gembatcherror_with_a_docstring() -> None:
     assert issubclass(gbm.ColumnError, KeyError)
     assert issubclass(gbm.WaitTimeout, TimeoutError)
     assert str(gbm.ColumnError("no column 'x'")) == "no column 'x'"  # no KeyError quotes
+
+
+def test_accessor_shows_the_engine_keywords() -> None:
+    """``df.gembatch.submit?`` lists the same keywords and defaults as ``gbm.submit``."""
+    import dataclasses
+    import inspect
+
+    import pandas as pd
+
+    from gemini_batch_magic._options import RunOptions
+
+    def params(fn: object, skip: int) -> list[tuple[str, object]]:
+        sig = inspect.signature(fn)  # type: ignore[arg-type]
+        return [(p.name, p.default) for p in list(sig.parameters.values())[skip:]]
+
+    accessor = pd.DataFrame({"p": ["x"]}).gembatch
+    assert params(accessor.submit, 0) == params(gbm.submit, 1)
+    assert params(accessor.estimate, 0) == params(gbm.estimate, 1)
+    assert params(accessor.run, 0)[:-2] == params(gbm.submit, 1)
+    assert [n for n, _ in params(accessor.run, 0)[-2:]] == ["timeout", "join"]
+    # the one declaration of the request options agrees with the engine's keywords
+    options = [(f.name, f.default) for f in dataclasses.fields(RunOptions)]
+    assert options == [p for p in params(gbm.submit, 2) if p[0] != "background"]

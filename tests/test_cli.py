@@ -89,3 +89,42 @@ def test_gembatch_emulator_serves_and_prints_its_url_first() -> None:
         _, err = proc.communicate(timeout=20)  # also closes the pipes
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_options_are_never_abbreviated_and_nothing_is_sent(emu: Any, tmp_path: Path) -> None:
+    src = tmp_path / "rows.csv"
+    pd.DataFrame({"text": ["a"]}).to_csv(src, index=False)
+    proc = gembatch("submit", str(src), "--prompt", "text", "--temp", "0.2",
+                    env=dict(os.environ))
+    assert proc.returncode == 2
+    assert "unrecognized arguments: --temp 0.2" in proc.stderr
+    assert list(emu.calls) == []
+
+
+def test_submit_options_reach_the_run(emu: Any, tmp_path: Path) -> None:
+    src = tmp_path / "rows.csv"
+    pd.DataFrame({"id": ["a", "b"], "text": ["x", ""]}).to_csv(src, index=False)
+    env = dict(os.environ)
+    proc = gembatch("submit", str(src), "--prompt", "text", "--key", "id", "--temperature",
+                    "0.3", "--max-output-tokens", "20", "--system", "Be brief.", "--name",
+                    "cli-run", "--on-empty", "skip", env=env)
+    assert proc.returncode == 0, proc.stderr
+    import gemini_batch_magic as gbm
+
+    run = gbm.attach(proc.stdout.split()[0])
+    assert run.display_name == "cli-run" and run.n_rows == 1  # the empty prompt was skipped
+    assert run.record.config["generation_config"] == {"temperature": 0.3,
+                                                      "max_output_tokens": 20}
+    assert run.record.config["system_instruction"] == "Be brief."
+
+
+def test_config_shows_environment_defaults_and_refuses_bad_ones(tmp_path: Path) -> None:
+    env = {**os.environ, "GEMBATCH_MODEL": "gemini-2.5-flash-lite",
+           "GEMBATCH_HOME": str(tmp_path / "h")}
+    proc = gembatch("config", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "model = gemini-2.5-flash-lite" in proc.stdout
+    assert f"home = {tmp_path / 'h'}" in proc.stdout
+    bad = gembatch("config", env={**env, "GEMBATCH_BACKEND": "cloud"})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "$GEMBATCH_BACKEND" in bad.stderr and "choose one of auto, local, gemini" in bad.stderr

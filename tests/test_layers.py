@@ -24,7 +24,7 @@ ADAPTERS = {f"{PKG}.{m}" for m in ("_magics", "_accessor", "_panel", "cli", "_op
                                    "_command")} | {PKG}
 LEAVES = {f"{PKG}.{m}" for m in ("exceptions", "_secrets", "_env")}
 DOOR = f"{PKG}.widgets"
-NOTEBOOK_LIBRARIES = ("ipywidgets", "anywidget", "IPython", "ipykernel", "traitlets.config")
+NOTEBOOK_LIBRARIES = ("ipywidgets", "anywidget", "IPython", "ipykernel")
 
 
 def _module_name(path: Path) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from IPython.testing.globalipapp import start_ipython
 from traitlets import TraitError
 
 import gemini_batch_magic as gbm
-from gemini_batch_magic import _magics, _monitor
+from gemini_batch_magic import _monitor
 from gemini_batch_magic._config import settings
 
 
@@ -72,13 +71,18 @@ def test_config_refuses_bad_values_and_names_them(
         ip.run_line_magic("config", "GemBatch.model = 'Not A Model!'")
     assert settings.model == "gemini-2.5-flash"
     assert "'Not A Model!'" in caplog.text  # %config logs the TraitError, naming the value
-    magics = next(c for c in ip.configurables if isinstance(c, _magics.GemBatch))
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        ip.run_line_magic("config", "GemBatch.poll_interval = -1")
+    assert "poll_interval must be at least" in caplog.text and "got -1" in caplog.text
+    configurable = next(c for c in ip.configurables if type(c).__name__ == "GemBatch")
+    assert configurable is settings  # %config GemBatch is the package settings object
     with pytest.raises(TraitError, match="'Not A Model!'"):
-        magics.model = "Not A Model!"
+        configurable.model = "Not A Model!"
     with pytest.raises(TraitError, match="-3"):
-        magics.poll_interval = -3
+        configurable.poll_interval = -3
     with pytest.raises(TraitError, match="'fast'"):
-        magics.backend = "fast"
+        configurable.backend = "fast"
     assert settings.poll_interval == 0.05 and settings.backend == "auto"
 
 
@@ -88,9 +92,12 @@ def test_config_lists_the_options(ip: InteractiveShell, capsys: pytest.CaptureFi
     for name in ("model", "poll_interval", "max_poll_interval", "home", "inline_limit_bytes",
                  "max_file_bytes", "max_requests_per_shard", "backend"):
         assert f"GemBatch.{name}" in out
-    # every engine setting is an option, with the engine's default
-    for field in dataclasses.fields(gbm.Settings):
-        assert f"GemBatch.{field.name}=" in out
+    # every engine setting is an option, with its help, default and current value
+    for name in gbm.Settings.names():
+        assert f"GemBatch.{name}=" in out
+    assert "First delay (seconds) between status polls of a live run" in out
+    assert "Default: 2.0." in out and "Current: 0.05" in out
+    assert "$GEMBATCH_MODEL" in out
 
 
 # ------------------------------------------------------------------ %%gembatch
@@ -189,7 +196,19 @@ def test_user_mistakes_fail_with_one_short_line(
     assert "valid subcommands: list, status, wait, results, cancel, retry" in msg
     msg = _fails_short(ip, "%gembatch status zzzz", capsys)
     assert "no run 'zzzz'" in msg
+    msg = _fails_short(ip, "%gembatch wait", capsys)
+    assert "needs a run id" in msg and "--all" in msg
     assert emu.calls == []
+
+
+def test_options_are_never_abbreviated(ip: InteractiveShell, emu: Any,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    ip.user_ns["df"] = pd.DataFrame({"text": ["a"]})
+    msg = _fails_short(ip, "%%gembatch --df df --temp 0.2\nSay {text}", capsys)
+    assert "unrecognized arguments: --temp" in msg
+    msg = _fails_short(ip, "%gembatch wait --time 3 x", capsys)
+    assert "unrecognized arguments: --time" in msg
+    assert emu.calls == [] and gbm.runs().empty
 
 
 # ------------------------------------------------------------------ %gembatch
@@ -262,7 +281,7 @@ def test_backend_never_shows_the_key(ip: InteractiveShell, emulator_factory: Any
 def test_unload_removes_the_magics(ip: InteractiveShell) -> None:
     ip.run_line_magic("unload_ext", "gemini_batch_magic")
     assert "gembatch" not in ip.magics_manager.magics["line"]
-    assert not [c for c in ip.configurables if isinstance(c, _magics.GemBatchMagics)]
+    assert settings not in ip.configurables
     ip.run_line_magic("load_ext", "gemini_batch_magic")
     assert "gembatch" in ip.magics_manager.magics["cell"]
 
