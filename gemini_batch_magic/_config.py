@@ -162,6 +162,17 @@ class Float(_Number[float]):
     convert = float
 
 
+class OptionalFloat(Float):
+    """A number, or None to turn the setting off (``"None"`` from the command line too)."""
+
+    kind = "a float or None"
+
+    def validate(self, obj: Any, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "")):
+            return None
+        return super().validate(obj, value)
+
+
 class Folder(_Setting[Path]):
     """A folder, read as a :class:`pathlib.Path` with ``~`` expanded."""
 
@@ -204,6 +215,11 @@ class GemBatch(Configurable):
                                       "PENDING.").tag(minimum=0.0)
     emulator_rate = Float(20.0, "Requests per second the embedded emulator answers while "
                            "RUNNING (0 = all at once).").tag(minimum=0.0)
+    confirm_above = OptionalFloat(5.0, "A run estimated above this many USD is not sent "
+                                  "without a confirmation: a Submit button in an interactive "
+                                  "notebook, else confirm=True (Python) or --yes (magic, "
+                                  "CLI). None turns the check off; max_cost still refuses "
+                                  "outright.").tag(minimum=0.0)
 
     # -- defaults from the environment ------------------------------------------------------
     @default("model")
@@ -253,9 +269,12 @@ class GemBatch(Configurable):
 
     @validate("poll_interval", "max_poll_interval", "inline_limit_bytes", "max_file_bytes",
               "max_requests_per_shard", "max_concurrent_shards", "retry_attempts",
-              "retry_initial_delay", "emulator_pending_seconds", "emulator_rate")
+              "retry_initial_delay", "emulator_pending_seconds", "emulator_rate",
+              "confirm_above")
     def _check_range(self, proposal: Any) -> Any:
         trait, value = proposal["trait"], proposal["value"]
+        if value is None:  # an optional setting turned off
+            return value
         if "above" in trait.metadata:
             if value <= trait.metadata["above"]:
                 raise trait.refuse(

@@ -33,13 +33,14 @@ from ._config import settings, validate_model
 from ._registry import dump_index
 from ._requests import RequestFile
 from ._schemas import class_path, schema_json
-from .exceptions import ConfigError, CostLimitError, RequestTooLargeError
+from .exceptions import ConfigError, ConfirmationRequired, CostLimitError, RequestTooLargeError
 
 __all__ = [
     "INLINE_MAX_REQUESTS",
     "Estimate",
     "Plan",
     "WrittenPlan",
+    "check_confirmed",
     "check_cost",
     "content_hash",
     "estimate",
@@ -327,6 +328,22 @@ def check_cost(est: Estimate, max_cost: float | None) -> None:
             f"({est.requests:,} requests to {est.model}); nothing was submitted. Raise "
             "max_cost, use a cheaper model, or send fewer rows"
         )
+
+
+def check_confirmed(est: Estimate, confirm: bool) -> None:
+    """Raise :class:`ConfirmationRequired` for an unconfirmed run above ``confirm_above``."""
+    limit = settings.confirm_above
+    if confirm or limit is None or est.cost_usd is None or est.cost_usd <= limit:
+        return
+    err = ConfirmationRequired(
+        f"this run is estimated at ${est.cost_usd:,.2f} ({est.requests:,} requests to "
+        f"{est.model}), above confirm_above=${limit:,.2f}; nothing was sent. Confirm it with "
+        "--yes (%%gembatch, gembatch submit) or confirm=True (Python), raise the threshold "
+        "(%config GemBatch.confirm_above = ...), or turn it off with None",
+        limit=int(limit) if float(limit).is_integer() else None,
+    )
+    err.estimate = est
+    raise err
 
 
 def content_hash(plan: Plan, files: Sequence[RequestFile]) -> str:

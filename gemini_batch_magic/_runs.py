@@ -524,6 +524,7 @@ def _new_record(plan: Plan, written: _plan.WrittenPlan, backend: str,
 def _submit_plan(
     plan: Plan, *, parent: BatchRun | None, force: bool, max_cost: float | None,
     input_df: pd.DataFrame | None = None, background: bool | None = False,
+    confirm: bool = True,
 ) -> BatchRun:
     """Write, record (or find the identical run) and submit a plan."""
     reg = registry()
@@ -535,6 +536,7 @@ def _submit_plan(
         # one serialisation pass: the files written here are the ones uploaded (or inlined)
         written = _plan.write(plan, tmp)
         _plan.check_cost(written.estimate, max_cost)
+        _plan.check_confirmed(written.estimate, confirm)
 
         make = functools.partial(_new_record, plan, written, backend, parent)
         record, created = reg.insert_or_find(make, written.content_hash, backend,
@@ -586,6 +588,7 @@ def submit(
     on_empty: str = "raise",
     background: bool | None = None,
     keep_inputs: bool = False,
+    confirm: bool = False,
 ) -> BatchRun:
     """Send each row of ``df`` as one request of a batch run; returns at once.
 
@@ -595,7 +598,9 @@ def submit(
     the existing run unless ``force=True``. ``max_cost`` (USD) refuses runs estimated above
     it. ``on_empty="skip"`` leaves empty prompts out instead of raising. The request files
     uploaded for a run are deleted from the File API once their batch has ended (they count
-    against the project's 20 GB); ``keep_inputs=True`` keeps them.
+    against the project's 20 GB); ``keep_inputs=True`` keeps them. A run estimated above
+    ``settings.confirm_above`` (USD) raises :class:`ConfirmationRequired` unless
+    ``confirm=True``.
 
     Bad input raises before anything is written or sent. Uploading the request files of a
     large run happens in a background thread when ``background`` is true (default: in a
@@ -610,6 +615,7 @@ def submit(
             on_empty=on_empty, display_name=name, keep_inputs=keep_inputs,
         ),
         parent=None, force=force, max_cost=max_cost, input_df=df, background=background,
+        confirm=confirm,
     )
 
 

@@ -12,6 +12,7 @@ The whole tree::
     │   └── RequestTooLargeError       one request larger than the inline and file limits
     ├── ConfigError (ValueError)       an invalid setting, model name or option value
     ├── CostLimitError                 the estimate exceeds ``max_cost``; nothing was sent
+    │   └── ConfirmationRequired       the estimate exceeds ``confirm_above``: confirm first
     ├── RunNotFoundError (LookupError) no run with that id or batch name in the registry
     ├── RunNotDoneError                the run is still live (wait for it first)
     ├── BackendError                   the Gemini API (or the emulator) refused a call
@@ -36,6 +37,7 @@ __all__ = [
     "BackendError",
     "ColumnError",
     "ConfigError",
+    "ConfirmationRequired",
     "CostLimitError",
     "DuplicateKeyError",
     "EmptyPromptError",
@@ -122,6 +124,17 @@ class ConfigError(GemBatchError, ValueError):
 
 class CostLimitError(GemBatchError):
     """The estimated cost exceeds ``max_cost``; nothing was submitted."""
+
+
+class ConfirmationRequired(CostLimitError):
+    """The estimate is above ``confirm_above`` and the run was not confirmed; nothing was sent.
+
+    ``estimate`` is the :class:`~gemini_batch_magic.Estimate` that needs a yes, ``limit`` the
+    threshold (USD). Confirm with ``confirm=True`` (Python) or ``--yes`` (magic, CLI), or in a
+    notebook with the Submit button the magic shows.
+    """
+
+    estimate: Any = None
 
 
 class RunNotFoundError(GemBatchError, LookupError):
