@@ -12,6 +12,7 @@ from gemini_batch_magic import exceptions
 def test_public_names_are_pinned() -> None:
     assert sorted(gbm.__all__) == sorted([
         "BackendError", "BackendInfo", "BatchRun", "ColumnError", "ConfigError",
+        "ConfirmationRequired", "RunNotDoneError",
         "CostLimitError", "DuplicateKeyError", "EmptyPromptError", "Estimate", "GemBatchError",
         "InputError", "PromptTypeError", "RequestTooLargeError", "RunNotFoundError", "RunStats",
         "Settings", "TemplateError", "WaitTimeout", "attach", "backend_info", "configure",
