@@ -336,10 +336,14 @@ class Emulator:
         assert self._scheduler is not None
         return [f"batches/{b}" for b in self._scheduler.answering()]
 
-    def set_state(self, batch_name: str, state: str) -> None:
+    def set_state(
+        self, batch_name: str, state: str, message: str | None = None, code: int = 13
+    ) -> None:
         """Forces a batch into ``"FAILED"``, ``"EXPIRED"`` or ``"CANCELLED"``.
 
-        ``batch_name`` is ``batches/<id>`` or ``<id>``. Raises ``KeyError`` for an unknown
-        batch and ``ValueError`` for another state.
+        ``batch_name`` is ``batches/<id>`` or ``<id>``. A FAILED batch carries the
+        operation ``error`` ``{"code": code, "message": message}`` (a google.rpc.Status;
+        default code 13 ``INTERNAL``) when ``message`` is given. Raises ``KeyError`` for an
+        unknown batch and ``ValueError`` for another state.
         """
-        self._need_state().set_state(batch_name.removeprefix("batches/"), state)
+        self._need_state().set_state(batch_name.removeprefix("batches/"), state, message, code)
