@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ._config import EmulatorConfig
+from ._config import DEFAULT_MODELS, EmulatorConfig
 from ._http import VERSION, ApiError, HttpHandler, Route
 
 _GENERATE_METHODS = ("generateContent", "countTokens", "createCachedContent",
@@ -89,8 +89,6 @@ class ModelsApi(HttpHandler):
         self._drain()
         models = self.state.config.models
         if models is None:
-            from ._config import DEFAULT_MODELS
-
             models = DEFAULT_MODELS  # every name exists; list the usual ones
         names = [m for m in models if "/" not in m]  # tunedModels are listed elsewhere
         size = self._page_size(50)
