@@ -521,16 +521,9 @@ class Store:
             # A cancelled batch keeps the answers it had produced: its results file holds
             # the first k answered lines (those its counts describe), written to a new
             # file so an answering thread still writing to the old one cannot touch it.
-            path = self.file_path(f"batch-{row['id']}")
             fresh = self.get_batch(row["id"])
             out_offset = int(fresh["out_offset"]) if fresh is not None else 0
-            part = path.with_suffix(".cancelled")
-            with contextlib.suppress(FileNotFoundError), open(path, "rb") as src:
-                lines = src.read(out_offset).split(b"\n")[:k]
-                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as out:
-                    out.write(b"".join(ln + b"\n" for ln in lines if ln))
-                os.replace(part, path)
+            if keep_first_lines(self.file_path(f"batch-{row['id']}"), out_offset, k):
                 self.publish_results(row, view.end_time or time.time())
 
     def publish_results(self, row: sqlite3.Row, when: float) -> None:
@@ -557,6 +550,23 @@ class Store:
             expire_time=when + float(ttl) if ttl is not None else None,
             owner_key=row["owner_key"],
         )
+
+
+def keep_first_lines(path: Path, size: int, k: int) -> bool:
+    """Replaces ``path`` by a new file holding the first ``k`` lines of its first ``size``
+    bytes (a writer still holding the old file cannot touch the new one). False when
+    ``path`` does not exist."""
+    part = path.with_suffix(".cancelled")
+    try:
+        with open(path, "rb") as src:
+            lines = src.read(size).split(b"\n")[:k]
+    except FileNotFoundError:
+        return False
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(b"".join(ln + b"\n" for ln in lines if ln))
+    os.replace(part, path)
+    return True
 
 
 def prefix_failures(fail_path: Path, k: int) -> int:
