@@ -8,7 +8,14 @@ import sys
 import threading
 from types import FrameType
 
-from ._config import EmulatorConfig, is_loopback_host
+from ._config import (
+    DEFAULT_FAIL_BATCH_MESSAGE,
+    DEFAULT_FILE_QUOTA_BYTES,
+    PROGRESS_MODES,
+    TWO_DAYS,
+    EmulatorConfig,
+    is_loopback_host,
+)
 from ._emulator import Emulator
 
 DEFAULT_CLI_PENDING_SECONDS = 2.0
@@ -17,6 +24,7 @@ DEFAULT_CLI_PENDING_SECONDS = 2.0
 def _build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog or "python -m gemini_batch_magic.emulator",
+        allow_abbrev=False,  # --fail would silently mean --fail-rate or --fail-batch-rate
         description=(
             "Run a local emulator of the Gemini Batch API and File API. The first line "
             "printed on stdout is the base URL; point the SDK at it with "
@@ -71,8 +79,84 @@ def _build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--api-key",
+        action="append",
         default=None,
-        help="accept only this API key (default: accept any non-empty key)",
+        help="accept only this API key; repeat it to accept several (default: accept any "
+        "non-empty key). Another key gets 400 API_KEY_INVALID, no key 403",
+    )
+    p.add_argument(
+        "--progress",
+        choices=PROGRESS_MODES,
+        default="end",
+        help="'end' (default, as the service): a running batch reports no progress until it "
+        "ends; 'live': its counts advance while it runs",
+    )
+    p.add_argument(
+        "--zero-counts",
+        action="store_true",
+        help="send every batchStats count, zeros included (default: zero counts are left "
+        "out, as the service does)",
+    )
+    p.add_argument(
+        "--no-key-scope",
+        action="store_true",
+        help="let every API key see every batch and file (default: only the key that "
+        "created them, as the service)",
+    )
+    p.add_argument(
+        "--batch-id-length",
+        type=int,
+        default=36,
+        help="characters of a batch id (default 36, as the service: its results file "
+        "files/batch-<id> is then too long for files.get; 28 or less keeps it in reach)",
+    )
+    p.add_argument(
+        "--models",
+        default=None,
+        metavar="ID,ID,...",
+        help="the models that exist, comma-separated (default: current Gemini text and "
+        "embedding models); 'any' makes every model name exist",
+    )
+    p.add_argument(
+        "--any-mime-type",
+        action="store_true",
+        help="accept uploads of any MIME type (default: JSON Lines, JSON, text and the "
+        "document/image/audio/video types Gemini reads; others get 400)",
+    )
+    p.add_argument(
+        "--file-ttl",
+        type=float,
+        default=TWO_DAYS,
+        metavar="SECONDS",
+        help=f"seconds an uploaded file lives (default {TWO_DAYS:g} = 48 h, as the service); "
+        "0 = forever",
+    )
+    p.add_argument(
+        "--results-ttl",
+        type=float,
+        default=TWO_DAYS,
+        metavar="SECONDS",
+        help=f"seconds a batch's results file lives after the batch ends (default "
+        f"{TWO_DAYS:g} = 48 h); 0 = forever",
+    )
+    p.add_argument(
+        "--file-quota-bytes",
+        type=int,
+        default=DEFAULT_FILE_QUOTA_BYTES,
+        metavar="BYTES",
+        help=f"bytes of uploaded files one key may hold, beyond which uploads get 429 "
+        f"(default {DEFAULT_FILE_QUOTA_BYTES} = 20 GB, as the service); 0 = no limit",
+    )
+    p.add_argument(
+        "--fail-batch-rate",
+        type=float,
+        default=0.0,
+        help="fraction of new batches that end FAILED with an operation error (default 0)",
+    )
+    p.add_argument(
+        "--fail-batch-message",
+        default=DEFAULT_FAIL_BATCH_MESSAGE,
+        help="the operation error message of those batches",
     )
     p.add_argument(
         "--processes",
@@ -91,6 +175,14 @@ def emu_host(args: argparse.Namespace) -> str:
     return str(args.host or "127.0.0.1")
 
 
+def _models_arg(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return EmulatorConfig.models
+    if value.strip().lower() == "any":
+        return None
+    return tuple(m.strip() for m in value.split(",") if m.strip())
+
+
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     """The configuration the parsed command line asks for (``ValueError`` if it is bad)."""
     return EmulatorConfig(
@@ -104,7 +196,20 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         host=emu_host(args),
         port=args.port,
         shuffle=not args.no_shuffle,
-        api_key=args.api_key,
+        api_key=None if not args.api_key else (
+            args.api_key[0] if len(args.api_key) == 1 else tuple(args.api_key)
+        ),
+        progress=args.progress,
+        zero_counts=args.zero_counts,
+        scope_by_key=not args.no_key_scope,
+        batch_id_length=args.batch_id_length,
+        models=_models_arg(args.models),
+        mime_types=None if args.any_mime_type else EmulatorConfig.mime_types,
+        file_ttl=args.file_ttl or None,
+        results_ttl=args.results_ttl or None,
+        file_quota_bytes=args.file_quota_bytes or None,
+        fail_batch_rate=args.fail_batch_rate,
+        fail_batch_message=args.fail_batch_message,
         expire_after=args.expire_after,
         processes=args.processes,
         # only an explicit --host may name a non-loopback address

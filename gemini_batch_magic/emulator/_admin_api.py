@@ -40,9 +40,18 @@ class AdminApi(HttpHandler):
         body = self._read_json(required=True)
         new_state = body.get("state")
         if not isinstance(new_state, str):
-            raise ApiError(400, "INVALID_ARGUMENT", 'Body must be {"state": "EXPIRED"}.')
+            raise ApiError(
+                400,
+                "INVALID_ARGUMENT",
+                'Body must be {"state": "EXPIRED"} (or {"state": "FAILED", "message": ..., '
+                '"code": 13}).',
+            )
+        message = body.get("message")
+        code = body.get("code", 13)
+        if message is not None and not isinstance(message, str):
+            raise ApiError(400, "INVALID_ARGUMENT", '"message" must be a string.')
         try:
-            state.set_state(id, new_state)
+            state.set_state(id, new_state, message, code)
         except ValueError as exc:
             raise ApiError(400, "INVALID_ARGUMENT", str(exc)) from None
         except KeyError:

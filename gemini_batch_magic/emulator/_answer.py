@@ -114,9 +114,8 @@ class _Answerer:
         except orjson.JSONDecodeError as exc:
             obj = None
             error: dict[str, Any] | None = {
-                "code": 400,
+                "code": 3,
                 "message": f"Request {index + 1} is not valid JSON: {exc}.",
-                "status": "INVALID_ARGUMENT",
             }
         else:
             error = None
@@ -127,20 +126,12 @@ class _Answerer:
             request = obj.get("request")
             if not isinstance(request, dict):
                 request = None
-                error = {
-                    "code": 400,
-                    "message": f'Request {index + 1} has no "request" object.',
-                    "status": "INVALID_ARGUMENT",
-                }
+                error = {"code": 3, "message": f'Request {index + 1} has no "request" object.'}
         elif error is None:
-            error = {
-                "code": 400,
-                "message": f"Request {index + 1} is not a JSON object.",
-                "status": "INVALID_ARGUMENT",
-            }
+            error = {"code": 3, "message": f"Request {index + 1} is not a JSON object."}
         if request is not None:
             if forced_failure:
-                error = {"code": 500, "message": _model.FAIL_RATE_MESSAGE, "status": "INTERNAL"}
+                error = {"code": 13, "message": _model.FAIL_RATE_MESSAGE}
             else:
                 try:
                     if self.kind == "embed":

@@ -15,7 +15,14 @@ import orjson
 from . import _store
 from ._http import COPY_CHUNK, ID, VERSION, ApiError, HttpHandler, Route
 from ._model import field
-from ._store import STATE_PENDING, STATE_SUCCEEDED, TERMINAL_STATES, BatchView
+from ._models_api import check_model
+from ._store import (
+    STATE_CANCELLED,
+    STATE_PENDING,
+    STATE_SUCCEEDED,
+    TERMINAL_STATES,
+    BatchView,
+)
 
 _INLINE_PLACEHOLDER = "@@gemini-emulator-inlined-responses@@"
 _GEN_BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
@@ -102,8 +109,9 @@ class BatchesApi(HttpHandler):
     """The operations on ``batches/*`` and ``models/*:batch...`` (see :data:`ROUTES`)."""
 
     def _batch_row(self, batch_id: str) -> Any:
+        """The batch's row, if this request's key may see it (else 404, as the service)."""
         row = self.state.store.get_batch(batch_id)
-        if row is None:
+        if row is None or not _store.visible(row, self._scope()):
             raise ApiError(404, "NOT_FOUND", f"Batch batches/{batch_id} was not found.")
         return row
 
@@ -119,25 +127,32 @@ class BatchesApi(HttpHandler):
         if row["input_file"]:
             meta["inputConfig"] = {"fileName": row["input_file"]}
         meta["createTime"] = _store.rfc3339(row["create_time"])
-        meta["updateTime"] = _store.rfc3339(view.update_time)
         if view.end_time is not None:
             meta["endTime"] = _store.rfc3339(view.end_time)
-        meta["batchStats"] = {
-            "requestCount": str(view.request_count),
-            "successfulRequestCount": str(view.succeeded),
-            "failedRequestCount": str(view.failed),
-            "pendingRequestCount": str(view.pending),
+            # The service's updateTime of a finished batch is a few ns off its endTime.
+            meta["updateTime"] = _store.rfc3339(view.end_time, _store.UPDATE_AFTER_END_NS)
+        else:
+            meta["updateTime"] = _store.rfc3339(view.update_time)
+        counts = {
+            "requestCount": view.request_count,
+            "successfulRequestCount": view.succeeded,
+            "failedRequestCount": view.failed,
+            "pendingRequestCount": view.pending,
         }
+        zeros = self.state.config.zero_counts  # the service leaves zero counts out
+        meta["batchStats"] = {k: str(v) for k, v in counts.items() if v or zeros}
         meta["state"] = view.state
         op: dict[str, Any] = {"name": f"batches/{row['id']}", "metadata": meta}
         raw_inline: bytes | None = None
-        if view.state == STATE_SUCCEEDED:
+        answered = view.succeeded + view.failed
+        # A cancelled batch keeps the answers it had produced (none: no output at all).
+        if view.state == STATE_SUCCEEDED or (view.state == STATE_CANCELLED and answered):
             output: dict[str, Any]
             if row["mode"] == "file":
                 output = {"responsesFile": f"files/batch-{row['id']}"}
             else:
                 output = {"inlinedResponses": {"inlinedResponses": _INLINE_PLACEHOLDER}}
-                raw_inline = self._inline_results(row)
+                raw_inline = self._inline_results(row, answered)
             meta["output"] = output
             op["response"] = {"@type": _EMB_OUTPUT_TYPE if embed else _GEN_OUTPUT_TYPE, **output}
         if view.state in TERMINAL_STATES:
@@ -149,14 +164,16 @@ class BatchesApi(HttpHandler):
             data = data.replace(orjson.dumps(_INLINE_PLACEHOLDER), raw_inline)
         return data
 
-    def _inline_results(self, row: Any) -> bytes:
+    def _inline_results(self, row: Any, count: int) -> bytes:
+        """The first ``count`` answered lines of an inline batch, as a JSON array."""
         path = self.state.store.batch_dir(row["id"]) / "output.jsonl"
+        fresh = self.state.store.get_batch(row["id"]) or row
         try:
             with open(path, "rb") as f:
-                data = f.read(int(row["out_offset"]))
+                data = f.read(int(fresh["out_offset"]))
         except FileNotFoundError:
             return b"[]"
-        lines = [ln for ln in data.split(b"\n") if ln]
+        lines = [ln for ln in data.split(b"\n") if ln][:count]
         return b"[" + b",".join(lines) + b"]"
 
     def op_batch_get(self, id: str) -> None:
@@ -168,7 +185,7 @@ class BatchesApi(HttpHandler):
         self._drain()
         try:
             rows, token = self.state.store.list_batches(
-                self._page_size(50), self._query.get("pageToken") or None
+                self._page_size(50), self._query.get("pageToken") or None, self._scope()
             )
         except ValueError as exc:
             raise ApiError(400, "INVALID_ARGUMENT", str(exc)) from None
@@ -213,7 +230,9 @@ class BatchesApi(HttpHandler):
         if not isinstance(ic, dict):
             raise ApiError(400, "INVALID_ARGUMENT", "batch.inputConfig is required.")
         kind = "embed" if op == "asyncBatchEmbedContent" else "generate"
-        batch_id = _store.new_id(20)
+        check_model(config, model, op, self._version)
+        batch_id = _store.new_id(config.batch_id_length)
+        scope = self._scope()
         reqs = ic.get("requests")
         file_name = field(ic, "fileName", "file_name")
         bdir = state.store.batch_dir(batch_id)
@@ -237,7 +256,7 @@ class BatchesApi(HttpHandler):
             mode = "inline"
         elif isinstance(file_name, str) and file_name:
             fid = file_name.removeprefix("files/")
-            frow = state.store.get_file(fid)
+            frow = state.store.get_file(fid, scope)
             if frow is None:
                 raise ApiError(
                     403,
@@ -255,6 +274,14 @@ class BatchesApi(HttpHandler):
                 "batch.inputConfig needs either requests.requests[] or fileName.",
             )
         now = time.time()
+        failure: dict[str, Any] = {}
+        if state.draw_batch_failure():
+            # FAILED when it would have started to run, with the operation error given.
+            failure = {
+                "error_at": now + config.pending_seconds,
+                "error_code": 13,
+                "error_message": config.fail_batch_message,
+            }
         state.store.insert_batch(
             {
                 "id": batch_id,
@@ -266,7 +293,9 @@ class BatchesApi(HttpHandler):
                 "input_path": str(input_path),
                 "request_count": count,
                 "create_time": now,
+                "owner_key": scope,
                 **config.batch_options(),
+                **failure,
             }
         )
         state.poke()

@@ -86,8 +86,11 @@ class Emulator:
         **options: options by name, applied over ``config``: ``pending_seconds``,
             ``rate``, ``fail_rate``, ``seed``, ``http_fault_rate``,
             ``drop_after_create_rate``, ``data_dir``, ``host``, ``port``, ``responder``,
-            ``shuffle``, ``api_key``, ``expire_after``, ``allow_remote``, ``processes``
-            (each documented on :class:`EmulatorConfig` and in the package manual).
+            ``shuffle``, ``api_key``, ``expire_after``, ``allow_remote``, ``processes``,
+            ``progress``, ``zero_counts``, ``scope_by_key``, ``batch_id_length``,
+            ``models``, ``mime_types``, ``file_ttl``, ``results_ttl``,
+            ``file_quota_bytes``, ``fail_batch_rate``, ``fail_batch_message`` (each
+            documented on :class:`EmulatorConfig` and in the package manual).
 
     Raises:
         TypeError: ``config`` is not an :class:`EmulatorConfig`, or an option name is
@@ -110,6 +113,17 @@ class Emulator:
     expire_after = _Option[float | None]()
     allow_remote = _Option[bool]()
     processes = _Option[int]()
+    progress = _Option[str]()
+    zero_counts = _Option[bool]()
+    scope_by_key = _Option[bool]()
+    batch_id_length = _Option[int]()
+    models = _Option["tuple[str, ...] | None"]()
+    mime_types = _Option["tuple[str, ...] | None"]()
+    file_ttl = _Option["float | None"]()
+    results_ttl = _Option["float | None"]()
+    file_quota_bytes = _Option["int | None"]()
+    fail_batch_rate = _Option[float]()
+    fail_batch_message = _Option[str]()
 
     def __init__(self, config: EmulatorConfig | None = None, **options: Any) -> None:
         if config is not None and not isinstance(config, EmulatorConfig):
@@ -157,12 +171,15 @@ class Emulator:
         The new values are validated like the constructor's (``ValueError``; an unknown
         name is a ``TypeError`` naming the closest ones) and take effect at once:
 
-        * ``http_fault_rate``, ``drop_after_create_rate`` and ``api_key`` from the next
-          API call;
-        * ``pending_seconds``, ``rate``, ``expire_after``, ``fail_rate``, ``seed`` and
-          ``shuffle`` for the batches created from now on (each batch keeps the options it
-          was created with, so its state and results never change under it). A new
-          ``seed`` also restarts the random streams of HTTP faults and dropped creates.
+        * ``http_fault_rate``, ``drop_after_create_rate``, ``api_key``, ``scope_by_key``,
+          ``zero_counts``, ``models``, ``mime_types``, ``file_quota_bytes`` and
+          ``file_ttl`` (for files uploaded from then on) from the next API call;
+        * ``pending_seconds``, ``rate``, ``expire_after``, ``fail_rate``, ``seed``,
+          ``shuffle``, ``progress``, ``results_ttl``, ``batch_id_length``,
+          ``fail_batch_rate`` and ``fail_batch_message`` for the batches created from now
+          on (each batch keeps the options it was created with, so its state and results
+          never change under it). A new ``seed`` also restarts the random streams of HTTP
+          faults, dropped creates and failed batches.
 
         Before :meth:`start` every option can change. Once started, ``host``, ``port``,
         ``allow_remote``, ``data_dir``, ``processes`` and ``responder`` cannot (a
@@ -336,10 +353,14 @@ class Emulator:
         assert self._scheduler is not None
         return [f"batches/{b}" for b in self._scheduler.answering()]
 
-    def set_state(self, batch_name: str, state: str) -> None:
+    def set_state(
+        self, batch_name: str, state: str, message: str | None = None, code: int = 13
+    ) -> None:
         """Forces a batch into ``"FAILED"``, ``"EXPIRED"`` or ``"CANCELLED"``.
 
-        ``batch_name`` is ``batches/<id>`` or ``<id>``. Raises ``KeyError`` for an unknown
-        batch and ``ValueError`` for another state.
+        ``batch_name`` is ``batches/<id>`` or ``<id>``. A FAILED batch carries the
+        operation ``error`` ``{"code": code, "message": message}`` (a google.rpc.Status;
+        default code 13 ``INTERNAL``) when ``message`` is given. Raises ``KeyError`` for an
+        unknown batch and ``ValueError`` for another state.
         """
-        self._need_state().set_state(batch_name.removeprefix("batches/"), state)
+        self._need_state().set_state(batch_name.removeprefix("batches/"), state, message, code)

@@ -17,6 +17,27 @@ from ._state import UploadProgress
 _FILE_ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 #: Chunk size the upload session announces (``X-Goog-Upload-Chunk-Granularity``).
 UPLOAD_GRANULARITY = 8 * 1024 * 1024
+#: The longest file id ``files.get`` and ``files.delete`` take (a batch's results file,
+#: ``files/batch-<36 characters>``, is longer: only its download works).
+MAX_FILE_ID = 40
+
+
+def _check_id_length(file_id: str, request: str) -> None:
+    """The service's refusal of a file id over 40 characters (googleapis/python-genai#1613)."""
+    if len(file_id) > MAX_FILE_ID:
+        raise ApiError(
+            400,
+            "INVALID_ARGUMENT",
+            f"* {request}.name: File ID (name excluding 'files/') cannot be more than "
+            f"{MAX_FILE_ID} characters.\n",
+        )
+
+
+def _human_bytes(n: int) -> str:
+    for unit, size in (("GB", 1000**3), ("MB", 1000**2), ("kB", 1000)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
 
 
 class FilesApi(HttpHandler):
@@ -32,9 +53,14 @@ class FilesApi(HttpHandler):
             {
                 "mimeType": row["mime_type"],
                 "sizeBytes": str(row["size_bytes"]),
-                "createTime": _store.rfc3339(row["create_time"]),
-                "updateTime": _store.rfc3339(row["create_time"]),
-                "expirationTime": _store.rfc3339(row["create_time"] + _store.FILE_TTL_SECONDS),
+                "createTime": _store.rfc3339_micros(row["create_time"]),
+                "updateTime": _store.rfc3339_micros(row["create_time"]),
+            }
+        )
+        if row["expire_time"] is not None:
+            out["expirationTime"] = _store.rfc3339(row["expire_time"])
+        out.update(
+            {
                 "sha256Hash": row["sha256"],
                 "uri": f"{base}/{self._version}/files/{fid}",
                 "state": "ACTIVE",
@@ -46,10 +72,12 @@ class FilesApi(HttpHandler):
         return out
 
     def _file_row(self, file_id: str) -> Any:
-        row = self.state.store.get_file(file_id)
+        """The file's row, if this request's key may see it (else the service's 403)."""
+        scope = self._scope()
+        row = self.state.store.get_file(file_id, scope)
         if row is None and file_id.startswith("batch-"):
             self.state.settle_all()
-            row = self.state.store.get_file(file_id)
+            row = self.state.store.get_file(file_id, scope)
         if row is None:
             raise ApiError(
                 403,
@@ -60,10 +88,12 @@ class FilesApi(HttpHandler):
 
     def op_file_get(self, id: str) -> None:
         self._drain()
+        _check_id_length(id, "GetFileRequest")
         self._send_json(self._file_json(self._file_row(id)))
 
     def op_file_delete(self, id: str) -> None:
         self._drain()
+        _check_id_length(id, "DeleteFileRequest")
         self._file_row(id)
         self.state.store.delete_file(id)
         self._send_json({})
@@ -73,7 +103,7 @@ class FilesApi(HttpHandler):
         self.state.settle_all()
         try:
             rows, token = self.state.store.list_files(
-                self._page_size(100), self._query.get("pageToken") or None
+                self._page_size(100), self._query.get("pageToken") or None, self._scope()
             )
         except ValueError as exc:
             raise ApiError(400, "INVALID_ARGUMENT", str(exc)) from None
@@ -104,6 +134,26 @@ class FilesApi(HttpHandler):
             if self.connection.sendfile(f, 0, size) < size:
                 self.close_connection = True  # the file shrank: the body is short
 
+    def _check_quota(self, scope: str | None, name: str, size: int) -> None:
+        """Refuses an upload that would take the key's files over ``file_quota_bytes``."""
+        quota = self.state.config.file_quota_bytes
+        if quota is None:
+            return
+        used, count = self.state.store.uploaded_bytes(scope)
+        if used + size <= quota:
+            return
+        ttl = self.state.config.file_ttl
+        expiry = f"they expire {ttl / 3600:g} hours after upload" if ttl else "they never expire"
+        raise ApiError(
+            429,
+            "RESOURCE_EXHAUSTED",
+            f"Resource has been exhausted: uploading {name} ({_human_bytes(size)}) would exceed "
+            f"the project's file storage quota of {_human_bytes(quota)} ({quota} bytes); "
+            f"{count} uploaded files already use {_human_bytes(used)} ({used} bytes). Delete "
+            "the files you no longer need (client.files.list(), then "
+            f"client.files.delete(name=...)), or wait: {expiry}.",
+        )
+
     def op_upload_start(self) -> None:
         protocol = (self.headers.get("X-Goog-Upload-Protocol") or "").lower()
         command = (self.headers.get("X-Goog-Upload-Command") or "").lower()
@@ -123,6 +173,15 @@ class FilesApi(HttpHandler):
             or self.headers.get("X-Goog-Upload-Header-Content-Type")
             or "application/octet-stream"
         )
+        if not self.state.config.accepts_mime_type(str(mime)):
+            raise ApiError(
+                400,
+                "INVALID_ARGUMENT",
+                f"Unsupported MIME type: {mime}. Upload JSON Lines as 'jsonl' or "
+                "'application/jsonl', or another type Gemini reads (text/*, application/pdf, "
+                "image/png, ...). (Emulator: the accepted types are its mime_types option; "
+                "mime_types=None accepts any.)",
+            )
         size_raw = self.headers.get("X-Goog-Upload-Header-Content-Length")
         if size_raw is None:
             size_raw = field(meta, "sizeBytes", "size_bytes")
@@ -144,11 +203,22 @@ class FilesApi(HttpHandler):
                 raise ApiError(409, "ALREADY_EXISTS", f"File files/{file_id} already exists.")
         else:
             file_id = _store.new_id(12)
+        scope = self._scope()
+        if size is not None:
+            self._check_quota(scope, f"files/{file_id}", size)
         upload_id = _store.new_id(32)
         part = self.state.store.upload_path(upload_id)
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.close(fd)
-        self.state.store.insert_upload(upload_id, file_id, display_name, str(mime), size)
+        self.state.store.insert_upload(
+            upload_id,
+            file_id,
+            display_name,
+            str(mime),
+            size,
+            ttl=self.state.config.file_ttl,
+            owner_key=scope,
+        )
         url = (
             f"{self._base()}/upload/{self._version}/files?upload_id={upload_id}"
             "&upload_protocol=resumable"
@@ -233,8 +303,13 @@ class FilesApi(HttpHandler):
             with open(part, "rb") as f:
                 while chunk := f.read(COPY_CHUNK):
                     progress.update(chunk)
-        sha = base64.b64encode(progress.hasher.hexdigest().encode()).decode()
         file_id = up["file_id"]
+        try:
+            self._check_quota(up["owner_key"], f"files/{file_id}", total)
+        except ApiError:
+            state.store.delete_upload(upload_id)
+            raise
+        sha = base64.b64encode(progress.hasher.hexdigest().encode()).decode()
         dest = state.store.file_path(file_id)
         if not state.store.insert_file(
             file_id,
@@ -244,12 +319,21 @@ class FilesApi(HttpHandler):
             sha,
             "UPLOADED",
             line_count=progress.line_count(),
+            expire_time=up["expire_time"],
+            owner_key=up["owner_key"],
         ):
             state.store.delete_upload(upload_id)
             raise ApiError(409, "ALREADY_EXISTS", f"File files/{file_id} already exists.")
         os.replace(part, dest)
         state.store.delete_upload(upload_id)
         row = state.store.get_file(file_id)
+        if row is None:
+            raise ApiError(
+                404,
+                "NOT_FOUND",
+                f"files/{file_id} expired before its upload finished: its lifetime (file_ttl) "
+                "is shorter than the upload took.",
+            )
         self._send_bytes(
             orjson.dumps({"file": self._file_json(row)}),
             headers={"X-Goog-Upload-Status": "final"},

@@ -8,7 +8,7 @@ found through their route tables.
 from __future__ import annotations
 
 import contextlib
-import hmac
+import hashlib
 import re
 import socket
 import threading
@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
+from ._config import EmulatorConfig
 from ._state import ApiState
 
 #: The API version segment of a path (``v1``, ``v1beta``, ...), captured as ``v``.
@@ -32,13 +33,20 @@ _MAX_JSON_BODY = 1 << 30
 
 
 class ApiError(Exception):
-    """An error answered in the Google JSON shape."""
+    """An error answered in the Google JSON shape (``details``: its ``google.rpc`` details)."""
 
-    def __init__(self, code: int, status: str, message: str) -> None:
+    def __init__(
+        self,
+        code: int,
+        status: str,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
         self.message = message
+        self.details = details
 
 
 @dataclass(frozen=True)
@@ -52,18 +60,46 @@ class Route:
     needs_key: bool = True
 
 
-def check_key(provided: str | None, expected: str | None) -> None:
-    """Refuses a missing key (401) and, when the emulator has an ``api_key``, another key."""
+_INVALID_KEY_MESSAGE = "API key not valid. Please pass a valid API key."
+#: The ``details`` of the service's answer to a wrong key (continuedev/continue#8516).
+INVALID_KEY_DETAILS: tuple[dict[str, Any], ...] = (
+    {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "API_KEY_INVALID",
+        "domain": "googleapis.com",
+        "metadata": {"service": "generativelanguage.googleapis.com"},
+    },
+    {
+        "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+        "locale": "en-US",
+        "message": _INVALID_KEY_MESSAGE,
+    },
+)
+
+
+def check_key(provided: str | None, config: EmulatorConfig) -> None:
+    """Refuses a missing key (403, as the service) and, when the emulator has
+    ``api_key``, any other key (400 with an ``ErrorInfo`` ``API_KEY_INVALID``)."""
     if not provided:
         raise ApiError(
-            401,
-            "UNAUTHENTICATED",
+            403,
+            "PERMISSION_DENIED",
             "Method doesn't allow unregistered callers (callers without established "
             "identity). Please use API Key or other form of API consumer identity to call "
             "this API.",
         )
-    if expected is not None and not hmac.compare_digest(provided.encode(), expected.encode()):
-        raise ApiError(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.")
+    if not config.accepts_key(provided):
+        raise ApiError(
+            400,
+            "INVALID_ARGUMENT",
+            _INVALID_KEY_MESSAGE,
+            details=[dict(d) for d in INVALID_KEY_DETAILS],
+        )
+
+
+def key_scope(key: str) -> str:
+    """The fingerprint stored with what a key creates (never the key itself)."""
+    return hashlib.sha256(b"gemini-batch-emulator/key-scope\0" + key.encode()).hexdigest()[:32]
 
 
 class HttpServer(ThreadingHTTPServer):
@@ -196,7 +232,11 @@ class HttpHandler(BaseHTTPRequestHandler):
         except ApiError as e:
             self._drain()
             self._send_error(
-                e.code, e.status, e.message, upload_status="final" if self._upload_chunk else None
+                e.code,
+                e.status,
+                e.message,
+                upload_status="final" if self._upload_chunk else None,
+                details=e.details,
             )
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             self.close_connection = True
@@ -228,7 +268,7 @@ class HttpHandler(BaseHTTPRequestHandler):
                 continue
             self._version = match.group("v")
             if route.needs_key:
-                check_key(self._api_key(), self.state.config.api_key)
+                check_key(self._api_key(), self.state.config)
             route.op(self, **{k: v for k, v in match.groupdict().items() if k != "v"})
             return
         if matched_path:
@@ -246,6 +286,13 @@ class HttpHandler(BaseHTTPRequestHandler):
         raise ApiError(404, "NOT_FOUND", f"Unknown emulator admin route {method} {path}.")
 
     # -- reading and sending ---------------------------------------------------------------
+
+    def _scope(self) -> str | None:
+        """The key scope of this request (None: every key sees everything)."""
+        key = self._api_key()
+        if key is None or not self.state.config.scope_by_key:
+            return None
+        return key_scope(key)
 
     def _api_key(self) -> str | None:
         key = self.headers.get("x-goog-api-key")
@@ -331,9 +378,17 @@ class HttpHandler(BaseHTTPRequestHandler):
         self._send_bytes(orjson.dumps(obj), headers=headers)
 
     def _send_error(
-        self, code: int, status: str, message: str, upload_status: str | None = None
+        self,
+        code: int,
+        status: str,
+        message: str,
+        upload_status: str | None = None,
+        details: list[dict[str, Any]] | None = None,
     ) -> None:
-        body = orjson.dumps({"error": {"code": code, "message": message, "status": status}})
+        error: dict[str, Any] = {"code": code, "message": message, "status": status}
+        if details:
+            error["details"] = details
+        body = orjson.dumps({"error": error})
         headers = {"X-Goog-Upload-Status": upload_status} if upload_status else None
         try:
             self._send_bytes(body, code=code, headers=headers)

@@ -25,11 +25,39 @@ DEFAULT_EMBEDDING_DIMENSIONS = 768
 _MAX_SCHEMA_DEPTH = 12
 
 
+#: The google.rpc codes by name (``google/rpc/code.proto``).
+RPC_CODES = {
+    "OK": 0,
+    "CANCELLED": 1,
+    "UNKNOWN": 2,
+    "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9,
+    "ABORTED": 10,
+    "OUT_OF_RANGE": 11,
+    "UNIMPLEMENTED": 12,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "DATA_LOSS": 15,
+    "UNAUTHENTICATED": 16,
+}
+#: The google.rpc code of an HTTP status (the mapping of ``google/rpc/code.proto``).
+_HTTP_TO_RPC = {400: 3, 401: 16, 403: 7, 404: 5, 409: 10, 412: 9, 416: 11, 429: 8, 499: 1,
+                500: 13, 501: 12, 503: 14, 504: 4}
+
+
 class RequestError(Exception):
-    """A per-request error: becomes ``{"code", "message", "status"}`` in the batch output.
+    """A per-request error: becomes a google.rpc.Status ``{"code", "message"}`` in the
+    batch output, ``code`` being the google.rpc code of ``status`` (``INTERNAL`` is 13).
 
     A custom ``responder`` may raise this (or any exception with integer ``code`` and string
-    ``status`` attributes) to control the error; other exceptions become 500 ``INTERNAL``.
+    ``status`` attributes) to control the error; other exceptions become 13 ``INTERNAL``.
+    ``code`` may be given as an HTTP status (500) or a google.rpc code (13): the output
+    always carries the google.rpc code, as the service's results do.
     """
 
     def __init__(self, message: str, code: int = 500, status: str = "INTERNAL") -> None:
@@ -500,15 +528,26 @@ def default_embed(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def rpc_status(code: int | None, status: str | None, message: str) -> dict[str, Any]:
+    """A google.rpc.Status ``{"code", "message"}`` (the shape of a per-request error in the
+    service's results: a google.rpc code, no HTTP status text)."""
+    rpc = RPC_CODES.get(status.upper()) if isinstance(status, str) else None
+    if rpc is None and isinstance(code, int) and not isinstance(code, bool):
+        rpc = _HTTP_TO_RPC.get(code, code if 0 <= code <= 16 else 2)
+    return {"code": 13 if rpc is None else rpc, "message": message}
+
+
 def error_dict(exc: BaseException) -> dict[str, Any]:
     """Converts an exception raised while answering into a google.rpc.Status dict."""
     code = getattr(exc, "code", None)
     status = getattr(exc, "status", None)
     if not isinstance(code, int) or isinstance(code, bool):
-        code = 500
+        code = None
     if not isinstance(status, str):
+        status = None
+    if code is None and status is None:
         status = "INTERNAL"
     message = getattr(exc, "message", None)
     if not isinstance(message, str):
         message = str(exc) or type(exc).__name__
-    return {"code": code, "message": message, "status": status}
+    return rpc_status(code, status, message)

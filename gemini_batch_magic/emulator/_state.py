@@ -70,6 +70,7 @@ class ApiState:
         self._calls: list[tuple[str, str]] = []
         self._fault_rng = random.Random(f"http-fault:{config.seed}")
         self._drop_rng = random.Random(f"drop-after-create:{config.seed}")
+        self._batch_fail_rng = random.Random(f"fail-batch:{config.seed}")
 
     def reconfigure(self, config: EmulatorConfig) -> None:
         """Takes a new configuration at once. A new ``seed`` restarts the fault streams."""
@@ -77,6 +78,7 @@ class ApiState:
             if config.seed != self.config.seed:
                 self._fault_rng = random.Random(f"http-fault:{config.seed}")
                 self._drop_rng = random.Random(f"drop-after-create:{config.seed}")
+                self._batch_fail_rng = random.Random(f"fail-batch:{config.seed}")
             self.config = config
 
     # -- observability -------------------------------------------------------------------
@@ -117,6 +119,16 @@ class ApiState:
         with self._lock:
             return self._drop_rng.random() < rate
 
+    def draw_batch_failure(self) -> bool:
+        """Whether a new batch is made to fail (``fail_batch_rate``)."""
+        rate = self.config.fail_batch_rate
+        if rate <= 0:
+            return False
+        if rate >= 1:
+            return True
+        with self._lock:
+            return self._batch_fail_rng.random() < rate
+
     # -- summaries -----------------------------------------------------------------------
 
     def view(self, row: Any, now: float | None = None) -> BatchView:
@@ -151,7 +163,7 @@ class ApiState:
             "mimeType": row["mime_type"],
             "sizeBytes": int(row["size_bytes"]),
             "source": row["source"],
-            "createTime": _store.rfc3339(row["create_time"]),
+            "createTime": _store.rfc3339_micros(row["create_time"]),
         }
 
     def file_summaries(self) -> list[dict[str, Any]]:
@@ -159,11 +171,22 @@ class ApiState:
         self.settle_all()
         return [self.file_summary(r) for r in self.store.all_files()]
 
-    def set_state(self, batch_id: str, state: str) -> None:
+    def set_state(
+        self, batch_id: str, state: str, message: str | None = None, code: int = 13
+    ) -> None:
+        """Forces a terminal state; a FAILED batch's operation error is ``(code, message)``
+        when ``message`` is given."""
         norm = state.upper().removeprefix("BATCH_STATE_").removeprefix("JOB_STATE_")
         if norm not in ("FAILED", "EXPIRED", "CANCELLED"):
             raise ValueError(
                 f"Unsupported state {state!r}: use 'FAILED', 'EXPIRED' or 'CANCELLED'."
             )
-        if not self.store.set_override(batch_id, f"BATCH_STATE_{norm}", time.time(), False):
+        if message is not None and norm != "FAILED":
+            raise ValueError(f"Only a FAILED batch carries an error message, not {norm}.")
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise ValueError(f"code must be a google.rpc code (an integer), got {code!r}.")
+        error = (code, message) if message is not None else None
+        if not self.store.set_override(
+            batch_id, f"BATCH_STATE_{norm}", time.time(), False, error=error
+        ):
             raise KeyError(f"batches/{batch_id} does not exist.")

@@ -39,7 +39,25 @@ STATE_CANCELLED = "BATCH_STATE_CANCELLED"
 STATE_EXPIRED = "BATCH_STATE_EXPIRED"
 TERMINAL_STATES = frozenset({STATE_SUCCEEDED, STATE_FAILED, STATE_CANCELLED, STATE_EXPIRED})
 
-FILE_TTL_SECONDS = 48 * 3600
+#: Columns added since the first schema: (table, column, declaration). A data directory
+#: written by an older emulator gets them when it is opened (its rows keep the old
+#: behaviour: visible to every key, counts advancing live, files kept forever).
+_ADDED_COLUMNS = (
+    ("files", "expire_time", "REAL"),
+    ("files", "owner_key", "TEXT"),
+    ("uploads", "expire_time", "REAL"),
+    ("uploads", "owner_key", "TEXT"),
+    ("batches", "progress", "TEXT NOT NULL DEFAULT 'live'"),
+    ("batches", "results_ttl", "REAL"),
+    ("batches", "owner_key", "TEXT"),
+)
+_FILE_COLUMNS = (
+    "id, display_name, mime_type, size_bytes, sha256, create_time, source, line_count,"
+    " expire_time, owner_key"
+)
+#: A finished batch's ``updateTime`` is this many nanoseconds off its ``endTime`` (the
+#: service's two stamps differ by tens of nanoseconds in every recording).
+UPDATE_AFTER_END_NS = -41
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -50,7 +68,9 @@ CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT NOT NULL,
     create_time REAL NOT NULL,
     source TEXT NOT NULL,
-    line_count INTEGER
+    line_count INTEGER,
+    expire_time REAL,
+    owner_key TEXT
 );
 CREATE INDEX IF NOT EXISTS files_by_time ON files (create_time, id);
 CREATE TABLE IF NOT EXISTS uploads (
@@ -59,7 +79,9 @@ CREATE TABLE IF NOT EXISTS uploads (
     display_name TEXT,
     mime_type TEXT NOT NULL,
     size_bytes INTEGER,
-    create_time REAL NOT NULL
+    create_time REAL NOT NULL,
+    expire_time REAL,
+    owner_key TEXT
 );
 CREATE TABLE IF NOT EXISTS batches (
     id TEXT PRIMARY KEY,
@@ -95,7 +117,10 @@ CREATE TABLE IF NOT EXISTS batches (
     settled_state TEXT,
     settled_end REAL,
     settled_k INTEGER,
-    settled_failed INTEGER
+    settled_failed INTEGER,
+    progress TEXT NOT NULL DEFAULT 'live',
+    results_ttl REAL,
+    owner_key TEXT
 );
 CREATE INDEX IF NOT EXISTS batches_by_time ON batches (create_time, id);
 """
@@ -106,9 +131,22 @@ def new_id(length: int) -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
 
 
-def rfc3339(ts: float) -> str:
-    """Formats a POSIX timestamp as RFC 3339 UTC with microseconds and a ``Z`` suffix."""
+def rfc3339(ts: float, offset_ns: int = 0) -> str:
+    """Formats a POSIX timestamp as RFC 3339 UTC with nanoseconds (9 fractional digits, as
+    the service's batch stamps) and a ``Z`` suffix, ``offset_ns`` nanoseconds later."""
+    seconds, nanos = divmod(round(ts * 1e9) + offset_ns, 10**9)
+    day = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{day}.{nanos:09d}Z"
+
+
+def rfc3339_micros(ts: float) -> str:
+    """RFC 3339 UTC with microseconds (the service's ``createTime`` of a file)."""
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def visible(row: sqlite3.Row, scope: str | None) -> bool:
+    """Whether a file or batch row is visible to the key scope ``scope`` (None = any)."""
+    return scope is None or row["owner_key"] is None or row["owner_key"] == scope
 
 
 def encode_page_token(create_time: float, item_id: str) -> str:
@@ -160,6 +198,11 @@ class Store:
         with self.conn() as c:
             c.execute("PRAGMA journal_mode=WAL")
             c.executescript(_SCHEMA)
+            for table, column, decl in _ADDED_COLUMNS:
+                have = {r["name"] for r in c.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    with contextlib.suppress(sqlite3.OperationalError):  # a sibling added it
+                        c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     # -- connections ---------------------------------------------------------------------
 
@@ -220,28 +263,67 @@ class Store:
 
     # -- files ---------------------------------------------------------------------------
 
-    def get_file(self, file_id: str) -> sqlite3.Row | None:
+    def get_file(self, file_id: str, scope: str | None = None) -> sqlite3.Row | None:
+        """The file's row; ``None`` when it does not exist, has expired (it is deleted
+        then) or is not visible to the key scope ``scope``."""
         with self.conn() as c:
             row: sqlite3.Row | None = c.execute(
                 "SELECT * FROM files WHERE id = ?", (file_id,)
             ).fetchone()
-            return row
+        if row is None:
+            return None
+        if row["expire_time"] is not None and row["expire_time"] <= time.time():
+            self.delete_file(file_id)
+            return None
+        return row if visible(row, scope) else None
 
-    def list_files(self, page_size: int, token: str | None) -> tuple[list[sqlite3.Row], str | None]:
-        return self._page("files", page_size, token)
+    def sweep_expired_files(self) -> None:
+        """Deletes every file whose lifetime is over (rows and bytes)."""
+        with self.conn() as c:
+            ids = [
+                r["id"]
+                for r in c.execute(
+                    "SELECT id FROM files WHERE expire_time IS NOT NULL AND expire_time <= ?",
+                    (time.time(),),
+                )
+            ]
+        for file_id in ids:
+            self.delete_file(file_id)
+
+    def list_files(
+        self, page_size: int, token: str | None, scope: str | None = None
+    ) -> tuple[list[sqlite3.Row], str | None]:
+        self.sweep_expired_files()
+        return self._page("files", page_size, token, scope)
 
     def all_files(self) -> list[sqlite3.Row]:
+        self.sweep_expired_files()
         with self.conn() as c:
             return c.execute("SELECT * FROM files ORDER BY create_time DESC, id DESC").fetchall()
 
-    def _page(
-        self, table: str, page_size: int, token: str | None
-    ) -> tuple[list[sqlite3.Row], str | None]:
-        sql = f"SELECT * FROM {table}"
+    def uploaded_bytes(self, scope: str | None) -> tuple[int, int]:
+        """(bytes, count) of the live uploaded files of the key scope ``scope``."""
+        self.sweep_expired_files()
+        sql = "SELECT COALESCE(SUM(size_bytes), 0), COUNT(*) FROM files WHERE source = 'UPLOADED'"
         args: list[Any] = []
+        if scope is not None:
+            sql += " AND (owner_key IS NULL OR owner_key = ?)"
+            args.append(scope)
+        with self.conn() as c:
+            total, count = c.execute(sql, args).fetchone()
+        return int(total), int(count)
+
+    def _page(
+        self, table: str, page_size: int, token: str | None, scope: str | None = None
+    ) -> tuple[list[sqlite3.Row], str | None]:
+        sql = f"SELECT * FROM {table} WHERE 1"
+        args: list[Any] = []
+        if scope is not None:
+            sql += " AND (owner_key IS NULL OR owner_key = ?)"
+            args.append(scope)
         if token:
             ts, item_id = decode_page_token(token)
-            sql += " WHERE create_time < ? OR (create_time = ? AND id < ?)"
+            sql += " AND (create_time < ? OR (create_time = ? AND id < ?))"
             args += [ts, ts, item_id]
         sql += " ORDER BY create_time DESC, id DESC LIMIT ?"
         args.append(page_size + 1)
@@ -264,14 +346,18 @@ class Store:
         source: str,
         create_time: float | None = None,
         line_count: int | None = None,
+        expire_time: float | None = None,
+        owner_key: str | None = None,
     ) -> bool:
         """Inserts a file row; returns False when the id is already taken.
 
-        ``line_count`` is the number of non-blank lines when it is known cheaply.
+        ``line_count`` is the number of non-blank lines when it is known cheaply;
+        ``expire_time`` when the file is gone (None = never); ``owner_key`` the key scope
+        that sees it (None = every key).
         """
         with self.conn() as c:
             cur = c.execute(
-                "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR IGNORE INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     file_id,
                     display_name,
@@ -281,6 +367,8 @@ class Store:
                     create_time if create_time is not None else time.time(),
                     source,
                     line_count,
+                    expire_time,
+                    owner_key,
                 ),
             )
             return cur.rowcount == 1
@@ -303,11 +391,25 @@ class Store:
         display_name: str | None,
         mime_type: str,
         size_bytes: int | None,
+        ttl: float | None = None,
+        owner_key: str | None = None,
     ) -> None:
+        """Records an upload session; the file it makes lives ``ttl`` seconds from now."""
+        now = time.time()
         with self.conn() as c:
             c.execute(
-                "INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
-                (upload_id, file_id, display_name, mime_type, size_bytes, time.time()),
+                "INSERT INTO uploads (id, file_id, display_name, mime_type, size_bytes,"
+                " create_time, expire_time, owner_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    upload_id,
+                    file_id,
+                    display_name,
+                    mime_type,
+                    size_bytes,
+                    now,
+                    now + ttl if ttl is not None else None,
+                    owner_key,
+                ),
             )
 
     def get_upload(self, upload_id: str) -> sqlite3.Row | None:
@@ -339,9 +441,9 @@ class Store:
             return row
 
     def list_batches(
-        self, page_size: int, token: str | None
+        self, page_size: int, token: str | None, scope: str | None = None
     ) -> tuple[list[sqlite3.Row], str | None]:
-        return self._page("batches", page_size, token)
+        return self._page("batches", page_size, token, scope)
 
     def all_batches(self) -> list[sqlite3.Row]:
         with self.conn() as c:
@@ -351,8 +453,18 @@ class Store:
         with self.conn() as c:
             return c.execute("SELECT * FROM batches WHERE settled_state IS NULL").fetchall()
 
-    def set_override(self, batch_id: str, state: str, when: float, only_live: bool) -> bool:
-        """Forces a terminal state. With ``only_live`` it fails for a finished batch."""
+    def set_override(
+        self,
+        batch_id: str,
+        state: str,
+        when: float,
+        only_live: bool,
+        error: tuple[int, str] | None = None,
+    ) -> bool:
+        """Forces a terminal state. With ``only_live`` it fails for a finished batch.
+
+        ``error`` is the ``(code, message)`` of the operation error a FAILED batch shows.
+        """
         with self.tx() as c:
             row = c.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
             if row is None:
@@ -364,6 +476,11 @@ class Store:
                 " settled_end = NULL, settled_k = NULL, settled_failed = NULL WHERE id = ?",
                 (state, when, batch_id),
             )
+            if error is not None:
+                c.execute(
+                    "UPDATE batches SET error_code = ?, error_message = ? WHERE id = ?",
+                    (error[0], error[1], batch_id),
+                )
             return True
 
     def delete_batch(self, batch_id: str) -> bool:
@@ -396,8 +513,18 @@ class Store:
                 " settled_failed = ? WHERE id = ? AND settled_state IS NULL",
                 (view.state, view.end_time, k, view.failed, row["id"]),
             )
-        if cur.rowcount and view.state == STATE_SUCCEEDED and row["mode"] == "file":
+        if not cur.rowcount or row["mode"] != "file":
+            return
+        if view.state == STATE_SUCCEEDED:
             self.publish_results(row, view.end_time or time.time())
+        elif view.state == STATE_CANCELLED and k > 0:
+            # A cancelled batch keeps the answers it had produced: its results file holds
+            # the first k answered lines (those its counts describe), written to a new
+            # file so an answering thread still writing to the old one cannot touch it.
+            fresh = self.get_batch(row["id"])
+            out_offset = int(fresh["out_offset"]) if fresh is not None else 0
+            if keep_first_lines(self.file_path(f"batch-{row['id']}"), out_offset, k):
+                self.publish_results(row, view.end_time or time.time())
 
     def publish_results(self, row: sqlite3.Row, when: float) -> None:
         import hashlib
@@ -411,7 +538,35 @@ class Store:
                 h.update(chunk)
                 size += len(chunk)
         sha = base64.b64encode(h.hexdigest().encode()).decode()
-        self.insert_file(file_id, None, "application/jsonl", size, sha, "GENERATED", when)
+        ttl = row["results_ttl"]
+        self.insert_file(
+            file_id,
+            None,
+            "application/jsonl",
+            size,
+            sha,
+            "GENERATED",
+            when,
+            expire_time=when + float(ttl) if ttl is not None else None,
+            owner_key=row["owner_key"],
+        )
+
+
+def keep_first_lines(path: Path, size: int, k: int) -> bool:
+    """Replaces ``path`` by a new file holding the first ``k`` lines of its first ``size``
+    bytes (a writer still holding the old file cannot touch the new one). False when
+    ``path`` does not exist."""
+    part = path.with_suffix(".cancelled")
+    try:
+        with open(path, "rb") as src:
+            lines = src.read(size).split(b"\n")[:k]
+    except FileNotFoundError:
+        return False
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(b"".join(ln + b"\n" for ln in lines if ln))
+    os.replace(part, path)
+    return True
 
 
 def prefix_failures(fail_path: Path, k: int) -> int:
@@ -468,7 +623,7 @@ def batch_view(store: Store, row: sqlite3.Row, now: float) -> BatchView:
         state = row["override_state"]
         end = float(row["override_time"])
         k = min(k_at(end), processed)
-    elif row["error_at"] is not None:
+    elif row["error_at"] is not None and now >= float(row["error_at"]):
         state = STATE_FAILED
         end = max(float(row["error_at"]), t0)
         k = min(k_at(end), processed)
@@ -488,7 +643,8 @@ def batch_view(store: Store, row: sqlite3.Row, now: float) -> BatchView:
             state, end, k = STATE_SUCCEEDED, complete_at, n
         elif now >= run_at:
             state = STATE_RUNNING
-            k = min(k_at(now), processed)
+            # progress "end": nothing is reported until the batch ends (as recorded).
+            k = min(k_at(now), processed) if row["progress"] == "live" else 0
         else:
             state, k = STATE_PENDING, 0
     if k >= processed:
@@ -498,7 +654,7 @@ def batch_view(store: Store, row: sqlite3.Row, now: float) -> BatchView:
     if end is not None:
         update = end
     elif state == STATE_RUNNING:
-        update = run_at + (k / rate if rate > 0 else 0.0)
+        update = run_at + (k / rate if rate > 0 and row["progress"] == "live" else 0.0)
     else:
         update = t0
     return BatchView(state, n, k - failed, failed, n - k, update, end, _op_error(row, state))

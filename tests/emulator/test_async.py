@@ -36,7 +36,10 @@ async def _wait(client: genai.Client, name: str) -> types.BatchJob:
     return job
 
 
-def test_async_file_batch_end_to_end(client: genai.Client) -> None:
+def test_async_file_batch_end_to_end(make_emu) -> None:  # type: ignore[no-untyped-def]
+    # batch ids of 20 characters: files.get takes the 26-character results file id
+    client = make_client(make_emu(batch_id_length=20))
+
     async def run() -> None:
         src = await client.aio.files.upload(
             file=io.BytesIO(jsonl([gen_line("a", "async one"), gen_line("b", "async two")])),

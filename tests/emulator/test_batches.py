@@ -55,7 +55,7 @@ def test_inline_batch_lifecycle_and_typed_results(client: genai.Client) -> None:
     assert ok.model_version == "gemini-2.5-flash"
     failed = by_key["b"]
     assert failed.response is None and failed.error is not None
-    assert failed.error.code == 500
+    assert failed.error.code == 13  # a google.rpc code (INTERNAL), as the service's results
     assert failed.error.message == "Simulated failure ([[fail]] in prompt)."
     assert by_key[None].response is not None and by_key[None].response.text == "plain"
 
@@ -81,7 +81,9 @@ def test_inline_results_are_shuffled_deterministically(make_emu) -> None:  # typ
     ]
 
 
-def test_file_batch_produces_generated_results_file(client: genai.Client) -> None:
+def test_file_batch_produces_generated_results_file(make_emu) -> None:  # type: ignore[no-untyped-def]
+    # batch ids of 20 characters: files.get takes the 26-character results file id
+    client = make_client(make_emu(batch_id_length=20))
     lines = [gen_line(f"req-{i}", f"hello {i}") for i in range(50)]
     lines.append(gen_line("bad", "x [[fail]]"))
     src = client.files.upload(file=io.BytesIO(jsonl(lines)), config={"mime_type": "jsonl"})
@@ -106,10 +108,9 @@ def test_file_batch_produces_generated_results_file(client: genai.Client) -> Non
     assert keys != [x["key"] for x in lines]  # shuffled
     by_key = {o["key"]: o for o in out}
     assert by_key["req-3"]["response"]["candidates"][0]["content"]["parts"][0]["text"] == "hello 3"
-    assert by_key["bad"]["error"] == {
-        "code": 500,
+    assert by_key["bad"]["error"] == {  # a google.rpc.Status, as the service's results
+        "code": 13,
         "message": "Simulated failure ([[fail]] in prompt).",
-        "status": "INTERNAL",
     }
     assert "details" not in by_key["bad"]["error"]
     assert done.dest.file_name in [f.name for f in client.files.list()]
@@ -260,7 +261,7 @@ def test_expire_after_expires_unfinished_batch_without_results(make_emu) -> None
 
 
 def test_batch_stats_progress_with_rate(make_emu) -> None:  # type: ignore[no-untyped-def]
-    emu = make_emu(pending_seconds=0.3, rate=40)
+    emu = make_emu(pending_seconds=0.3, rate=40, progress="live", zero_counts=True)
     r = raw(
         emu,
         "POST",
@@ -372,7 +373,7 @@ def test_bad_requests_are_invalid_argument_json_errors(emu: Emulator, client: ge
 def test_api_key_rules(make_emu) -> None:  # type: ignore[no-untyped-def]
     emu = make_emu(api_key="test-key")
     missing = raw(emu, "GET", "/v1/batches", key=None)
-    assert missing.status == 401 and missing.json()["error"]["status"] == "UNAUTHENTICATED"
+    assert missing.status == 403 and missing.json()["error"]["status"] == "PERMISSION_DENIED"
     wrong = raw(emu, "GET", "/v1/batches", key="other-key")
     assert wrong.status == 400
     assert wrong.json()["error"]["message"] == "API key not valid. Please pass a valid API key."
@@ -406,7 +407,7 @@ def test_observability_helpers(emu: Emulator, client: genai.Client) -> None:
 
 
 def test_progress_counts_failures_in_answer_order(make_emu) -> None:  # type: ignore[no-untyped-def]
-    emu = make_emu(rate=30, fail_rate=0.3, seed=1)
+    emu = make_emu(rate=30, fail_rate=0.3, seed=1, progress="live", zero_counts=True)
     client = make_client(emu)
     job = client.batches.create(model="m", src=_inline(30))
     failed_seen = []

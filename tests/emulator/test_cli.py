@@ -14,7 +14,7 @@ import pytest
 
 from gemini_batch_magic.emulator import Emulator, main
 
-from .conftest import make_client
+from .conftest import API_KEY, make_client
 
 
 def _spawn(*args: str) -> subprocess.Popen[str]:
@@ -108,11 +108,11 @@ def test_cli_process_and_python_emulator_share_a_data_dir(tmp_path: Path) -> Non
     from .conftest import gen_line, jsonl, wait_done
 
     d = tmp_path / "shared"
-    proc = _spawn("--quiet", "--pending-seconds", "0", "--data-dir", str(d))
+    proc = _spawn("--quiet", "--pending-seconds", "0", "--data-dir", str(d), "--models", "any")
     try:
         assert proc.stdout is not None
         cli_url = proc.stdout.readline().strip()
-        with Emulator(data_dir=d) as local:
+        with Emulator(data_dir=d, models=None) as local:
             c_local = make_client(local)
             src = c_local.files.upload(
                 file=io.BytesIO(jsonl([gen_line("x", "shared dir")])),
@@ -122,7 +122,8 @@ def test_cli_process_and_python_emulator_share_a_data_dir(tmp_path: Path) -> Non
             from google import genai
             from google.genai import types
 
-            c_cli = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=cli_url))
+            # the same key: a batch is visible only to the key that created it
+            c_cli = genai.Client(api_key=API_KEY, http_options=types.HttpOptions(base_url=cli_url))
             done = wait_done(c_cli, job.name or "")
             assert done.state is not None and done.state.name == "JOB_STATE_SUCCEEDED"
             assert done.dest is not None and done.dest.file_name is not None

@@ -89,7 +89,7 @@ def test_config_normalises_values_and_hides_the_key(tmp_path: Path) -> None:
 def test_unknown_option_names_suggest_the_close_ones() -> None:
     with pytest.raises(TypeError, match=r"unknown emulator option 'fail_rat'.*'fail_rate'"):
         Emulator(fail_rat=0.5)
-    with pytest.raises(TypeError, match="Valid options: allow_remote, api_key, data_dir"):
+    with pytest.raises(TypeError, match="Valid options: allow_remote, api_key, batch_id_length, data_dir"):
         EmulatorConfig().replace(colour="blue")
     with Emulator() as emu, pytest.raises(TypeError, match="'pending_seconds'"):
         emu.configure(pending_second=1)
@@ -139,7 +139,7 @@ def test_fail_rate_takes_effect_on_the_next_batch(emu: Emulator) -> None:
     assert emu.fail_rate == 1.0
     failed = _errors_of(client, _inline(client))
     assert [(e.code, e.message) for e in failed] == [
-        (500, "Simulated failure (fail_rate).")
+        (13, "Simulated failure (fail_rate).")
     ] * 4
     assert _errors_of(client, before) == [None] * 4  # an existing batch keeps its options
     emu.configure(fail_rate=0.0)

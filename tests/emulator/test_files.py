@@ -44,7 +44,9 @@ def test_upload_from_path_with_requested_name(client: genai.Client, tmp_path: Pa
     assert e.value.status == "ALREADY_EXISTS"
 
 
-def test_multi_chunk_upload_of_20_mib_round_trips(emu: Emulator, client: genai.Client) -> None:
+def test_multi_chunk_upload_of_20_mib_round_trips(make_emu) -> None:  # type: ignore[no-untyped-def]
+    emu = make_emu(mime_types=None)  # application/octet-stream is accepted
+    client = make_client(emu)
     data = os.urandom(20 * 1024 * 1024 + 123)
     f = client.files.upload(file=io.BytesIO(data), config={"mime_type": "application/octet-stream"})
     assert f.size_bytes == len(data)

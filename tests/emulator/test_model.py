@@ -169,10 +169,9 @@ def test_token_rule_counts_utf8_bytes() -> None:
 def test_fail_marker_is_a_per_request_error() -> None:
     with pytest.raises(RequestError) as e:
         _model.default_generate(_req("please [[fail]] now"), "m")
-    assert _model.error_dict(e.value) == {
-        "code": 500,
+    assert _model.error_dict(e.value) == {  # a google.rpc.Status: code 13 is INTERNAL
+        "code": 13,
         "message": "Simulated failure ([[fail]] in prompt).",
-        "status": "INTERNAL",
     }
 
 
@@ -346,6 +345,7 @@ def test_custom_responder_and_its_errors(make_emu) -> None:  # type: ignore[no-u
     assert done.dest is not None and done.dest.file_name is not None
     out = [orjson.loads(x) for x in client.files.download(file=done.dest.file_name).splitlines()]
     assert out[0]["response"]["candidates"][0]["content"]["parts"][0]["text"] == "HI"
-    assert out[1]["error"] == {"code": 500, "message": "custom explosion", "status": "INTERNAL"}
-    assert out[2]["error"] == {"code": 429, "message": "too many", "status": "RESOURCE_EXHAUSTED"}
+    # google.rpc.Status: 13 INTERNAL, 8 RESOURCE_EXHAUSTED (no HTTP code, no status text)
+    assert out[1]["error"] == {"code": 13, "message": "custom explosion"}
+    assert out[2]["error"] == {"code": 8, "message": "too many"}
     assert seen == ["gemini-x"] * 3

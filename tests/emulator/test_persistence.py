@@ -14,7 +14,7 @@ from google.genai import types
 
 from gemini_batch_magic.emulator import Emulator
 
-from .conftest import gen_line, jsonl, make_client, wait_done
+from .conftest import ANY_MODEL, gen_line, jsonl, make_client, wait_done
 
 
 def _slow_echo(request: dict[str, Any], model: str) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def _results(client: Any, name: str) -> bytes:
 def test_restart_mid_batch_resumes_and_completes(tmp_path: Path) -> None:
     data = jsonl([gen_line(f"r{i}", f"text {i}") for i in range(160)])
     d = tmp_path / "state"
-    emu1 = Emulator(data_dir=d, responder=_slow_echo, seed=4).start()
+    emu1 = Emulator(**ANY_MODEL, data_dir=d, responder=_slow_echo, seed=4).start()
     c1 = make_client(emu1)
     src = c1.files.upload(file=io.BytesIO(data), config={"mime_type": "jsonl"})
     job = c1.batches.create(model="gemini-2.5-flash", src=src.name or "")
@@ -51,7 +51,7 @@ def test_restart_mid_batch_resumes_and_completes(tmp_path: Path) -> None:
     emu1.close()
     assert first.state is not None and first.state.name == "JOB_STATE_RUNNING"  # mid-batch
 
-    emu2 = Emulator(data_dir=d, responder=_slow_echo, seed=99).start()  # other config
+    emu2 = Emulator(**ANY_MODEL, data_dir=d, responder=_slow_echo, seed=99).start()  # other config
     try:
         c2 = make_client(emu2)
         again = c2.batches.get(name=job.name or "")
@@ -63,7 +63,7 @@ def test_restart_mid_batch_resumes_and_completes(tmp_path: Path) -> None:
     assert sorted(x["key"] for x in lines) == sorted(f"r{i}" for i in range(160))
 
     # Byte-identical to an uninterrupted run with the same seed.
-    with Emulator(responder=_slow_echo, seed=4) as ref:
+    with Emulator(**ANY_MODEL, responder=_slow_echo, seed=4) as ref:
         cr = make_client(ref)
         rsrc = cr.files.upload(file=io.BytesIO(data), config={"mime_type": "jsonl"})
         ref_out = _results(
@@ -74,7 +74,7 @@ def test_restart_mid_batch_resumes_and_completes(tmp_path: Path) -> None:
 
 def test_two_emulators_share_one_data_dir(tmp_path: Path) -> None:
     d = tmp_path / "shared"
-    with Emulator(data_dir=d) as a, Emulator(data_dir=d) as b:
+    with Emulator(**ANY_MODEL, data_dir=d) as a, Emulator(**ANY_MODEL, data_dir=d) as b:
         ca, cb = make_client(a), make_client(b)
         names = []
         for i in range(6):
@@ -95,12 +95,12 @@ def test_two_emulators_share_one_data_dir(tmp_path: Path) -> None:
 
 def test_restart_keeps_files_and_finished_batches(tmp_path: Path) -> None:
     d = tmp_path / "keep"
-    with Emulator(data_dir=d) as e1:
+    with Emulator(**ANY_MODEL, data_dir=d) as e1:
         c1 = make_client(e1)
         f = c1.files.upload(file=io.BytesIO(b"persist me"), config={"mime_type": "text/plain"})
         job = c1.batches.create(model="m", src=[{"contents": "x", "metadata": {"key": "z"}}])
         done1 = wait_done(c1, job.name or "")
-    with Emulator(data_dir=d) as e2:
+    with Emulator(**ANY_MODEL, data_dir=d) as e2:
         c2 = make_client(e2)
         assert c2.files.download(file=f.name or "") == b"persist me"
         done2 = c2.batches.get(name=job.name or "")
@@ -112,7 +112,7 @@ def test_restart_keeps_files_and_finished_batches(tmp_path: Path) -> None:
 
 
 def test_private_temp_dir_is_removed_and_permissions(tmp_path: Path) -> None:
-    with Emulator() as emu:
+    with Emulator(**ANY_MODEL) as emu:
         tmp = emu.data_dir
         c = make_client(emu)
         c.files.upload(file=io.BytesIO(b"x"), config={"mime_type": "text/plain"})
@@ -126,7 +126,7 @@ def test_private_temp_dir_is_removed_and_permissions(tmp_path: Path) -> None:
 
 
 def test_close_is_idempotent_and_restart_is_refused() -> None:
-    emu = Emulator()
+    emu = Emulator(**ANY_MODEL)
     emu.start()
     assert emu.start() is emu  # idempotent
     emu.close()
@@ -139,7 +139,7 @@ def test_close_is_idempotent_and_restart_is_refused() -> None:
 
 def test_batch_whose_input_vanished_fails_with_an_operation_error(tmp_path: Path) -> None:
     d = tmp_path / "vanish"
-    emu1 = Emulator(data_dir=d, responder=_slow_echo).start()
+    emu1 = Emulator(**ANY_MODEL, data_dir=d, responder=_slow_echo).start()
     c1 = make_client(emu1)
     src = c1.files.upload(
         file=io.BytesIO(jsonl([gen_line(f"r{i}", "x") for i in range(400)])),
@@ -149,7 +149,7 @@ def test_batch_whose_input_vanished_fails_with_an_operation_error(tmp_path: Path
     time.sleep(0.1)
     emu1.close()
     (d / "files" / f"{(src.name or '').split('/')[1]}.bin").unlink()
-    with Emulator(data_dir=d, responder=_slow_echo) as emu2:
+    with Emulator(**ANY_MODEL, data_dir=d, responder=_slow_echo) as emu2:
         c2 = make_client(emu2)
         done = wait_done(c2, job.name or "")
         assert done.state is not None and done.state.name == "JOB_STATE_FAILED"
@@ -175,7 +175,7 @@ def test_temp_dirs_of_killed_emulators_are_swept() -> None:
     alive = Path(tempfile.mkdtemp(prefix="gemini-batch-emulator-"))
     (alive / "owner.pid").write_text("1")  # pid 1 is always alive
     try:
-        with Emulator() as emu:
+        with Emulator(**ANY_MODEL) as emu:
             assert (emu.data_dir / "owner.pid").read_text() == str(os.getpid())
         assert not stale.exists()
         assert alive.exists()

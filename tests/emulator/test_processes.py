@@ -181,7 +181,7 @@ def _big_input(n: int) -> bytes:
 
 def test_cancel_stops_a_batch_answered_in_processes(make_emu) -> None:  # type: ignore[no-untyped-def]
     n = 400 * BLOCK_SIZE
-    emu = make_emu(processes=1)
+    emu = make_emu(processes=1, progress="live")
     client = make_client(emu)
     src = client.files.upload(file=io.BytesIO(_big_input(n)), config={"mime_type": "jsonl"})
     job = client.batches.create(model="gemini-2.5-flash", src=src.name or "")
@@ -198,7 +198,9 @@ def test_cancel_stops_a_batch_answered_in_processes(make_emu) -> None:  # type: 
         assert time.monotonic() < deadline
         time.sleep(0.01)
     got = client.batches.get(name=name)
-    assert got.state is not None and got.state.name == "JOB_STATE_CANCELLED" and got.dest is None
+    assert got.state is not None and got.state.name == "JOB_STATE_CANCELLED"
+    # a cancelled batch keeps the answers it had produced, in its results file
+    assert got.dest is not None and got.dest.file_name == f"files/batch-{name[8:]}"
     with sqlite3.connect(emu.data_dir / "emulator.sqlite3") as c:
         (processed,) = c.execute(
             "SELECT processed FROM batches WHERE id = ?", (name.removeprefix("batches/"),)
@@ -214,7 +216,7 @@ def test_restart_resumes_a_batch_answered_in_processes_identically(tmp_path: Pat
     n = 200 * BLOCK_SIZE
     data = _big_input(n)
     d = tmp_path / "state"
-    emu1 = Emulator(data_dir=d, seed=5, fail_rate=0.05, processes=1).start()
+    emu1 = Emulator(data_dir=d, seed=5, fail_rate=0.05, processes=1, progress="live").start()
     c1 = make_client(emu1)
     src = c1.files.upload(file=io.BytesIO(data), config={"mime_type": "jsonl"})
     job = c1.batches.create(model="gemini-2.5-flash", src=src.name or "")
@@ -265,7 +267,7 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path: Path) -> None:
             print("top-level ran", flush=True)
             line = b'{"key":"%d","request":{"contents":[{"parts":[{"text":"t"}]}]}}\\n'
             data = b"".join(line % i for i in range(int(sys.argv[1])))
-            with Emulator(processes=1) as emu:
+            with Emulator(processes=1, models=None) as emu:
                 client = genai.Client(
                     api_key="k", http_options=types.HttpOptions(base_url=emu.url)
                 )
@@ -294,7 +296,7 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path: Path) -> None:
 def test_cli_processes_flag_and_workers_exit_with_the_emulator(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "gemini_batch_magic.emulator", "--pending-seconds", "0",
-         "--processes", "2", "--quiet"],
+         "--processes", "2", "--quiet", "--models", "any"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
