@@ -80,7 +80,7 @@ def download_shard(run_dir: Path, shard: ShardRecord, job: Any) -> FetchedShard:
         try:
             parsed = _download_file(dest.file_name, tmp)
         except BackendError as exc:
-            if exc.code != 404:
+            if exc.code not in (403, 404):  # a gone file reads as either (File API)
                 raise
             # the service deleted the results before anyone downloaded them
             out = run_dir / f"{stem}.parquet"
