@@ -68,7 +68,7 @@ class RunAnswers:
         ``parsed``: the answers just parsed while they downloaded, if any (else the stored
         file is read).
         """
-        cache_key = (shard.results_file, shard.state)
+        cache_key = (shard.results_file, shard.state, shard.results_lost)
         cached = self._cache.get(shard.shard)
         if cached is not None and cached[0] == cache_key and parsed is None:
             return cached[1]

@@ -89,11 +89,12 @@ def registry() -> Registry:
 
 def _run_object(run_id: str, input_df: pd.DataFrame | None = None) -> BatchRun:
     """The one object of this process for ``run_id`` (one lock per run)."""
+    key = (settings.home, run_id)  # a registry of its own under another home
     with state.lock:
-        obj = state.runs.get(run_id)
+        obj = state.runs.get(key)
         if obj is None:
             obj = BatchRun(run_id)
-            state.runs[run_id] = obj
+            state.runs[key] = obj
     if input_df is not None and obj._input is None:
         obj._input = input_df
     return obj  # type: ignore[no-any-return]
@@ -268,7 +269,7 @@ class BatchRun:
         if status.state in TERMINAL:
             fetched = download_shard(self._book.run_dir(), shard, status.job)
             done = dataclasses.replace(shard, results_file=fetched.results_file,
-                                       state=status.state)
+                                       state=status.state, results_lost=fetched.lost)
             aligned = self._answers.shard(done, parsed=fetched.parsed)
             failed = int(aligned["error"].notna().sum())
             values.update(results_file=fetched.results_file, succeeded=len(aligned) - failed,

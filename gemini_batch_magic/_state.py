@@ -29,8 +29,9 @@ class ProcessState:
         self.lock = threading.RLock()
         #: home folder -> its open Registry
         self.registries: dict[Path, Any] = {}
-        #: run id -> the one BatchRun object of this process (while anything holds it)
-        self.runs: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+        #: (home, run id) -> the one BatchRun object of this process (while anything holds it)
+        self.runs: weakref.WeakValueDictionary[tuple[Path, str], Any] = (
+            weakref.WeakValueDictionary())
         #: run id -> the pydantic class given as response_schema in this process
         self.schema_classes: dict[str, Any] = {}
         #: run ids this process is submitting right now

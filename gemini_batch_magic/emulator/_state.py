@@ -13,6 +13,10 @@ from . import _store
 from ._config import EmulatorConfig
 from ._store import TERMINAL_STATES, BatchView, Store
 
+#: States :meth:`ApiState.set_state` can put a batch in that the SDK's enum does not list,
+#: for testing how a client copes with a state it does not know.
+UNLISTED_STATES = ("PAUSED", "UPDATING")
+
 
 class UploadProgress:
     """Running SHA-256 and line count of an upload whose chunks arrive in order."""
@@ -174,12 +178,14 @@ class ApiState:
     def set_state(
         self, batch_id: str, state: str, message: str | None = None, code: int = 13
     ) -> None:
-        """Forces a terminal state; a FAILED batch's operation error is ``(code, message)``
-        when ``message`` is given."""
+        """Forces a terminal state, or one of the states the service may add (``PAUSED``,
+        ``UPDATING``: the batch then stays there, its counts frozen, until set again); a
+        FAILED batch's operation error is ``(code, message)`` when ``message`` is given."""
         norm = state.upper().removeprefix("BATCH_STATE_").removeprefix("JOB_STATE_")
-        if norm not in ("FAILED", "EXPIRED", "CANCELLED"):
+        if norm not in ("FAILED", "EXPIRED", "CANCELLED", *UNLISTED_STATES):
             raise ValueError(
-                f"Unsupported state {state!r}: use 'FAILED', 'EXPIRED' or 'CANCELLED'."
+                f"Unsupported state {state!r}: use 'FAILED', 'EXPIRED' or 'CANCELLED' (or "
+                f"{' or '.join(repr(s) for s in UNLISTED_STATES)}, states a client may not know)."
             )
         if message is not None and norm != "FAILED":
             raise ValueError(f"Only a FAILED batch carries an error message, not {norm}.")

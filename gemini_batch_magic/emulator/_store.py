@@ -619,6 +619,12 @@ def batch_view(store: Store, row: sqlite3.Row, now: float) -> BatchView:
         return min(n, math.floor((t - run_at) * rate + 1e-9))
 
     end: float | None = None
+    if row["override_state"] is not None and row["override_state"] not in TERMINAL_STATES:
+        # a state the service added (PAUSED...): frozen where it was set, not over
+        held = float(row["override_time"])
+        k = min(k_at(held), processed)
+        failed = int(row["failed"]) if k >= processed else 0
+        return BatchView(row["override_state"], n, k - failed, failed, n - k, held, None, None)
     if row["override_state"] is not None:
         state = row["override_state"]
         end = float(row["override_time"])
