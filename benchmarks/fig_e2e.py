@@ -123,7 +123,7 @@ def run_ours(df: pd.DataFrame) -> pd.DataFrame:
     """gemini_batch_magic: submit, wait, result."""
     import gemini_batch_magic as gbm
 
-    run = gbm.submit(df, "text", model=MODEL, background=False)
+    run = gbm.submit(df, "text", model=MODEL, background=False, confirm=True)  # no prompt
     run.wait(poll_interval=POLL_SECONDS, progress=False)
     return run.result()
 

@@ -335,8 +335,8 @@ def backend_error(action: str, exc: BaseException, *, batch_name: str | None = N
     head = f"{code} " if code else ""
     text = f"{action} failed: {head}{msg}"
     if reason == "API_KEY_INVALID":
-        text = (f"the API key was rejected: API_KEY_INVALID ({action}; the key comes from "
-                f"{_key_origin()}). Check it, or create a new one, and set it again")
+        text = (f"the API key was rejected: API_KEY_INVALID: {msg} ({action}; the key comes "
+                f"from {_key_origin()}). Check it, or create a new one, and set it again")
     elif code == 403 and status == "PERMISSION_DENIED" and not api_key()[0]:
         text = (f"the service refused the call because no API key was sent ({action}): set "
                 "GEMINI_API_KEY (or GOOGLE_API_KEY), or use backend 'local' for the emulator")
@@ -541,6 +541,9 @@ def check_model(model: str) -> None:
     try:
         with_retries(f"looking up model {name}", lambda: client.models.get(model=name))
     except BackendError as exc:
+        if exc.retryable:  # cannot tell now: the create will say if the model is unknown
+            _log.debug("could not look up model %s: %s", name, exc)
+            return
         if exc.code != 404:
             raise
         import difflib

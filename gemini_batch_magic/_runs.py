@@ -530,7 +530,6 @@ def _submit_plan(
     """Write, record (or find the identical run) and submit a plan."""
     reg = registry()
     backend = _backend.backend_id()
-    _backend.check_model(plan.model)  # a misspelt model: refused before anything is written
     tmp = Path(reg.tmp_dir()) / os.urandom(8).hex()
     tmp.mkdir(mode=0o700)
     try:
@@ -538,6 +537,7 @@ def _submit_plan(
         written = _plan.write(plan, tmp)
         _plan.check_cost(written.estimate, max_cost)
         _plan.check_confirmed(written.estimate, confirm)
+        _backend.check_model(plan.model)  # misspelt: refused before anything is sent
 
         make = functools.partial(_new_record, plan, written, backend, parent)
         record, created = reg.insert_or_find(make, written.content_hash, backend,

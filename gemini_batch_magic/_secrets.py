@@ -48,7 +48,8 @@ def _colab_secret() -> str | None:
         value = userdata.get(COLAB_SECRET)
     except Exception:  # no such secret, or notebook access not granted
         return None
-    return str(value).strip() or None if value else None
+    text = str(value or "").strip()
+    return text or None
 
 
 def fingerprint(key: str | None) -> str | None:

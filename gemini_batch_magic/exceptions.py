@@ -153,6 +153,8 @@ class BackendError(GemBatchError):
 
     #: True when the failure was transient (a timeout, 429 or 5xx): trying later may work.
     retryable: bool = False
+    #: the ``reason`` of the service's ``google.rpc.ErrorInfo``, e.g. ``"API_KEY_INVALID"``
+    reason: str | None = None
 
 
 class WaitTimeout(GemBatchError, TimeoutError):

@@ -219,7 +219,7 @@ def test_attach_rebuilds_a_run_from_the_service_alone(
 
 # ------------------------------------------------------------------ spend safety
 def test_a_template_without_a_placeholder_is_refused(emu: Any) -> None:
-    with pytest.raises(gbm.TemplateError, match="no \\{column\\} placeholder"):
+    with pytest.raises(gbm.TemplateError, match=r"no \{column\} placeholder"):
         _frame(5).gembatch.submit(template="Summarise this.")
     assert gbm.runs().empty
 
@@ -236,3 +236,13 @@ def test_a_run_above_confirm_above_needs_a_confirmation(emu: Any) -> None:
     assert run.wait(progress=False).state == "SUCCEEDED"
     settings.confirm_above = None
     gbm.submit(_frame(21), "p").wait(progress=False)
+
+
+def test_a_full_file_quota_says_what_to_delete(emulator_factory: Any) -> None:
+    emulator_factory(file_quota_bytes=200)
+    settings.inline_limit_bytes = 100
+    settings.retry_attempts = 2
+    with pytest.raises(gbm.BackendError) as info:
+        _frame(20).gembatch.submit("p")
+    assert info.value.code == 429 and info.value.status == "RESOURCE_EXHAUSTED"
+    assert "client.files.delete" in str(info.value) and "keep_inputs" in str(info.value)

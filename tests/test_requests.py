@@ -211,9 +211,13 @@ def test_template_row_with_any_missing_value_is_none() -> None:
     assert render_prompts(df, template="{a}-{b}").tolist() == ["x-1.0", None, None]
 
 
-def test_template_without_fields_repeats_the_text() -> None:
+def test_template_without_fields_is_refused_as_the_same_prompt_n_times() -> None:
     df = pd.DataFrame({"a": [1, 2]})
-    assert render_prompts(df, template="Say hi {{}}").tolist() == ["Say hi {}", "Say hi {}"]
+    with pytest.raises(TemplateError, match=r"no \{column\} placeholder.*all 2 rows.*"
+                       r"df\.assign\(prompt="):
+        render_prompts(df, template="Say hi {{}}")
+    # one row is one prompt: nothing is repeated, so a constant template is fine
+    assert render_prompts(df.iloc[:1], template="Say hi {{}}").tolist() == ["Say hi {}"]
 
 
 @pytest.mark.parametrize(

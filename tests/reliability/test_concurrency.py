@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import gemini_batch_magic as gbm
-from gemini_batch_magic import _runs
+from gemini_batch_magic import _backend, _runs
 
 from ._kernels import FAST, cell, engine_env
 
@@ -80,10 +80,14 @@ def test_same_frame_submitted_by_two_processes_at_once_is_one_batch(
 
 
 def test_concurrent_submits_and_polls_keep_every_update(
-    emulator_factory: Any, gembatch_home: Path, tmp_path: Path
+    emulator_factory: Any, gembatch_home: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     emu = emulator_factory(pending_seconds=0.2, rate=100)
     env = engine_env(gembatch_home, emu.url)
+    # the same key as the kernels: the service shows a batch only to the key that made it
+    monkeypatch.setenv("GEMINI_API_KEY", env["GEMINI_API_KEY"])
+    _backend.reset()
     go = tmp_path / "go"
     procs = []
     for who in ("a", "b"):

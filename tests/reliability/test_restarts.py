@@ -21,7 +21,8 @@ def test_service_restart_mid_run_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
 ) -> None:
     data = tmp_path / "emulator-data"
-    first = EmulatorProcess(data, "--pending-seconds", "0", "--rate", "40", "--seed", "7")
+    first = EmulatorProcess(data, "--pending-seconds", "0", "--rate", "40", "--seed", "7",
+                           "--progress", "live")
     second: EmulatorProcess | None = None
     try:
         monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", first.url)
@@ -42,7 +43,7 @@ def test_service_restart_mid_run_loses_nothing(
         run.refresh()
         assert run.state == "RUNNING" and not run.done
         second = EmulatorProcess(data, "--pending-seconds", "0", "--rate", "40", "--seed", "7",
-                                 port=first.port)
+                                 "--progress", "live", port=first.port)
         out = run.wait(progress=False).result()
         assert run.state == "SUCCEEDED"
         assert_echoed(out, df, "p")
