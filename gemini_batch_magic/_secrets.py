@@ -33,9 +33,9 @@ def api_key() -> tuple[str | None, str | None]:
         value = os.environ.get(var, "").strip()
         if value:
             return value, var
-    value = _colab_secret()
-    if value:
-        return value, f"Colab secret {COLAB_SECRET}"
+    secret = _colab_secret()
+    if secret:
+        return secret, f"Colab secret {COLAB_SECRET}"
     return None, None
 
 

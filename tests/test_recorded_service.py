@@ -112,7 +112,7 @@ def test_a_failed_batch_shows_the_services_reason(emulator_factory: Any) -> None
 def test_a_misspelt_model_is_refused_before_anything_is_uploaded(emulator_factory: Any) -> None:
     emu = emulator_factory()
     settings.inline_limit_bytes = 100
-    with pytest.raises(gbm.ConfigError, match="did you mean gemini-2.5-flash"):
+    with pytest.raises(gbm.ConfigError, match=r"did you mean gemini-2\.5-flash"):
         _frame(5).gembatch.submit("p", model="gemini-2.5-flsh")
     assert not any("upload" in p or ":batchGenerateContent" in p for _, p in emu.calls)
     assert gbm.runs().empty
