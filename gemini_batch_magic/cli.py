@@ -176,10 +176,13 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
     if cmd in ("status", "wait", "cancel", "retry", "results"):
         run = gbm.attach(ns.run)
         if cmd == "status":
+            from ._secrets import redact
             from .widgets import summary_line
 
             run.refresh()
             print(summary_line(run))
+            if run.error:  # the service's own reason, e.g. why a batch FAILED
+                print(f"  error: {redact(run.error)}")
             for s in run.shards:
                 print(f"  shard {s.shard}: {s.batch_name or '-'} {s.state} "
                       f"{s.succeeded + s.failed}/{s.n_requests} answered")

@@ -128,3 +128,17 @@ def test_config_shows_environment_defaults_and_refuses_bad_ones(tmp_path: Path) 
     bad = gembatch("config", env={**env, "GEMBATCH_BACKEND": "cloud"})
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "$GEMBATCH_BACKEND" in bad.stderr and "choose one of auto, local, gemini" in bad.stderr
+
+
+def test_status_of_a_failed_run_shows_the_services_reason(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    emulator_factory(fail_batch_rate=1.0, fail_batch_message="the model is overloaded today")
+    src = tmp_path / "rows.csv"
+    pd.DataFrame({"text": ["a", "b"]}).to_csv(src, index=False)
+    env = dict(os.environ)
+    proc = gembatch("submit", str(src), "--prompt", "text", "--wait", env=env)
+    run_id = proc.stdout.split()[0]
+    status = gembatch("status", run_id, env=env)
+    assert "FAILED" in status.stdout
+    assert "error:" in status.stdout and "the model is overloaded today" in status.stdout
