@@ -32,7 +32,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from traitlets import TraitError, TraitType, Undefined, default, validate
 from traitlets.config import Configurable
@@ -162,6 +162,22 @@ class Float(_Number[float]):
     convert = float
 
 
+class Bool(_Setting[bool]):
+    """True or False (``"false"``, ``"0"``, ``"no"``, ``"off"`` and their opposites too)."""
+
+    kind = "a bool"
+    _WORDS: ClassVar[dict[str, bool]] = {"true": True, "1": True, "yes": True, "on": True,
+                                         "false": False, "0": False, "no": False,
+                                         "off": False}
+
+    def validate(self, obj: Any, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in self._WORDS:
+            return self._WORDS[value.strip().lower()]
+        raise self.refuse(value, self.kind, f"{self.name} must be True or False, got {value!r}")
+
+
 class Folder(_Setting[Path]):
     """A folder, read as a :class:`pathlib.Path` with ``~`` expanded."""
 
@@ -204,6 +220,11 @@ class GemBatch(Configurable):
                                       "PENDING.").tag(minimum=0.0)
     emulator_rate = Float(20.0, "Requests per second the embedded emulator answers while "
                            "RUNNING (0 = all at once).").tag(minimum=0.0)
+    push_updates = Bool(True, "The background monitor updates widgets from its thread after "
+                        "each poll. False: it only polls, and every widget is kept live by its "
+                        "front end asking the kernel for fresh state on a timer (the way it "
+                        "stays live in Colab and marimo, where messages from a thread do not "
+                        "render).")
 
     # -- defaults from the environment ------------------------------------------------------
     @default("model")
