@@ -19,11 +19,15 @@ the views from the run's attributes. The thread
 The kernel is never blocked: the thread sleeps on a condition variable, and ``refresh()``
 is thread-safe (it holds the run's own lock).
 
-Where the callbacks run. In a Jupyter kernel, :meth:`Monitor.watch` notes the request
-(the cell) that asked, and the thread makes it its own parent header before it calls that
-request's callbacks (``shell.set_thread_parent``, and the kernel's shell parent of this
-thread: ipykernel >= 7 sends a thread's output and widget messages with it), so updates
-land on the cell that showed the widget, never on whichever cell runs now. With
+Where the callbacks run. In a Jupyter kernel the thread sets its own parent header before
+it calls any callback (``shell.set_thread_parent`` and the kernel's shell parent of this
+thread, which ipykernel >= 7 sends a thread's output and widget messages with): the
+request the kernel serves now, or, before the kernel has served any, the request (cell)
+that registered the callback (noted by :meth:`Monitor.watch`). Widget messages are routed
+by comm id, not by cell, so any live request renders them in JupyterLab and Notebook; the
+request being served now is the one whose messages nbclient and papermill record, so a
+saved notebook keeps each widget's final state. A thread without a parent header is what
+older kernels dropped. With
 ``settings.push_updates`` False the thread calls no callback at all: it only polls (runs
 stay current, results are downloaded as soon as a shard ends), and views are kept live by
 their front end asking the kernel for fresh state (see ``gemini_batch_magic.widgets``).
@@ -116,6 +120,7 @@ class _Entry:
     told_done: bool = False  #: the callbacks have seen the run done (it may be dropped)
     generation: int = 0  #: bumped by watch(), so a poll racing with it does not count
     #: the kernel request (cell) that registered each callback: its parent header, or None
+    #: (the thread's parent before the kernel has served a request of its own)
     parents: dict[Callback, Any] = field(default_factory=dict)
 
 
@@ -135,16 +140,28 @@ def _kernel_parent() -> Any:
     return None
 
 
+def _served_parent(kernel: Any) -> Any:
+    """The parent header of the request the kernel serves now (its last ``set_parent``),
+    read from the kernel's main context: a new thread has no value of its own."""
+    context, var = getattr(kernel, "_shell_context", None), getattr(kernel, "_shell_parent", None)
+    if context is not None and var is not None:
+        with contextlib.suppress(Exception):
+            return context[var] or None
+    return None
+
+
 @contextlib.contextmanager
-def _as_parent(parent: Any) -> Any:
-    """Run the block with ``parent`` as this thread's kernel parent header (ipykernel >= 7:
-    output, display and comm messages of this thread then belong to that request)."""
-    if not parent:
-        yield
-        return
+def _as_parent(fallback: Any) -> Any:
+    """Run the block with the kernel's current request (else ``fallback``) as this thread's
+    parent header (ipykernel >= 7: the thread's output, display and comm messages then
+    belong to that request)."""
     ip: Any = sys.modules.get("IPython")
     shell = ip.get_ipython() if ip is not None else None
     kernel = getattr(shell, "kernel", None)
+    parent = _served_parent(kernel) or fallback
+    if kernel is None or not parent:
+        yield
+        return
     undo: list[Callable[[], Any]] = []
     try:
         tokens = shell.set_thread_parent(parent) if hasattr(shell, "set_thread_parent") else None

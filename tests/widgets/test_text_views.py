@@ -126,16 +126,18 @@ def test_notices_of_the_engine_go_through_logging(
     assert "identical run already exists" in capsys.readouterr().err
 
 
-def test_the_monitor_thread_sends_with_the_parent_of_the_cell_that_watched(
+def test_the_monitor_thread_sends_with_a_parent_header(
     emu: Any, monkeypatch: pytest.MonkeyPatch, eventually: Callable[..., None]
 ) -> None:
-    """ipykernel >= 7: a thread's widget messages carry that thread's parent header; the
-    monitor makes it the header of the request (cell) that registered the callback."""
+    """ipykernel >= 7: a thread's widget messages carry that thread's parent header. The
+    monitor sets it before calling back: the request the kernel serves now (whose messages
+    nbclient records), else the one that registered the callback."""
     parent_var: contextvars.ContextVar[Any] = contextvars.ContextVar("shell_parent")
     thread_parents: list[Any] = []
 
     class Kernel:
         _shell_parent = parent_var
+        _shell_context: contextvars.Context | None = None
 
         def get_parent(self, channel: str = "shell") -> Any:
             return parent_var.get(None)
@@ -152,13 +154,19 @@ def test_the_monitor_thread_sends_with_the_parent_of_the_cell_that_watched(
 
     shell = Shell()
     monkeypatch.setattr("IPython.get_ipython", lambda: shell)
-    cell_a = {"header": {"msg_id": "cell-a"}}
-    parent_var.set(cell_a)  # the kernel is running cell A
+    cell_a, cell_b = {"header": {"msg_id": "cell-a"}}, {"header": {"msg_id": "cell-b"}}
+    parent_var.set(cell_a)  # the kernel runs cell A (a kernel that keeps no main context)
     run = gbm.submit(pd.DataFrame({"q": ["a", "b"]}), "q")
     seen: list[Any] = []
     run.watch(lambda r, e: seen.append(shell.kernel.get_parent()))
-    parent_var.set({"header": {"msg_id": "cell-b"}})  # meanwhile another cell runs
     eventually(lambda: bool(seen), "the monitor never called back")
-    assert {p["header"]["msg_id"] for p in seen} == {"cell-a"}
-    assert thread_parents and thread_parents[0] is cell_a
+    assert seen[0] is cell_a and thread_parents[0] is cell_a  # the watching cell's
+    # the kernel now serves cell B (ipykernel >= 7 keeps it in its main context)
+    parent_var.set(cell_b)
+    Kernel._shell_context = contextvars.copy_context()
+    seen.clear()
+    other = gbm.submit(pd.DataFrame({"q": ["c"]}), "q")
+    other.watch(lambda r, e: seen.append(shell.kernel.get_parent()))
+    eventually(lambda: bool(seen), "the monitor never called back")
+    assert {p["header"]["msg_id"] for p in seen} == {"cell-b"}
     assert re.fullmatch(r"[0-9a-f]+", run.run_id)
