@@ -95,7 +95,7 @@ def estimate_html(est: Any) -> str:
     ``gembatch-estimate``, ``gembatch-estimate-headline``.
     """
     cells = "".join(
-        f"<tr><th style='text-align:left;padding:1px 14px 1px 0;font-weight:600;"
+        f"<tr style='background:none'><th style='text-align:left;padding:1px 14px 1px 0;font-weight:600;"
         f"color:var(--jp-ui-font-color2,#59636e);white-space:nowrap;border:none;"
         f"background:none'>{_dollars(k)}</th>"
         f"<td style='text-align:left;padding:1px 0;border:none;background:none'>"
