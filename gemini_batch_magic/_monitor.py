@@ -159,7 +159,7 @@ def _as_parent(fallback: Any) -> Any:
     shell = ip.get_ipython() if ip is not None else None
     kernel = getattr(shell, "kernel", None)
     parent = _served_parent(kernel) or fallback
-    if kernel is None or not parent:
+    if shell is None or kernel is None or not parent:
         yield
         return
     undo: list[Callable[[], Any]] = []

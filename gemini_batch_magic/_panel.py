@@ -101,23 +101,23 @@ class JobsPanel(PanelWidget):
     def _rows(self) -> None:
         frame = _runs.runs().head(_MAX_ROWS)
         rows = []
-        for r in frame.itertuples(index=False):
-            answered = int(r.succeeded) + int(r.failed)
-            done = r.state in ("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED")
+        for r in frame.to_dict("records"):
+            state, total = str(r["state"]), int(r["rows"])
+            answered = int(r["succeeded"]) + int(r["failed"])
+            done = state in ("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED")
             known = done or answered > 0
-            cost = None if pd.isna(r.est_cost_usd) else float(r.est_cost_usd)
+            cost = None if pd.isna(r["est_cost_usd"]) else float(r["est_cost_usd"])
             rows.append({
-                "id": r.run_id, "name": r.name, "parent": r.parent_id or "",
-                "state": r.state, "tone": _TONE.get(r.state, "neutral"),
-                "progress": (f"{answered:,} / {int(r.rows):,}" if known
-                             else progress_text(r.state, int(r.rows), 0, 0)),
-                "percent": (100.0 if r.state == "SUCCEEDED" else
-                            100.0 * answered / int(r.rows) if int(r.rows) else 100.0)
-                           if known else None,
-                "ok": f"{int(r.succeeded):,}" if known else "–",
-                "failed": int(r.failed) if known else None,
-                "rows": f"{int(r.rows):,}", "model": r.model,
-                "created": pd.Timestamp(r.created).timestamp(), "cost": format_money(cost),
+                "id": r["run_id"], "name": r["name"], "parent": r["parent_id"] or "",
+                "state": state, "tone": _TONE.get(state, "neutral"),
+                "progress": (f"{answered:,} / {total:,}" if known
+                             else progress_text(state, total, 0, 0)),
+                "percent": (100.0 if state == "SUCCEEDED" else
+                            100.0 * answered / total if total else 100.0) if known else None,
+                "ok": f"{int(r['succeeded']):,}" if known else "–",
+                "failed": int(r["failed"]) if known else None,
+                "rows": f"{total:,}", "model": r["model"],
+                "created": pd.Timestamp(r["created"]).timestamp(), "cost": format_money(cost),
                 "live": not done,
             })
         live = {row["id"] for row in rows if row["live"]}

@@ -52,11 +52,11 @@ class PanelWidget(_Base):  # type: ignore[misc]
         _esm = STATIC / "panel.js"
         _css = STATIC / "panel.css"
 
-        rows = t.List([]).tag(sync=True)
+        rows: t.List[Any] = t.List([]).tag(sync=True)
         now = t.Float(0.0).tag(sync=True)
         selected = t.Unicode("").tag(sync=True)
         details = t.Dict({}).tag(sync=True)
-        frames = t.List([]).tag(sync=True)
+        frames: t.List[Any] = t.List([]).tag(sync=True)
         default_model = t.Unicode("").tag(sync=True)
         estimate = t.Dict({}).tag(sync=True)
         status = t.Dict({}).tag(sync=True)

@@ -32,7 +32,7 @@ try:  # the one guarded import, as in tqdm.notebook: fail when a widget is built
     import anywidget
     import traitlets as t
 except ImportError:  # pragma: no cover - anywidget is a dependency of the package
-    anywidget = None
+    anywidget = None  # type: ignore[assignment]
 
 __all__ = ["ProgressWidget", "WidgetProgress", "preview_table"]
 
@@ -232,19 +232,23 @@ class ProgressWidget(_Base):  # type: ignore[misc]
         messages sent from the monitor's thread (Colab) catches up.
         """
         if self.live and time.monotonic() - self._seen_poll >= self._quiet:
-            before = (self.run.state, tuple(self.run.stats))
+            before = self._fingerprint()
             try:
                 self.run.refresh()
                 self.last_error = None
             except Exception as exc:  # shown on the widget; the next pull tries again
                 self.last_error = redact(exc)
-            changed = before != (self.run.state, tuple(self.run.stats))
+            changed = before != self._fingerprint()
             self._quiet = _SELF_REFRESH[0] if changed else min(self._quiet * 1.5,
                                                                _SELF_REFRESH[1])
             self._seen_poll = time.monotonic()
         with self._lock:
             self.update()
             self.send_state()
+
+    def _fingerprint(self) -> tuple[Any, ...]:
+        st = self.run.stats
+        return (self.run.state, st.total, st.succeeded, st.failed)
 
     def _cancel(self) -> None:
         try:

@@ -68,13 +68,15 @@ class RunsTable:
     def rows(self, now: float | None = None) -> list[dict[str, str]]:
         """One dict of short texts per run (the compact columns)."""
         out = []
-        for r in self.frame.itertuples(index=False):
+        for r in self.frame.to_dict("records"):
+            cost = r["est_cost_usd"]
             out.append({
-                "id": str(r.run_id), "name": str(r.name), "state": str(r.state),
-                "progress": progress_text(r.state, int(r.rows), int(r.succeeded), int(r.failed)),
-                "rows": f"{int(r.rows):,}", "model": str(r.model),
-                "age": relative_time(_epoch(r.created), now, suffix=""),
-                "cost": format_money(None if pd.isna(r.est_cost_usd) else float(r.est_cost_usd)),
+                "id": str(r["run_id"]), "name": str(r["name"]), "state": str(r["state"]),
+                "progress": progress_text(str(r["state"]), int(r["rows"]), int(r["succeeded"]),
+                                          int(r["failed"])),
+                "rows": f"{int(r['rows']):,}", "model": str(r["model"]),
+                "age": relative_time(_epoch(r["created"]), now, suffix=""),
+                "cost": format_money(None if pd.isna(cost) else float(cost)),
             })
         return out
 

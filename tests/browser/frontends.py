@@ -100,7 +100,7 @@ def _write_lab_settings(config_dir: Path) -> None:
 
 
 def _opened(handles: list[Any], path: Path) -> Any:
-    handle = open(path, "wb")  # noqa: SIM115 - closed by the fixture, after the process
+    handle = open(path, "wb")
     handles.append(handle)
     return handle
 

@@ -15,6 +15,7 @@ import pytest
 import gemini_batch_magic as gbm
 from gemini_batch_magic import _magics
 from gemini_batch_magic.widgets import (
+    _notices,
     estimate_headline,
     estimate_html,
     manual_html,
@@ -23,7 +24,6 @@ from gemini_batch_magic.widgets import (
     relative_time,
     runs_table,
 )
-from gemini_batch_magic.widgets import _notices
 
 
 def _estimate(**changes: Any) -> Any:
