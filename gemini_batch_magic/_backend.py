@@ -30,7 +30,6 @@ import itertools
 import logging
 import os
 import secrets
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -235,12 +234,12 @@ def _start_embedded() -> str:
         _seam.emulator.start()
     if not _seam.notice_shown:
         _seam.notice_shown = True
-        print(
-            "gemini_batch_magic: no GEMINI_API_KEY set, so batches run on the embedded local "
-            f"emulator ({_seam.emulator.url}). Its answers are SYNTHETIC (each prompt echoed "
-            "back), and nothing is billed. Set GEMINI_API_KEY to use Gemini.",
-            file=sys.stderr,
-        )
+        from .widgets import notice  # the one door to the views: a notice, not an error
+
+        notice(__name__,
+               "no GEMINI_API_KEY set, so batches run on the embedded local emulator "
+               f"({_seam.emulator.url}). Its answers are SYNTHETIC (each prompt echoed back), "
+               "and nothing is billed. Set GEMINI_API_KEY to use Gemini.")
     return str(_seam.emulator.url)
 
 

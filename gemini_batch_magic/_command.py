@@ -98,7 +98,9 @@ def _line_parser() -> _Parser:
     p = _Parser(prog="%gembatch", add_help=True,
                 description="Manage batch runs: " + ", ".join(SUBCOMMANDS))
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
-    sub.add_parser("list", help="every run in the registry")
+    lst = sub.add_parser("list", help="every run in the registry")
+    lst.add_argument("--all", action="store_true", help="every column, not only those that "
+                                                        "fit 100 characters")
     for name, text in (("status", "refresh and show a run"),
                        ("cancel", "cancel a run"), ("retry", "retry the failed rows")):
         sub.add_parser(name, help=text).add_argument("run")

@@ -32,7 +32,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from traitlets import TraitError, TraitType, Undefined, default, validate
 from traitlets.config import Configurable
@@ -173,6 +173,22 @@ class OptionalFloat(Float):
         return super().validate(obj, value)
 
 
+class Bool(_Setting[bool]):
+    """True or False (``"false"``, ``"0"``, ``"no"``, ``"off"`` and their opposites too)."""
+
+    kind = "a bool"
+    _WORDS: ClassVar[dict[str, bool]] = {"true": True, "1": True, "yes": True, "on": True,
+                                         "false": False, "0": False, "no": False,
+                                         "off": False}
+
+    def validate(self, obj: Any, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in self._WORDS:
+            return self._WORDS[value.strip().lower()]
+        raise self.refuse(value, self.kind, f"{self.name} must be True or False, got {value!r}")
+
+
 class Folder(_Setting[Path]):
     """A folder, read as a :class:`pathlib.Path` with ``~`` expanded."""
 
@@ -220,6 +236,11 @@ class GemBatch(Configurable):
                                   "notebook, else confirm=True (Python) or --yes (magic, "
                                   "CLI). None turns the check off; max_cost still refuses "
                                   "outright.").tag(minimum=0.0)
+    push_updates = Bool(True, "The background monitor updates widgets from its thread after "
+                        "each poll. False: it only polls, and every widget is kept live by its "
+                        "front end asking the kernel for fresh state on a timer (the way it "
+                        "stays live in Colab and marimo, where messages from a thread do not "
+                        "render).")
 
     # -- defaults from the environment ------------------------------------------------------
     @default("model")

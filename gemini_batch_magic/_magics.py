@@ -73,10 +73,10 @@ The ``%gembatch`` line magic
 ============================
 
 ==============================  ================================================================
-``%gembatch list``              every run in the registry (a DataFrame, newest first)
+``%gembatch list``              every run, newest first, in 100 columns (``--all``: every column)
 ``%gembatch status RUN``        refresh and show one run (live widget in notebooks)
 ``%gembatch wait RUN``          block until the run is done (``--timeout SECONDS``);
-                                ``--all``: every live run, and every widget updated
+                                ``--all``: every live run, then one summary line each
 ``%gembatch results RUN``       the results DataFrame; ``-o VAR`` stores it instead,
                                 ``--partial`` returns what has arrived so far
 ``%gembatch cancel RUN``        cancel the run's live batch jobs (answers so far are kept)
@@ -99,7 +99,8 @@ Configuration
 Python code and magics always agree: ``model``, ``home``, ``backend``, ``poll_interval``,
 ``max_poll_interval``, ``inline_limit_bytes``, ``max_file_bytes``,
 ``max_requests_per_shard``, ``max_concurrent_shards``, ``retry_attempts``,
-``retry_initial_delay``, ``emulator_pending_seconds``, ``emulator_rate``. A bad value is
+``retry_initial_delay``, ``emulator_pending_seconds``, ``emulator_rate``,
+``push_updates``. A bad value is
 refused with a ``TraitError`` naming it and what is valid (IPython's ``%config`` prints it as
 an error).
 
@@ -246,10 +247,20 @@ class GemBatchMagics(Magics):
 
     # one _do_<name> method per subcommand (SUBCOMMANDS), handed the parsed line and namespace
     def _do_help(self, cmd: LineCommand, ns: dict[str, Any]) -> None:
-        print(__doc__)
+        from .widgets import manual_html, manual_text
 
-    def _do_list(self, cmd: LineCommand, ns: dict[str, Any]) -> pd.DataFrame:
-        return _runs.runs()
+        if in_notebook():
+            from IPython.display import display
+
+            display({"text/plain": manual_text(__doc__ or ""),
+                     "text/html": manual_html(__doc__ or "")}, raw=True)
+        else:
+            print(manual_text(__doc__ or ""))
+
+    def _do_list(self, cmd: LineCommand, ns: dict[str, Any]) -> Any:
+        from .widgets import runs_table
+
+        return runs_table(_runs.runs(), all_columns=cmd.all)
 
     def _do_panel(self, cmd: LineCommand, ns: dict[str, Any]) -> Any:
         from ._panel import JobsPanel
@@ -269,9 +280,10 @@ class GemBatchMagics(Magics):
     def _do_attach(self, cmd: LineCommand, ns: dict[str, Any]) -> Any:
         return self._deliver(_find_run(cmd, ns), cmd.out, show=True)
 
-    def _do_wait(self, cmd: LineCommand, ns: dict[str, Any]) -> pd.DataFrame | None:
+    def _do_wait(self, cmd: LineCommand, ns: dict[str, Any]) -> None:
         if cmd.all:
-            return _wait_all(cmd.timeout)
+            _wait_all(cmd.timeout)
+            return None
         _find_run(cmd, ns).wait(timeout=cmd.timeout)  # shows its own progress
         return None
 
@@ -297,14 +309,22 @@ def _show_widget(run: BatchRun) -> None:
     ProgressWidget(run, display_now=True)
 
 
-def _wait_all(timeout: float | None) -> pd.DataFrame:
-    """Wait for every live run, let every widget draw its final state; the run list."""
+def _wait_all(timeout: float | None) -> list[BatchRun]:
+    """Wait for every live run, let every widget draw its final state, then print one
+    summary line per run waited for; returns those runs."""
+    from .widgets import summary_line
+
     deadline = None if timeout is None else time.monotonic() + timeout
-    for run in _runs.live_runs():
+    waited = _runs.live_runs()
+    for run in waited:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         run.wait(timeout=left, progress=False)
     _monitor.wait_idle(None if deadline is None else max(0.0, deadline - time.monotonic()))
-    return _runs.runs()
+    if not waited:
+        print("no live runs: every run of the registry is done (%gembatch list shows them)")
+    for run in waited:
+        print(redact(summary_line(run)))
+    return waited
 
 
 def _find_run(cmd: LineCommand, ns: dict[str, Any]) -> BatchRun:

@@ -19,6 +19,19 @@ the views from the run's attributes. The thread
 The kernel is never blocked: the thread sleeps on a condition variable, and ``refresh()``
 is thread-safe (it holds the run's own lock).
 
+Where the callbacks run. In a Jupyter kernel the thread sets its own parent header before
+it calls any callback (``shell.set_thread_parent`` and the kernel's shell parent of this
+thread, which ipykernel >= 7 sends a thread's output and widget messages with): the
+request the kernel serves now, or, before the kernel has served any, the request (cell)
+that registered the callback (noted by :meth:`Monitor.watch`). Widget messages are routed
+by comm id, not by cell, so any live request renders them in JupyterLab and Notebook; the
+request being served now is the one whose messages nbclient and papermill record, so a
+saved notebook keeps each widget's final state. A thread without a parent header is what
+older kernels dropped. With
+``settings.push_updates`` False the thread calls no callback at all: it only polls (runs
+stay current, results are downloaded as soon as a shard ends), and views are kept live by
+their front end asking the kernel for fresh state (see ``gemini_batch_magic.widgets``).
+
 Like tqdm's ``TMonitor``, the monitor never imports its users: it knows runs by duck type
 (:class:`Watchable`) and lists batches through the backend. The module-level functions
 (:func:`watch`, :func:`unwatch`, :func:`poll_now`, :func:`wait_idle`, :func:`watched_runs`,
@@ -29,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -105,6 +119,66 @@ class _Entry:
     polled: bool = False  #: polled (and callbacks told) since the last watch()
     told_done: bool = False  #: the callbacks have seen the run done (it may be dropped)
     generation: int = 0  #: bumped by watch(), so a poll racing with it does not count
+    #: the kernel request (cell) that registered each callback: its parent header, or None
+    #: (the thread's parent before the kernel has served a request of its own)
+    parents: dict[Callback, Any] = field(default_factory=dict)
+
+
+def _kernel_parent() -> Any:
+    """The parent header of the kernel request running now (None outside a Jupyter kernel).
+
+    Read through ``sys.modules``, like ``_env.in_notebook``: the engine imports no notebook
+    library, it only talks to one that is already running.
+    """
+    ip: Any = sys.modules.get("IPython")
+    shell = ip.get_ipython() if ip is not None else None
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None or not hasattr(kernel, "get_parent"):
+        return None
+    with contextlib.suppress(Exception):
+        return kernel.get_parent("shell") or None
+    return None
+
+
+def _served_parent(kernel: Any) -> Any:
+    """The parent header of the request the kernel serves now (its last ``set_parent``),
+    read from the kernel's main context: a new thread has no value of its own."""
+    context, var = getattr(kernel, "_shell_context", None), getattr(kernel, "_shell_parent", None)
+    if context is not None and var is not None:
+        with contextlib.suppress(Exception):
+            return context[var] or None
+    return None
+
+
+@contextlib.contextmanager
+def _as_parent(fallback: Any) -> Any:
+    """Run the block with the kernel's current request (else ``fallback``) as this thread's
+    parent header (ipykernel >= 7: the thread's output, display and comm messages then
+    belong to that request)."""
+    ip: Any = sys.modules.get("IPython")
+    shell = ip.get_ipython() if ip is not None else None
+    kernel = getattr(shell, "kernel", None)
+    parent = _served_parent(kernel) or fallback
+    if shell is None or kernel is None or not parent:
+        yield
+        return
+    undo: list[Callable[[], Any]] = []
+    try:
+        tokens = shell.set_thread_parent(parent) if hasattr(shell, "set_thread_parent") else None
+        if tokens is not None:
+            undo.append(lambda: shell.reset_thread_parent(tokens))
+        var = getattr(kernel, "_shell_parent", None)  # what kernel.get_parent() reads
+        if var is not None and hasattr(var, "set"):
+            token = var.set(parent)
+            undo.append(lambda: var.reset(token))
+    except Exception:  # an older or unusual kernel: the messages keep ipykernel's default
+        _log.debug("could not set the thread's parent header", exc_info=True)
+    try:
+        yield
+    finally:
+        for step in reversed(undo):
+            with contextlib.suppress(Exception):
+                step()
 
 
 def _fingerprint(run: Watchable) -> tuple[Any, ...]:
@@ -132,6 +206,7 @@ class Monitor:
                     run=run, interval=settings.poll_interval, fingerprint=_fingerprint(run))
             if callback is not None and callback not in entry.callbacks:
                 entry.callbacks.append(callback)
+                entry.parents[callback] = _kernel_parent()
             entry.polled = False  # poll (again) and tell every callback, new ones included
             entry.generation += 1
             entry.due = 0.0
@@ -155,6 +230,7 @@ class Monitor:
             else:
                 with contextlib.suppress(ValueError):
                     entry.callbacks.remove(callback)
+                entry.parents.pop(callback, None)
             self._cond.notify_all()
 
     def reset(self) -> None:
@@ -207,9 +283,12 @@ class Monitor:
     # -- the thread ---------------------------------------------------------------------
     @staticmethod
     def _notify(entry: _Entry, error: BaseException | None) -> None:
+        if not settings.push_updates:  # the views pull from their front end instead
+            return
         for cb in list(entry.callbacks):
             try:
-                cb(entry.run, error)
+                with _as_parent(entry.parents.get(cb)):
+                    cb(entry.run, error)
             except Exception:  # a broken view must not stop the others
                 _log.exception("gemini_batch_magic monitor callback failed")
 

@@ -2,38 +2,45 @@
 
 An adapter, beside the magics, the accessor and the CLI: it uses only the engine's public
 functions (:func:`runs`, :func:`attach`, :func:`estimate`, :func:`submit`, ``settings``)
-and the run's public API, and shows each run with the views' pieces. ``gbm.panel()`` and
-``%gembatch panel`` build it. Stable CSS classes: ``gembatch-panel``, ``gembatch-panel-row``,
-``gembatch-run-<run id>``, ``gembatch-<action>`` on each button.
+and the run's public API, and draws through the view
+:class:`~gemini_batch_magic.widgets.PanelWidget` (an anywidget: a table with a header
+row, the selected run's details and actions, the submit form). ``gbm.panel()`` and
+``%gembatch panel`` build it.
+
+It stays live as the progress widget does: the monitor pushes after each poll of a live
+run it lists (unless ``push_updates`` is off), and the front end pulls every two seconds
+while a listed run is live. Stable CSS classes: ``gembatch-panel``, ``gembatch-run-<run
+id>`` on each row, ``gembatch-<action>`` on each button.
 """
 
 from __future__ import annotations
 
-import html
+import inspect
+import re
+import time
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-try:
-    import ipywidgets as w
-except ImportError as exc:  # pragma: no cover - ipywidgets is a dependency
-    raise ImportError(
-        "the jobs panel needs ipywidgets>=8.1 (a dependency of gemini_batch_magic), which is "
-        "not importable here: reinstall gemini_batch_magic, or install 'ipywidgets>=8.1', and "
-        "restart the kernel; gbm.runs() lists the same runs as a DataFrame"
-    ) from exc
+import gemini_batch_magic._runs as _runs
 
 from ._config import settings
-from ._runs import attach, estimate, runs, submit
 from ._secrets import redact
-from .widgets import ProgressWidget, bar_style, box_mimebundle, state_badge
+from .widgets import estimate_headline, estimate_html, format_money, relative_time
+from .widgets._panel_widget import PanelWidget
+from .widgets._tables import progress_text
 
 if TYPE_CHECKING:
     from ._runs import BatchRun
 
-__all__ = ["JobsPanel"]
+__all__ = ["JobsPanel", "input_frames"]
 
-_MAX_ROWS = 25
+_MAX_ROWS = 50
+_TONE = {"SUCCEEDED": "success", "FAILED": "danger", "EXPIRED": "danger",
+         "CANCELLED": "warning", "RUNNING": "info"}
+#: Columns every results DataFrame has: such a frame is not offered as an input.
+_RESULT_COLUMNS = {"response", "error"}
+_SELF_REFRESH = (2.0, 30.0)
 
 
 def _user_ns() -> dict[str, Any]:
@@ -45,221 +52,257 @@ def _user_ns() -> dict[str, Any]:
     return shell.user_ns if shell is not None else {}
 
 
-def _message(kind: str, text: str) -> str:
-    colour = {"error": "#dc3545", "ok": "#198754"}.get(kind, "inherit")
-    return f"<small style='color:{colour}'>{html.escape(redact(text))}</small>"
+def input_frames(namespace: dict[str, Any]) -> list[str]:
+    """Names of the namespace's DataFrames that can be submitted: not private (``_x``) and
+    not a run's results (those have ``response`` and ``error`` columns)."""
+    return sorted(k for k, v in namespace.items()
+                  if isinstance(v, pd.DataFrame) and not k.startswith("_")
+                  and not _RESULT_COLUMNS <= {str(c) for c in v.columns})
 
 
-class _RunRow:
-    """One run of the panel: facts, a small bar and the per-run actions."""
-
-    def __init__(self, panel: JobsPanel, run: BatchRun) -> None:
-        self.panel = panel
-        self.run = run
-        self.label = w.HTML(layout=w.Layout(width="22%"))
-        self.badge = w.HTML(layout=w.Layout(width="95px"))
-        self.bar = w.IntProgress(min=0, max=1, layout=w.Layout(width="12%"))
-        self.facts = w.HTML(layout=w.Layout(width="30%"))
-        self.refresh_button = self._button("↻", "Ask the service for the current state", "refresh")
-        self.cancel_button = self._button("Cancel", "Cancel the run's live batch jobs", "cancel")
-        self.retry_button = self._button("Retry failed", "Submit the failed rows again",
-                                         "retry")
-        self.var = w.Text(placeholder="variable", layout=w.Layout(width="90px"))
-        self.load_button = self._button("Load", "Put the results DataFrame in this variable",
-                                        "load")
-        self.box = w.HBox([self.label, self.badge, self.bar, self.facts, self.refresh_button,
-                           self.cancel_button, self.retry_button, self.var, self.load_button])
-        self.box.add_class("gembatch-panel-row")
-        self.box.add_class(f"gembatch-run-{run.run_id}")
-        self.update()
-        if not run.done:
-            run.watch(self._on_poll)
-
-    def _button(self, text: str, tip: str, action: str) -> w.Button:
-        b = w.Button(description=text, tooltip=tip, layout=w.Layout(width="auto"))
-        b.add_class(f"gembatch-{action}")
-        b.on_click(lambda _b: self.panel._act(self, action))
-        return b
-
-    def update(self) -> None:
-        run = self.run
-        st = run.stats
-        cost = f"${run.estimated_cost:,.4f}" if run.estimated_cost is not None else "?"
-        created = run.created.tz_convert(None).strftime("%Y-%m-%d %H:%M")
-        parent = f" ← {html.escape(run.parent_id)}" if run.parent_id else ""
-        with self.bar.hold_sync():
-            self.bar.max = max(st.total, 1)
-            self.bar.value = min(st.succeeded + st.failed, self.bar.max)
-            self.bar.bar_style = bar_style(run.state)
-        self.label.value = (f"<code>{html.escape(run.run_id)}</code> "
-                            f"{html.escape(run.display_name)}{parent}")
-        self.badge.value = state_badge(run.state)
-        self.facts.value = (
-            f"<small>{html.escape(run.model)} · {st.total} rows · {st.succeeded} ok, "
-            f"{st.failed} failed · {created} UTC · est. {cost}</small>")
-        self.cancel_button.disabled = run.done
-        self.retry_button.disabled = not run.done or (not st.failed and run.state == "SUCCEEDED")
-        self.load_button.disabled = not run.done
-
-    def _on_poll(self, run: BatchRun, error: BaseException | None) -> None:
-        self.update()
-        if error is not None:
-            self.panel.status.value = _message("error", f"{run.run_id}: {error}")
+def _variable_for(run: BatchRun) -> str:
+    """A variable name to suggest for a run's results: ``<name>_results``."""
+    base = re.sub(r"\W+", "_", run.display_name).strip("_").lower()
+    if not base or base[0].isdigit() or base == "gembatch":
+        base = f"run_{run.run_id[:6]}"
+    return f"{base}_results"
 
 
-class JobsPanel:
+class JobsPanel(PanelWidget):
     """Every run in the registry (newest first) with per-run actions, plus a submit form.
 
-    Per run: refresh, cancel, retry the failed rows, and load the results into a variable of
-    the notebook's namespace. The form submits a DataFrame of the namespace, with prompts
-    from a column or a ``{column}`` template: *Estimate* shows what it would send and cost,
-    *Submit* sends it and shows its live progress.
+    Click a row for its details and actions: refresh, cancel, retry the failed rows, load
+    the results into a variable of the notebook's namespace, copy the run id. The form
+    submits a DataFrame of the namespace (input frames only, not results), with prompts
+    from a column or a ``{column}`` template; it shows the estimate before its Submit
+    button. The same actions are methods: :meth:`act`, :meth:`estimate_form`,
+    :meth:`submit_form`.
     """
 
     def __init__(self, namespace: dict[str, Any] | None = None) -> None:
+        super().__init__()
         self.namespace = namespace if namespace is not None else _user_ns()
-        self.rows: list[_RunRow] = []
-        self.status = w.HTML()
-        self.reload_button = w.Button(description="Reload list", icon="refresh",
-                                      layout=w.Layout(width="auto"))
-        self.reload_button.on_click(lambda _b: self.reload())
-        self.table = w.VBox()
-        # the submit form
-        self.df_choice = w.Dropdown(description="DataFrame")
-        self.mode = w.ToggleButtons(options=["column", "template"], value="column",
-                                    description="prompts")
-        self.column = w.Dropdown(description="column")
-        self.template = w.Textarea(description="template", placeholder="Summarise: {text}",
-                                   layout=w.Layout(width="60%", display="none"))
-        self.model = w.Text(description="model", value=settings.model)
-        self.estimate_button = w.Button(description="Estimate", icon="calculator")
-        self.submit_button = w.Button(description="Submit", icon="paper-plane",
-                                      button_style="primary")
-        self.estimate_button.add_class("gembatch-estimate-button")
-        self.submit_button.add_class("gembatch-submit-button")
-        self.form_result = w.VBox()
-        self.df_choice.observe(self._on_df, names="value")
-        self.mode.observe(self._on_mode, names="value")
-        self.estimate_button.on_click(lambda _b: self._estimate())
-        self.submit_button.on_click(lambda _b: self._submit())
-        form = w.VBox([
-            w.HTML("<b>Submit a DataFrame</b>"),
-            self.df_choice, self.mode, self.column, self.template, self.model,
-            w.HBox([self.estimate_button, self.submit_button]), self.form_result,
-        ])
-        self.box = w.VBox([
-            w.HBox([w.HTML("<b>Gemini batch runs</b>"), self.reload_button]),
-            self.table, self.status, form,
-        ])
-        self.box.add_class("gembatch-panel")
+        self.runs: dict[str, BatchRun] = {}  #: the live runs listed, by run id
+        self._seen_poll = time.monotonic()
+        self._quiet = _SELF_REFRESH[0]
+        self.default_model = settings.model
         self.reload()
 
-    # -- the run list -------------------------------------------------------------------
+    # -- the run list ---------------------------------------------------------------------
     def reload(self) -> None:
         """Re-read the registry and the namespace's DataFrames."""
-        for row in self.rows:
-            row.run.unwatch(row._on_poll)
-        newest = runs()["run_id"].head(_MAX_ROWS)
-        self.rows = [_RunRow(self, attach(run_id)) for run_id in newest]
-        self.table.children = [row.box for row in self.rows] or [
-            w.HTML("<small>No runs yet: submit one below, with <code>%%gembatch</code> or "
-                   "<code>df.gembatch.submit(...)</code>.</small>")]
-        frames = sorted(k for k, v in self.namespace.items()
-                        if isinstance(v, pd.DataFrame) and not k.startswith("_"))
-        current = self.df_choice.value
-        self.df_choice.options = frames
-        if frames:
-            self.df_choice.value = current if current in frames else frames[0]
-        self._on_df()
+        self._rows()
+        self.frames = [{"name": name, "rows": len(self.namespace[name]),
+                        "columns": [str(c) for c in self.namespace[name].columns]}
+                       for name in input_frames(self.namespace)]
+        if self.selected:
+            self.on_select(self.selected)
 
-    def _act(self, row: _RunRow, action: str) -> None:
-        run = row.run
+    def _rows(self) -> None:
+        frame = _runs.runs().head(_MAX_ROWS)
+        rows = []
+        for r in frame.to_dict("records"):
+            state, total = str(r["state"]), int(r["rows"])
+            answered = int(r["succeeded"]) + int(r["failed"])
+            done = state in ("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED")
+            known = done or answered > 0
+            cost = None if pd.isna(r["est_cost_usd"]) else float(r["est_cost_usd"])
+            rows.append({
+                "id": r["run_id"], "name": r["name"], "parent": r["parent_id"] or "",
+                "state": state, "tone": _TONE.get(state, "neutral"),
+                "progress": (f"{answered:,} / {total:,}" if known
+                             else progress_text(state, total, 0, 0)),
+                "percent": (100.0 if state == "SUCCEEDED" else
+                            100.0 * answered / total if total else 100.0) if known else None,
+                "ok": f"{int(r['succeeded']):,}" if known else "–",
+                "failed": int(r["failed"]) if known else None,
+                "rows": f"{total:,}", "model": r["model"],
+                "created": pd.Timestamp(r["created"]).timestamp(), "cost": format_money(cost),
+                "live": not done,
+            })
+        live = {row["id"] for row in rows if row["live"]}
+        for run_id in list(self.runs):
+            if run_id not in live:
+                self.runs.pop(run_id).unwatch(self._on_poll)
+        for run_id in live - set(self.runs):
+            run = self.runs[run_id] = _runs.attach(run_id)
+            run.watch(self._on_poll)
+        with self.hold_sync():
+            self.rows = rows
+            self.now = time.time()
+            self.live = bool(live)
+
+    def _on_poll(self, run: BatchRun, error: BaseException | None) -> None:
+        """The monitor's callback (its thread): redraw the rows."""
+        self._seen_poll = time.monotonic()
+        with self._lock:
+            self._rows()
+            if run.run_id == self.selected:
+                self.on_select(run.run_id)
+            if error is not None:
+                self.say("error", f"{run.run_id}: could not check the status "
+                                  f"({redact(error)}); retrying")
+
+    def on_pull(self) -> None:
+        if self.runs and time.monotonic() - self._seen_poll >= self._quiet:
+            before = [(r.state, tuple(r.stats)) for r in self.runs.values()]
+            for run in list(self.runs.values()):
+                try:
+                    run.refresh()
+                except Exception as exc:
+                    self.say("error", f"{run.run_id}: could not check the status "
+                                      f"({redact(exc)}); retrying")
+            after = [(r.state, tuple(r.stats)) for r in self.runs.values()]
+            self._quiet = (_SELF_REFRESH[0] if before != after
+                           else min(self._quiet * 1.5, _SELF_REFRESH[1]))
+            self._seen_poll = time.monotonic()
+        self._rows()
+        if self.selected:
+            self.on_select(self.selected)
+
+    def on_reload(self) -> None:
+        self.reload()
+        self.say("info", f"{len(self.rows)} run{'s' if len(self.rows) != 1 else ''} listed")
+
+    # -- one run ----------------------------------------------------------------------------
+    def on_select(self, run_id: str) -> None:
+        if not run_id:
+            self.details = {}
+            return
+        run = self.runs.get(run_id) or _runs.attach(run_id)
+        st = run.stats
+        answered = st.succeeded + st.failed
+        created = run.created
+        facts = [
+            ("Run", run.run_id), ("Name", run.display_name), ("State", run.state),
+            ("Model", run.model),
+            ("Answers", f"{answered:,} / {st.total:,} · {st.succeeded:,} ok · "
+                        f"{st.failed:,} failed" if run.done or answered
+                        else f"{st.total:,} requests · counts arrive when the batch ends"),
+            ("Created", f"{created.strftime('%Y-%m-%d %H:%M:%S')} UTC "
+                        f"({relative_time(created.timestamp())})"),
+            ("Batch jobs", ", ".join(run.batch_names) or "not submitted yet"),
+            ("Estimated cost", format_money(run.estimated_cost)),
+        ]
+        if run.parent_id:
+            facts.append(("Retry of", run.parent_id))
+        actions = ["refresh"]
+        if not run.done:
+            actions.append("cancel")
+        if run.done and (st.failed or run.state != "SUCCEEDED"):
+            actions.append("retry")
+        if run.done:
+            actions.append("load")
+        previous = self.details.get("variable") if self.details.get("run_id") == run_id else None
+        self.details = {"run_id": run.run_id, "facts": [list(f) for f in facts],
+                        "error": redact(run.error or ""), "actions": actions,
+                        "variable": previous or _variable_for(run)}
+
+    def on_action(self, action: str, run_id: str, variable: str) -> None:
+        self.act(action, run_id, variable)
+
+    def act(self, action: str, run_id: str, variable: str = "") -> None:
+        """Do a detail action on ``run_id``: ``refresh``, ``cancel``, ``retry`` or ``load``
+        (the results into the namespace's ``variable``); the outcome is in ``status``."""
+        run = self.runs.get(run_id) or _runs.attach(run_id)
         try:
             if action == "refresh":
                 run.refresh()
-                self.status.value = _message("ok", f"{run.run_id}: {run.state}")
+                self.say("ok", f"{run.run_id}: {run.state}")
             elif action == "cancel":
                 run.cancel()
-                self.status.value = _message("ok", f"{run.run_id}: cancel requested "
-                                                   f"({run.state})")
+                self.say("ok", f"{run.run_id}: cancel requested ({run.state})")
             elif action == "retry":
                 child = run.retry_failed()
                 if child is None:
-                    self.status.value = _message("ok", f"{run.run_id}: no failed rows to retry")
+                    self.say("ok", f"{run.run_id}: no failed rows to retry")
                 else:
-                    self.reload()
-                    self.status.value = _message("ok", f"{run.run_id}: retry run "
-                                                       f"{child.run_id} submitted")
-                    return
+                    self.say("ok", f"{run.run_id}: retry run {child.run_id} submitted")
             elif action == "load":
-                name = row.var.value.strip()
+                name = variable.strip()
                 if not name.isidentifier():
                     raise ValueError(f"{name!r} is not a valid variable name; type one such "
-                                     "as results")
-                self.namespace[name] = run.result()
-                self.status.value = _message("ok", f"{run.run_id}: results in {name} "
-                                                   f"({len(self.namespace[name])} rows)")
+                                     f"as {_variable_for(run)}")
+                frame = run.result()
+                self.namespace[name] = frame
+                self.say("ok", f"{run.run_id}: results in {name} ({len(frame):,} rows)")
+            else:
+                raise ValueError(f"unknown action {action!r}; valid actions: refresh, "
+                                 "cancel, retry, load")
         except Exception as exc:
-            self.status.value = _message("error", f"{run.run_id}: {exc}")
-        row.update()
-
-    # -- the form -----------------------------------------------------------------------
-    def _on_df(self, _change: Any = None) -> None:
-        df = self.namespace.get(self.df_choice.value or "")
-        cols = [str(c) for c in df.columns] if isinstance(df, pd.DataFrame) else []
-        current = self.column.value
-        self.column.options = cols
-        if cols:  # keep the choice when the column still exists, else the first column
-            self.column.value = current if current in cols else cols[0]
-
-    def _on_mode(self, _change: Any = None) -> None:
-        template = self.mode.value == "template"
-        self.template.layout.display = None if template else "none"
-        self.column.layout.display = "none" if template else None
-
-    def _form_args(self) -> tuple[pd.DataFrame, dict[str, Any]]:
-        name = self.df_choice.value
-        df = self.namespace.get(name or "")
-        if not isinstance(df, pd.DataFrame):
-            raise ValueError("choose a DataFrame (define one in the notebook, then Reload list)")
-        options: dict[str, Any] = {"model": self.model.value.strip() or None}
-        if self.mode.value == "template":
-            options["template"] = self.template.value
-        else:
-            if not self.column.value:
-                raise ValueError(f"choose the column of {name} that holds the prompts")
-            options["prompt"] = self.column.value
-        return df, options
-
-    def _estimate(self) -> None:
-        try:
-            df, options = self._form_args()
-            est = estimate(df, options.pop("prompt", None), **options)
-        except Exception as exc:
-            self.form_result.children = [w.HTML(_message("error", str(exc)))]
-            return
-        self.form_result.children = [w.HTML(f"<small>{html.escape(str(est))}</small>"),
-                                     w.HTML(est._repr_html_())]
-
-    def _submit(self) -> None:
-        try:
-            df, options = self._form_args()
-            run = submit(df, options.pop("prompt", None), **options)
-        except Exception as exc:
-            self.form_result.children = [w.HTML(_message("error", str(exc)))]
-            return
-        self.form_result.children = [ProgressWidget(run, display_now=False).box]
+            self.say("error", f"{run.run_id}: {redact(exc)}")
         self.reload()
 
+    # -- the form -----------------------------------------------------------------------
+    def _form_args(self, form: dict[str, Any]) -> tuple[pd.DataFrame, str | None,
+                                                       dict[str, Any]]:
+        name = str(form.get("frame") or "")
+        df = self.namespace.get(name)
+        if not isinstance(df, pd.DataFrame):
+            raise ValueError("choose a DataFrame (define one in the notebook, then Reload)"
+                             if not name else f"{name} is no longer a DataFrame in the "
+                             "notebook: Reload the panel")
+        options: dict[str, Any] = {"model": str(form.get("model") or "").strip() or None}
+        if form.get("mode") == "template":
+            template = str(form.get("template") or "")
+            if not template.strip():
+                raise ValueError(f"write a template over the columns of {name}, e.g. "
+                                 f"Summarise: {{{df.columns[0]}}}" if len(df.columns)
+                                 else f"{name} has no columns")
+            return df, None, {**options, "template": template}
+        column = str(form.get("column") or "")
+        if column not in {str(c) for c in df.columns}:
+            raise ValueError(f"choose the column of {name} that holds the prompts")
+        return df, column, options
+
+    def on_estimate(self, form: dict[str, Any]) -> None:
+        self.estimate_form(form)
+
+    def estimate_form(self, form: dict[str, Any]) -> None:
+        """Fill ``estimate`` for ``form`` (nothing is sent)."""
+        try:
+            df, prompt, options = self._form_args(form)
+            est = _runs.estimate(df, prompt, **options)
+        except Exception as exc:
+            self.estimate = {"form": form, "error": redact(exc)}
+            return
+        label = (f"Submit {est.requests:,} requests (~{format_money(est.cost_usd)})"
+                 if est.cost_usd is not None else f"Submit {est.requests:,} requests")
+        self.estimate = {"form": form, "html": estimate_html(est), "submit_label": label,
+                         "headline": estimate_headline(est)}
+
+    def on_submit(self, form: dict[str, Any]) -> None:
+        self.submit_form(form)
+
+    def submit_form(self, form: dict[str, Any]) -> BatchRun | None:
+        """Submit ``form`` (the user saw its estimate: this is the confirmation)."""
+        try:
+            df, prompt, options = self._form_args(form)
+            if "confirm" in inspect.signature(_runs.submit).parameters:
+                options["confirm"] = True  # the estimate was on screen above the button
+            run = _runs.submit(df, prompt, **options)
+        except Exception as exc:
+            self.say("error", f"not submitted: {redact(exc)}")
+            return None
+        self.say("ok", f"run {run.run_id} submitted ({run.stats.total:,} requests to "
+                       f"{run.model}); it is the selected row")
+        self.estimate = {}
+        self.reload()
+        self.selected = run.run_id
+        return run
+
     # -- display ------------------------------------------------------------------------
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return box_mimebundle(self.box, self._text(), include, exclude)
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data = dict((bundle[0] if isinstance(bundle, tuple) else bundle) or {})
+        data["text/plain"] = self._text()
+        return data
 
     def _text(self) -> str:
         if not self.rows:
             return "gemini_batch_magic: no runs yet"
-        lines = [f"{r.run.run_id}  {r.run.state:<10} {r.run.stats.succeeded + r.run.stats.failed}"
-                 f"/{r.run.stats.total}  {r.run.model}  {r.run.display_name}" for r in self.rows]
+        lines = [f"{r['id']}  {r['state']:<10} {r['progress']:<18} {r['model']}  {r['name']}"
+                 for r in self.rows]
         return "\n".join(["gemini_batch_magic runs (newest first):", *lines])
 
     def __repr__(self) -> str:

@@ -191,14 +191,14 @@ class Estimate:
         )
 
     def _repr_html_(self) -> str:
-        import html
+        from .widgets import estimate_html  # the one door to the views
 
-        rows = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-            f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
-            for k, v in self.as_dict().items()
-        )
-        return f"<table class='gembatch-estimate'>{rows}</table>"
+        return estimate_html(self)  # type: ignore[no-any-return]
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from .widgets import estimate_html, estimate_text  # the one door to the views
+
+        return {"text/plain": estimate_text(self), "text/html": estimate_html(self)}
 
 
 def _fmt_bytes(n: int) -> str:

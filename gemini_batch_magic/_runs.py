@@ -26,7 +26,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -204,6 +203,13 @@ class BatchRun:
         from .widgets import run_mimebundle  # the one door to the views
 
         return run_mimebundle(self, include, exclude)  # type: ignore[no-any-return]
+
+    def widget(self) -> Any:
+        """A live progress widget of this run (an anywidget ``ProgressWidget``), for a cell's
+        last line in any front end, marimo included: ``run.widget()``."""
+        from .widgets import progress_widget  # the one door to the views
+
+        return progress_widget(self)
 
     # -- following it ----------------------------------------------------------------------
     def watch(self, callback: Callable[[BatchRun, BaseException | None], Any] | None = None
@@ -470,7 +476,9 @@ class BatchRun:
         merged = self._merged()
         failed = merged.index[merged["error"].notna()].to_numpy(dtype=np.int64)
         if not len(failed):
-            print(f"run {self.run_id}: no failed rows to retry", file=sys.stderr)
+            from .widgets import notice  # the one door to the views: a notice, not an error
+
+            notice(__name__, f"run {self.run_id}: no failed rows to retry")
             return None
         wanted = _plan.wire_keys(failed)
         prompts = self._sent_prompts(set(wanted))
@@ -557,7 +565,9 @@ def _submit_plan(
             f"an identical run already exists: {record.run_id} ({record.state}); "
             "returning it instead of paying twice (pass force=True to submit anew)"
         )
-        print(f"gemini_batch_magic: {run.notice}", file=sys.stderr)
+        from .widgets import notice  # the one door to the views: a notice, not an error
+
+        notice(__name__, run.notice)
         run._submission.resume_if_orphaned()
         return run
     state.fresh.add(record.run_id)

@@ -217,7 +217,12 @@ def test_every_subcommand(ip: InteractiveShell, emu: Any,
     ip.run_cell("%%gembatch run\nok line\nbad line [[fail]]\n")
     run = ip.user_ns["run"]
     listed = ip.run_line_magic("gembatch", "list")
-    assert listed["run_id"].tolist() == [run.run_id]
+    assert listed.frame["run_id"].tolist() == [run.run_id]
+    text = repr(listed)
+    assert text.split("\n")[0].split() == ["id", "name", "state", "progress", "rows", "model",
+                                           "age", "cost"]
+    assert run.run_id in text and max(map(len, text.splitlines())) <= 100
+    assert "backend" in repr(ip.run_line_magic("gembatch", "list --all"))
     assert ip.run_line_magic("gembatch", f"wait {run.run_id}") is None
     assert run.state == "SUCCEEDED"
     status = ip.run_line_magic("gembatch", "status run")  # a variable holding the run
@@ -239,20 +244,28 @@ def test_every_subcommand(ip: InteractiveShell, emu: Any,
     out = capsys.readouterr().out
     assert "external endpoint" in out and "API key from: no key" in out
     ip.run_line_magic("gembatch", "help")
-    assert "%%gembatch [OUT] [options]" in capsys.readouterr().out
+    manual = capsys.readouterr().out
+    assert "%%gembatch [OUT] [options]" in manual  # plain text in a terminal: no markup
+    assert "``" not in manual and ":class:" not in manual
 
 
 def test_wait_all_waits_for_every_run_and_widget(ip: InteractiveShell,
-                                                 emulator_factory: Any) -> None:
+                                                 emulator_factory: Any,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     emulator_factory(pending_seconds=0.2, rate=10)
     ip.run_cell("%%gembatch one\na\nb\n")
     ip.run_cell("%%gembatch two\nc\n")
     from gemini_batch_magic.widgets import ProgressWidget
 
     widget = ProgressWidget(ip.user_ns["one"], display_now=False)
-    table = ip.run_line_magic("gembatch", "wait --all")
-    assert table["state"].tolist() == ["SUCCEEDED", "SUCCEEDED"]
-    assert widget.bar.value == widget.bar.max == 2 and widget.bar.bar_style == "success"
+    capsys.readouterr()
+    assert ip.run_line_magic("gembatch", "wait --all") is None
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2, lines  # one summary line per run, nothing else
+    assert {line.split()[0] for line in lines} == {ip.user_ns["one"].run_id,
+                                                   ip.user_ns["two"].run_id}
+    assert all(" SUCCEEDED " in line and "answered (100%)" in line for line in lines)
+    assert widget.percent == 100.0 and widget.tone == "success"
     assert not _monitor.monitor_running()
     for name in ("one", "two"):
         ip.user_ns.pop(name)

@@ -84,40 +84,30 @@ def test_quickstart_runs_offline_and_ends_green(jupyter_dirs: Path) -> None:
     assert "<table" in labels and "confidence" in labels
     results = _text(_cell(nb, "%gembatch results"))
     assert "Simulated failure" in results  # the [[fail]] row carries its error
-    # the run list: every run finished
-    final = _text(_cell(nb, "%gembatch wait --all"))
-    assert final.count("SUCCEEDED") >= 6 and "PENDING" not in final and "RUNNING" not in final
+    # wait --all: one summary line per run it waited for; then the run list, all finished
+    waited = _text(_cell(nb, "%gembatch wait --all"))
+    assert "PENDING" not in waited and "RUNNING" not in waited and "Traceback" not in waited
+    final = _text([c for c in nb.cells if c.cell_type == "code"][-1])
+    assert final.count("SUCCEEDED") >= 5 and "PENDING" not in final and "RUNNING" not in final
 
     state = nb.metadata["widgets"][WIDGET_STATE]["state"]
 
-    def child_ids(model_id: str) -> list[str]:
-        children = state[model_id]["state"].get("children", [])
-        return [c.removeprefix("IPY_MODEL_") for c in children]
+    def of_class(name: str) -> list[str]:
+        return [k for k, m in state.items()
+                if m["state"].get("_anywidget_id", "").endswith(name)]
 
-    def progress_of(box_id: str) -> dict[str, Any]:
-        todo = [box_id]
-        while todo:
-            mid = todo.pop()
-            if state[mid]["model_name"] == "IntProgressModel":
-                return dict(state[mid]["state"])
-            todo.extend(child_ids(mid))
-        raise AssertionError(f"no progress bar under {box_id}")
-
-    boxes = [k for k, m in state.items()
-             if "gembatch-progress" in m["state"].get("_dom_classes", [])]
-    assert len(boxes) >= 6, "too few progress widgets were saved"
-    for box in boxes:
-        assert "gembatch-state-succeeded" in state[box]["state"]["_dom_classes"]
-        bar = progress_of(box)
-        assert bar["value"] == bar["max"] > 0 and bar["bar_style"] == "success", bar
+    progress = of_class("._progress_widget.ProgressWidget")
+    assert len(progress) >= 6, "too few progress widgets were saved"
+    for model_id in progress:
+        saved = state[model_id]["state"]
+        assert saved["state"] == "SUCCEEDED" and saved["tone"] == "success", saved
+        assert saved["percent"] == 100.0 and not saved["live"], saved
     # the cell that displays `run` shows one of those widgets, with a text fallback
     shown = [o for o in _outputs(_cell(nb, "run = reviews.gembatch.submit"))
              if WIDGET_VIEW in o.get("data", {})]
-    assert shown and shown[0]["data"][WIDGET_VIEW]["model_id"] in boxes
-    assert "answered" in shown[0]["data"]["text/plain"]
+    assert shown and shown[0]["data"][WIDGET_VIEW]["model_id"] in progress
+    assert "elapsed" in shown[0]["data"]["text/plain"]  # the summary line, for no-widget views
     # the jobs panel lists every run
-    panel = [k for k, m in state.items() if "gembatch-panel" in m["state"].get("_dom_classes", [])]
-    assert len(panel) == 1
-    rows = [k for k, m in state.items()
-            if "gembatch-panel-row" in m["state"].get("_dom_classes", [])]
+    [panel] = of_class("._panel.JobsPanel")
+    rows = state[panel]["state"]["rows"]
     assert len(rows) == 5  # sentiment, lines, summaries, labels and the retry

@@ -12,18 +12,18 @@ from typing import Any
 from .._env import in_notebook
 from ._text import ProgressView, RunView, TextProgress
 
-__all__ = ["auto_progress", "run_mimebundle"]
+__all__ = ["auto_progress", "progress_widget", "run_mimebundle"]
 
 
 def auto_progress(run: RunView) -> ProgressView:
     """A progress view of ``run`` (``update()``, ``close()``), already on screen: the widget
-    in a Jupyter kernel, else a :class:`~._text.TextProgress` on stderr (also when ipywidgets
+    in a Jupyter kernel, else a :class:`~._text.TextProgress` on stderr (also when anywidget
     cannot be imported)."""
     if in_notebook():
         try:
             from ._progress_widget import ProgressWidget
 
-            return ProgressWidget(run, display_now=True)
+            return ProgressWidget(run, display_now=True).view()
         except ImportError:
             pass
     return TextProgress(run)
@@ -46,3 +46,11 @@ def run_mimebundle(run: RunView, include: Any = None, exclude: Any = None) -> di
     except ImportError:
         return data
     return {**data, **widget._repr_mimebundle_(include=include, exclude=exclude)}
+
+
+def progress_widget(run: RunView) -> Any:
+    """A new :class:`~._progress_widget.ProgressWidget` of ``run``, not displayed: what
+    ``BatchRun.widget()`` returns (an anywidget, so every front end renders it, marimo too)."""
+    from ._progress_widget import ProgressWidget
+
+    return ProgressWidget(run, display_now=False)

@@ -1,92 +1,139 @@
-"""The live progress widget of one run (what ``run`` shows in a notebook).
+"""The live progress widget of one run (what ``run`` and ``run.widget()`` show in a notebook).
 
-A view: it is handed a run and reads the attributes :class:`~._text.RunView` lists; it
-follows the run through ``run.watch(callback)`` and imports no engine module.
+An anywidget: the state is the traitlets below, drawn by one small ES module
+(``static/progress.js``) with one stylesheet (``static/progress.css``), shipped with the
+package, no build step, nothing fetched from the network. It renders in JupyterLab,
+Notebook 7, VS Code, Colab and marimo.
+
+A view: it is handed a run and reads the attributes :class:`~._text.RunView` lists, and
+imports no engine module. Two ways keep it live:
+
+* **push** -- it asks its run to ``watch`` it; the background monitor calls it after each
+  poll and it redraws from that thread (JupyterLab, Notebook 7 and VS Code render that);
+* **pull** -- while the run is live, the ES module sends ``{"type": "pull"}`` every
+  ``pull_ms`` milliseconds; the kernel answers (while idle) by refreshing the run if no
+  poll has been seen for a while, then sending the whole drawn state. Colab and marimo do
+  not render messages sent from a thread; they render these replies.
+
+Both can run at once; ``%config GemBatch.push_updates = False`` leaves only the pull.
 """
 
 from __future__ import annotations
 
-import contextlib
-import html
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 from .._secrets import redact
-from ._parts import bar_style, box_mimebundle, state_badge
-from ._text import Eta, RunView, format_duration, summary_line
+from ._text import Eta, RunView, facts, summary_line
 
 try:  # the one guarded import, as in tqdm.notebook: fail when a widget is built, not here
-    import ipywidgets as w
-except ImportError:  # pragma: no cover - ipywidgets is a dependency of the package
-    w = None  # type: ignore[assignment]
+    import anywidget
+    import traitlets as t
+except ImportError:  # pragma: no cover - anywidget is a dependency of the package
+    anywidget = None  # type: ignore[assignment]
 
-__all__ = ["ProgressWidget", "preview_html"]
+__all__ = ["ProgressWidget", "WidgetProgress", "preview_table"]
 
+STATIC = Path(__file__).parent / "static"
 _PREVIEW_ROWS = 5
-_PREVIEW_CHARS = 80
+_PREVIEW_CHARS = 120
+#: The front end asks every this many ms; the kernel refreshes the run itself when it has
+#: seen no poll for ``_SELF_REFRESH`` seconds (backing off while nothing changes).
+PULL_MS = 1000
+_SELF_REFRESH = (1.0, 30.0)
+
+_MISSING = (
+    "ProgressWidget needs anywidget (a dependency of gemini_batch_magic) which is not "
+    "importable here: reinstall gemini_batch_magic (or install 'anywidget>=0.9') and restart "
+    "the kernel; outside a notebook, gemini_batch_magic.widgets.TextProgress shows the same "
+    "progress as text")
 
 
-def _short(value: Any, limit: int = _PREVIEW_CHARS) -> Any:
-    if isinstance(value, str) and len(value) > limit:
-        return value[: limit - 1] + "…"
-    return value
+def _short(value: Any, limit: int = _PREVIEW_CHARS) -> str:
+    if value is None or value != value:  # None or NaN: an empty cell
+        return ""
+    text = str(value)
+    return text[: limit - 1] + "…" if len(text) > limit else text
 
 
-def preview_html(run: RunView, rows: int = _PREVIEW_ROWS) -> str:
-    """The first ``rows`` answers of a finished run as a small HTML table."""
+def preview_table(run: RunView, rows: int = _PREVIEW_ROWS) -> dict[str, Any]:
+    """The first ``rows`` answers of a finished run: ``columns``, ``rows`` (lists of short
+    strings, the row label first) and ``more`` (how many rows are not shown)."""
     frame = run.result()
     cols = [c for c in ("response", "error") if c in frame.columns]
-    head = frame[cols].head(rows).map(_short)
-    more = f"<div>… {len(frame) - rows} more rows: run.result()</div>" if len(frame) > rows else ""
-    table = head.to_html(classes="gembatch-preview", border=0, na_rep="")
-    return ("<div style='font-size:0.85em;line-height:1.25;max-height:14em;overflow:auto'>"
-            f"{redact(table)}{more}</div>")
+    if "error" in cols and not frame["error"].notna().any():
+        cols.remove("error")  # all answered: no empty column
+    head = frame[cols].head(rows)
+    label = str(frame.index.name) if frame.index.name is not None else "row"
+    return {
+        "columns": [label, *cols],
+        "rows": [[redact(_short(i)), *(redact(_short(v)) for v in values)]
+                 for i, values in zip(head.index, head.itertuples(index=False), strict=True)],
+        "more": max(0, len(frame) - rows),
+    }
 
 
-class ProgressWidget:
+if anywidget is not None:
+    _Base: Any = anywidget.AnyWidget
+else:  # pragma: no cover
+    _Base = object
+
+
+class ProgressWidget(_Base):  # type: ignore[misc]
     """Live progress of a :class:`~gemini_batch_magic.BatchRun`.
 
-    ``ProgressWidget(run)`` displays itself (``display_now=False`` to only build it); the
-    background monitor keeps it current until the run is done (``run.watch``), so it stays
-    live while the kernel runs other cells. ``update()`` redraws from the run, ``close()``
-    draws the final state and stops following (the widget stays on screen). Parts, for tests
-    and layouts: ``box`` (the VBox), ``badge``, ``bar`` (IntProgress of answered/total),
-    ``counts``, ``details`` (shards and batch names), ``cancel_button``, ``message``,
-    ``preview``; ``eta`` is its time-left estimator.
+    ``ProgressWidget(run)`` displays itself (``display_now=False`` only builds it; this is
+    what ``run.widget()`` returns). It follows the run until it is done (see the module
+    docstring), so it stays live while the kernel runs other cells. ``update()`` redraws
+    from the run, ``close()`` draws the final state and stops following (the widget stays
+    on screen). The drawn state is in the synced traits (``state``, ``tone``, ``percent``,
+    ``counts``, ``timing``, ``note``, ``message``, ``preview``, ...), which is also what
+    tests read; ``eta`` is its rate and time-left estimator.
+
+    Stable CSS classes: ``gembatch-progress`` (with ``gembatch-state-<state>``, lowercase),
+    ``gembatch-state`` (the badge), ``gembatch-bar``, ``gembatch-counts``,
+    ``gembatch-cancel``, ``gembatch-preview``.
+
+    ``update()`` and ``finish()`` are what ``run.wait`` drives, through :meth:`view` (whose
+    ``close()`` is ``finish()``; the widget's own ``close()`` is ipywidgets', which removes it).
     """
 
+    if anywidget is not None:
+        _esm = STATIC / "progress.js"
+        _css = STATIC / "progress.css"
+
+        run_id = t.Unicode("").tag(sync=True)
+        title = t.Unicode("").tag(sync=True)
+        model_name = t.Unicode("").tag(sync=True)
+        state = t.Unicode("").tag(sync=True)
+        tone = t.Unicode("neutral").tag(sync=True)
+        live = t.Bool(True).tag(sync=True)
+        counts_known = t.Bool(False).tag(sync=True)
+        percent = t.Float(None, allow_none=True).tag(sync=True)
+        counts = t.Unicode("").tag(sync=True)
+        failed = t.Int(0).tag(sync=True)
+        timing = t.Unicode("").tag(sync=True)
+        note = t.Unicode("").tag(sync=True)
+        message = t.Unicode("").tag(sync=True)
+        message_tone = t.Unicode("neutral").tag(sync=True)
+        details = t.Unicode("").tag(sync=True)
+        preview = t.Dict({}).tag(sync=True)
+        pull_ms = t.Int(PULL_MS).tag(sync=True)
+
     def __init__(self, run: RunView, display_now: bool = True) -> None:
-        if w is None:
-            raise ImportError(
-                "ProgressWidget needs ipywidgets>=8.1, a dependency of gemini_batch_magic that "
-                "is not importable here: reinstall gemini_batch_magic (or install "
-                "'ipywidgets>=8.1') and restart the kernel; outside a notebook, "
-                "gemini_batch_magic.widgets.TextProgress shows the same progress as text")
+        if anywidget is None:
+            raise ImportError(_MISSING)
+        super().__init__()
         self.run = run
         self.eta = Eta()
         self.last_error: str | None = None
-        self._state_class: str | None = None
         self._preview_state: str | None = None
-        self._lock = threading.RLock()  # the monitor thread and wait() both redraw
-        self.badge = w.HTML()
-        self.title = w.HTML()
-        self.bar = w.IntProgress(value=0, min=0, max=1, description="answered",
-                                 layout=w.Layout(width="45%"))
-        self.counts = w.HTML()
-        self.cancel_button = w.Button(description="Cancel", icon="stop", button_style="warning",
-                                      tooltip="Cancel every live batch job of this run",
-                                      layout=w.Layout(width="auto"))
-        self.cancel_button.add_class("gembatch-cancel")
-        self.cancel_button.on_click(self._on_cancel)
-        self.details = w.HTML()
-        self.message = w.HTML()
-        self.preview = w.HTML()
-        self.box = w.VBox([
-            w.HBox([self.badge, self.title]),
-            w.HBox([self.bar, self.counts, self.cancel_button]),
-            self.details, self.message, self.preview,
-        ])
-        self.box.add_class("gembatch-progress")
+        self._lock = threading.RLock()  # the monitor thread and the kernel both redraw
+        self._seen_poll = time.monotonic()
+        self._quiet = _SELF_REFRESH[0]
+        self.on_msg(self._on_msg)
         self.update()
         run.watch(self._on_poll)
         if display_now:
@@ -96,7 +143,7 @@ class ProgressWidget:
 
     # -- drawing ------------------------------------------------------------------------
     def update(self, error: BaseException | str | None = None) -> None:
-        """Redraw every part from the run's current attributes (one message per part).
+        """Redraw from the run's current attributes (one message for every change).
 
         ``error`` (a failed status check) is shown until a poll succeeds again.
         """
@@ -108,103 +155,142 @@ class ProgressWidget:
         if error is not None:
             self.last_error = redact(error)
         self.eta.observe(run)
-        st = run.stats
-        answered = st.succeeded + st.failed
-        state = run.state
-        left = "" if run.done else f", ~{format_duration(self.eta.left(run))} left"
+        f = facts(run, self.eta)
+        preview = self.preview
+        if run.done and run.state != self._preview_state:
+            self._preview_state = run.state  # the answers first, then the colour
+            preview = self._preview()
         names = run.batch_names
         shards = len(run.shards)
-        if state != self._preview_state and run.done:
-            # first the answers, then the colour: a green widget always has its preview
-            self._preview_state = state
-            self.preview.value = self._preview()
-        with contextlib.ExitStack() as stack:
-            for part in (self.badge, self.title, self.bar, self.counts, self.details,
-                         self.message, self.cancel_button):
-                stack.enter_context(part.hold_sync())
-            self.badge.value = state_badge(state)
-            self.title.value = (
-                f"<b>{html.escape(run.display_name)}</b> <code>{html.escape(run.run_id)}</code>"
-                f" · {html.escape(run.model)}")
-            self.bar.max = max(st.total, 1)
-            self.bar.value = min(answered, self.bar.max) if st.total else int(run.done)
-            self.bar.bar_style = bar_style(state)
-            self.counts.value = (
-                f"<span class='gembatch-counts'>{answered}/{st.total} answered · "
-                f"<span style='color:#198754'>{st.succeeded} ok</span> · "
-                f"<span style='color:#dc3545'>{st.failed} failed</span> · "
-                f"{format_duration(run.elapsed)} elapsed{left}</span>")
-            listed = ", ".join(html.escape(n) for n in names[:3]) or "not submitted yet"
-            if len(names) > 3:
-                listed += f", … ({len(names) - 3} more)"
-            self.details.value = (f"<small>{shards} shard{'s' if shards != 1 else ''}: "
-                                  f"{listed}</small>")
-            self.message.value = self._message_html()
-            self.cancel_button.disabled = run.done
-            self.cancel_button.layout.display = "none" if run.done else None
-        self._set_state_class(state)
+        listed = ", ".join(names[:3]) or "not submitted yet"
+        if len(names) > 3:
+            listed += f", … ({len(names) - 3} more)"
+        message, message_tone = self._message()
+        with self.hold_sync():
+            self.run_id = run.run_id
+            self.title = run.display_name
+            self.model_name = run.model
+            self.preview = preview
+            self.state = f.state
+            self.tone = f.tone
+            self.live = not run.done
+            self.counts_known = f.counts_known
+            self.percent = f.percent
+            self.counts = f.counts
+            self.failed = run.stats.failed
+            self.timing = f.timing
+            self.note = f.note
+            self.message = message
+            self.message_tone = message_tone
+            self.details = f"{shards} shard{'s' if shards != 1 else ''}: {listed}"
 
-    def _message_html(self) -> str:
+    def _message(self) -> tuple[str, str]:
         run = self.run
-        parts = []
-        if run.state in ("FAILED", "EXPIRED", "CANCELLED") and run.error:
-            parts.append(f"<span style='color:#dc3545'>{html.escape(redact(run.error))}"
-                         "</span>")
-        elif run.state == "SUCCEEDED" and run.stats.failed:
-            parts.append(f"{run.stats.failed} row(s) failed: see the <code>error</code> column, "
-                         "or retry them with <code>run.retry_failed()</code>")
         if self.last_error:
-            parts.append(f"<span style='color:#b35900'>could not check the status "
-                         f"({html.escape(self.last_error)}); retrying</span>")
+            return f"could not check the status ({self.last_error}); retrying", "warning"
+        if run.state in ("FAILED", "EXPIRED", "CANCELLED") and run.error:
+            return redact(run.error), "danger" if run.state != "CANCELLED" else "warning"
+        if run.state == "SUCCEEDED" and run.stats.failed:
+            n = run.stats.failed
+            return (f"{n:,} row{'s' if n != 1 else ''} failed: see the error column, or "
+                    "retry them with run.retry_failed()", "neutral")
         if run.notice:
-            parts.append(html.escape(redact(run.notice)))
-        return "<br>".join(f"<small>{p}</small>" for p in parts)
+            return redact(run.notice), "neutral"
+        return "", "neutral"
 
-    def _preview(self) -> str:
-        if self.run.state != "SUCCEEDED" and not (self.run.stats.succeeded
-                                                  or self.run.stats.failed):
-            return ""
+    def _preview(self) -> dict[str, Any]:
+        st = self.run.stats
+        if self.run.state != "SUCCEEDED" and not (st.succeeded or st.failed):
+            return {}
         try:
-            return preview_html(self.run)
+            return preview_table(self.run)
         except Exception as exc:  # results not readable (yet): say so, never raise here
-            return f"<small>no preview: {html.escape(redact(exc))}</small>"
-
-    def _set_state_class(self, state: str) -> None:
-        cls = f"gembatch-state-{state.lower()}"
-        if cls == self._state_class:
-            return
-        if self._state_class:
-            self.box.remove_class(self._state_class)
-        self.box.add_class(cls)
-        self._state_class = cls
+            return {"columns": [], "rows": [], "more": 0, "error": f"no preview: {redact(exc)}"}
 
     # -- events -------------------------------------------------------------------------
     def _on_poll(self, run: Any, error: BaseException | None) -> None:
+        """The monitor's callback (its thread): redraw, and note that a poll happened."""
+        self._seen_poll = time.monotonic()
         if error is None:
-            self.last_error = None  # the poll worked again
+            self.last_error = None
         self.update(error)
 
-    def _on_cancel(self, _button: Any = None) -> None:
-        self.cancel_button.disabled = True
+    def _on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        """Custom messages from the ES module: ``pull`` and ``cancel``."""
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "pull":
+            self.pull()
+        elif kind == "cancel":
+            self._cancel()
+
+    def pull(self) -> None:
+        """What the front end's timer asks for: fresh state, sent whole.
+
+        The run is refreshed here when no poll has been seen for a while (the monitor's
+        thread may be idle or its pushes switched off), backing off while nothing changes.
+        The whole drawn state is sent even if unchanged, so a front end that missed
+        messages sent from the monitor's thread (Colab) catches up.
+        """
+        if self.live and time.monotonic() - self._seen_poll >= self._quiet:
+            before = self._fingerprint()
+            try:
+                self.run.refresh()
+                self.last_error = None
+            except Exception as exc:  # shown on the widget; the next pull tries again
+                self.last_error = redact(exc)
+            changed = before != self._fingerprint()
+            self._quiet = _SELF_REFRESH[0] if changed else min(self._quiet * 1.5,
+                                                               _SELF_REFRESH[1])
+            self._seen_poll = time.monotonic()
+        with self._lock:
+            self.update()
+            self.send_state()
+
+    def _fingerprint(self) -> tuple[Any, ...]:
+        st = self.run.stats
+        return (self.run.state, st.total, st.succeeded, st.failed)
+
+    def _cancel(self) -> None:
         try:
             self.run.cancel()
         except Exception as exc:
-            self.update(exc)
-            self.cancel_button.disabled = self.run.done
-            return
+            self.last_error = redact(exc)
         self.update()
         self.run.watch(self._on_poll)  # already watched: the monitor polls it right away
 
-    def close(self) -> None:
-        """Draw the final state and stop following the run; the widget stays displayed."""
+    def finish(self) -> None:
+        """Draw the final state and stop following the run once it is done; the widget stays
+        displayed (``close()`` is ipywidgets' own: it removes the widget)."""
         self.update()
         if self.run.done:
             self.run.unwatch(self._on_poll)
 
+    def view(self) -> WidgetProgress:
+        """This widget as a progress view for ``run.wait(progress=...)``."""
+        return WidgetProgress(self)
+
     # -- display ------------------------------------------------------------------------
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return box_mimebundle(self.box, redact(summary_line(self.run, self.eta)),
-                              include, exclude)
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        data = dict(data or {})
+        data["text/plain"] = redact(summary_line(self.run, self.eta))
+        return data
 
     def __repr__(self) -> str:
         return f"<ProgressWidget {summary_line(self.run, self.eta)}>"
+
+
+class WidgetProgress:
+    """A :class:`ProgressWidget` as a progress view (``update()``, ``close()``): what
+    ``auto_progress`` hands ``BatchRun.wait``; ``close()`` draws the final state and leaves
+    the widget on screen."""
+
+    def __init__(self, widget: ProgressWidget) -> None:
+        self.widget = widget
+
+    def update(self) -> None:
+        self.widget.update()
+
+    def close(self) -> None:
+        self.widget.finish()

@@ -12,15 +12,21 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
 __all__ = [
+    "NO_COUNTS",
+    "TONES",
     "Eta",
+    "Facts",
     "ProgressView",
     "RunStatsView",
     "RunView",
     "TextProgress",
+    "facts",
     "format_duration",
+    "format_rate",
     "summary_line",
 ]
 
@@ -93,11 +99,11 @@ def format_duration(seconds: float | None) -> str:
 
 
 class Eta:
-    """The time left of one run, from the answer rate one view has seen.
+    """The answer rate and time left of one run, from what one view has seen.
 
     A view calls :meth:`observe` each time it draws; the first observation with answers is
-    the start of the rate, so :meth:`left` knows nothing before a second observation with
-    more answers. ``clock`` (seconds, monotonic by default) is for tests.
+    the start of the rate, so :meth:`rate` and :meth:`left` know nothing before a second
+    observation with more answers. ``clock`` (seconds, monotonic by default) is for tests.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -112,37 +118,107 @@ class Eta:
             if answered:
                 self._start = (self._clock(), answered)
 
+    def rate(self, run: RunView) -> float | None:
+        """Answers per second since the first answers were seen; None while unknown."""
+        if self._start is None:
+            return None
+        st = run.stats
+        started, first = self._start
+        since = st.succeeded + st.failed - first
+        if since <= 0:
+            return None  # needs two observations with answers in between
+        return since / max(self._clock() - started, 1e-3)
+
     def left(self, run: RunView) -> float | None:
         """Seconds until every request is answered; 0 when done; None while unknown."""
         if run.done:
             return 0.0
         st = run.stats
         answered = st.succeeded + st.failed
-        if self._start is None:
+        rate = self.rate(run)
+        if rate is None or st.total <= answered:
             return None
-        started, first = self._start
-        since = answered - first
-        if since <= 0 or st.total <= answered:
-            return None  # needs two observations with answers in between
-        rate = since / max(self._clock() - started, 1e-3)
         return (st.total - answered) / rate
 
 
-def summary_line(run: RunView, eta: Eta | None = None) -> str:
-    """One line, e.g. ``3f9a2c1b RUNNING 30/50 answered (60%): 29 ok, 1 failed | 0:12 elapsed,
-    ~0:08 left``; the time left is ``?`` without an ``eta`` that has seen answers come in."""
+#: The colour family of each state; a state this package does not know is ``neutral``.
+TONES = {"SUBMITTING": "neutral", "PENDING": "neutral", "RUNNING": "info",
+         "SUCCEEDED": "success", "FAILED": "danger", "EXPIRED": "danger",
+         "CANCELLED": "warning"}
+
+#: What a live run without counts says: the service reports them only when a batch ends.
+NO_COUNTS = "counts arrive when the batch ends"
+
+
+def format_rate(per_second: float) -> str:
+    """``290.4`` -> ``290/s``; ``0.5`` -> ``30/min``; ``2.25`` -> ``2.2/s``."""
+    if per_second >= 10:
+        return f"{per_second:,.0f}/s"
+    if per_second >= 1:
+        return f"{per_second:.1f}/s"
+    return f"{per_second * 60:,.0f}/min"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What every view of a run says, as text (the widget lays it out, the meter prints it).
+
+    ``percent`` is None when there is nothing honest to show: a live run whose service has
+    reported no counts yet (the real service reports them only when the batch ends).
+    """
+
+    state: str
+    tone: str  #: neutral, info, success, danger or warning
+    counts_known: bool
+    percent: float | None
+    counts: str  #: ``12,340 / 20,000 · 12,301 ok · 39 failed`` or ``20,000 requests``
+    timing: str  #: ``0:42 elapsed · 290/s · ~0:27 left``
+    note: str  #: e.g. :data:`NO_COUNTS`; empty when there is nothing to add
+
+
+def facts(run: RunView, eta: Eta | None = None) -> Facts:
+    """The :class:`Facts` of ``run`` now (``eta``: the viewer's rate, for rate and time left)."""
     st = run.stats
     answered = st.succeeded + st.failed
-    pct = 100.0 * answered / st.total if st.total else 100.0
-    parts = [
-        f"{run.run_id} {run.state:<9} {answered}/{st.total} answered ({pct:.0f}%):",
-        f"{st.succeeded} ok, {st.failed} failed",
-        f"| {format_duration(run.elapsed)} elapsed",
-    ]
-    if not run.done:
-        left = eta.left(run) if eta is not None else None
-        parts.append(f", ~{format_duration(left)} left")
-    return " ".join(parts).replace(" ,", ",")
+    state = run.state
+    known = run.done or answered > 0
+    if known:
+        pct = 100.0 * answered / st.total if st.total else 100.0
+        if state == "SUCCEEDED":
+            pct = 100.0
+        counts = f"{answered:,} / {st.total:,} · {st.succeeded:,} ok · {st.failed:,} failed"
+    else:
+        pct = None
+        counts = f"{st.total:,} request{'s' if st.total != 1 else ''}"
+    timing = [f"{format_duration(run.elapsed)} elapsed"]
+    if not run.done and eta is not None:
+        rate = eta.rate(run)
+        left = eta.left(run)
+        if rate is not None:
+            timing.append(format_rate(rate))
+        if left is not None:
+            timing.append(f"~{format_duration(max(left, 1.0))} left")
+    note = ""
+    if not known:
+        note = "creating the batch jobs" if state == "SUBMITTING" else NO_COUNTS
+    return Facts(state=state, tone=TONES.get(state, "neutral"), counts_known=known,
+                 percent=pct, counts=counts, timing=" · ".join(timing), note=note)
+
+
+def summary_line(run: RunView, eta: Eta | None = None) -> str:
+    """One line, e.g. ``3f9a2c1b RUNNING   30 / 50 answered (60%): 29 ok, 1 failed | 0:12
+    elapsed, 2.5/s, ~0:08 left``; rate and time left only once an ``eta`` has seen answers
+    come in. A live run without counts says so instead of guessing: ``3f9a2c1b RUNNING
+    20,000 requests, counts arrive when the batch ends | 0:12 elapsed``."""
+    f = facts(run, eta)
+    st = run.stats
+    answered = st.succeeded + st.failed
+    if f.counts_known:
+        what = (f"{answered:,}/{st.total:,} answered ({f.percent:.0f}%): "
+                f"{st.succeeded:,} ok, {st.failed:,} failed")
+    else:
+        what = f"{f.counts}, {f.note}"
+    return f"{run.run_id} {run.state:<9} {what} | {f.timing.replace(' · ', ', ')}"
 
 
 class TextProgress:

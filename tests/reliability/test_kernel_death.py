@@ -68,17 +68,18 @@ def test_killed_while_pending_new_kernel_attaches_widget_and_rows(
         from gemini_batch_magic.widgets import ProgressWidget
         run = gbm.attach(gbm.runs()["run_id"][0])
         widget = ProgressWidget(run, display_now=False)
-        print("BEFORE", widget.bar.bar_style, run.state)
+        print("BEFORE", widget.tone, run.state)
         deadline = time.monotonic() + 60
-        while widget.bar.bar_style != "success" and time.monotonic() < deadline:
+        while widget.tone != "success" and time.monotonic() < deadline:
             time.sleep(0.05)    # no wait(), no update(): the background monitor drives it
-        print("AFTER", widget.bar.bar_style, run.state, widget.bar.value, widget.bar.max)
+        print("AFTER", widget.tone, run.state, widget.percent, widget.counts.split(" · ")[0])
         """))
         out = k2.run(FINISH)
     before, after = shown.splitlines()[-2:]
     assert before.split()[2] in {"PENDING", "RUNNING"}
     # the widget built in the new kernel follows the run to the end on its own
-    assert after.split()[1:] == ["success", "SUCCEEDED", str(N_ROWS), str(N_ROWS)]
+    assert after.split()[1:] == ["success", "SUCCEEDED", "100.0", f"{N_ROWS:,}", "/",
+                                 f"{N_ROWS:,}"]
     assert out.split()[2] == run_id.split()[0]
     assert len(emulator.batches()) == 1
 

@@ -1,0 +1,5 @@
+"""Fixtures of the browser tests: see ``frontends.py``."""
+
+from frontends import browser, jupyter, marimo
+
+__all__ = ["browser", "jupyter", "marimo"]
