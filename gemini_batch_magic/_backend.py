@@ -59,6 +59,7 @@ __all__ = [
     "get_client",
     "is_retryable",
     "job_state",
+    "check_key",
     "key_fingerprint",
     "list_batches",
     "reset",
@@ -377,6 +378,19 @@ def _origin(source: str | None) -> str:
 def key_fingerprint() -> str | None:
     """The fingerprint of the key requests go with (None for an emulator without a key)."""
     return fingerprint(api_key()[0])
+
+
+def check_key(made_with: str | None, run_id: str) -> None:
+    """Refuse to follow a run made with another API key: the service shows a batch only to
+    the key that created it, so every call would answer 404."""
+    now = key_fingerprint()
+    if made_with and now != made_with:
+        raise BackendError(
+            f"run {run_id} was created with another API key (fingerprint {made_with}; this "
+            f"kernel's key: {now or 'none'}). The service shows a batch only to the key that "
+            "created it: set that key (GEMINI_API_KEY) and try again",
+            run_id=run_id, status="PERMISSION_DENIED",
+        )
 
 
 def with_retries(action: str, fn: Callable[[], Any], attempts: int | None = None, *,

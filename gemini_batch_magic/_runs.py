@@ -239,7 +239,7 @@ class BatchRun:
             book.reload()
             if self.done and all(s.results_file or s.state != "SUCCEEDED" for s in self.shards):
                 return self
-            self._check_key()
+            _backend.check_key(self.record.key_fp, self.run_id)
             changed = False
             for shard in book.record.shards:
                 if shard.batch_name is None:
@@ -288,18 +288,6 @@ class BatchRun:
             if shard.upload_name and not self.record.config.get("keep_inputs"):
                 _backend.delete_file(shard.upload_name)  # the user's 20 GB of File API storage
         return values
-
-    def _check_key(self) -> None:
-        """Refuse to poll a run made with another API key (the service would answer 404)."""
-        made_with = self.record.key_fp
-        now = _backend.key_fingerprint()
-        if made_with and now != made_with:
-            raise BackendError(
-                f"run {self.run_id} was created with another API key (fingerprint "
-                f"{made_with}; this kernel's key: {now or 'none'}). The service shows a batch "
-                "only to the key that created it: set that key (GEMINI_API_KEY) and try again",
-                run_id=self.run_id, code=None, status="PERMISSION_DENIED",
-            )
 
     def wait(
         self, timeout: float | None = None, *, poll_interval: float | None = None,
@@ -447,7 +435,7 @@ class BatchRun:
         book = self._book
         with book.lock:
             book.reload()
-            self._check_key()
+            _backend.check_key(self.record.key_fp, self.run_id)
             for shard in book.record.shards:
                 if not is_live(shard.state):
                     continue
@@ -481,7 +469,7 @@ class BatchRun:
             notice(__name__, f"run {self.run_id}: no failed rows to retry")
             return None
         wanted = _plan.wire_keys(failed)
-        prompts = self._sent_prompts(set(wanted))
+        prompts = _sent_prompts(self, set(wanted))
         plan = _plan.retry_plan(
             self.record.config, model=overrides.get("model") or self.model,
             prompts=[prompts[k] for k in wanted], positions=failed,
@@ -490,21 +478,21 @@ class BatchRun:
         )
         return _submit_plan(plan, parent=self, force=True, max_cost=None)
 
-    def _sent_prompts(self, wanted: set[str]) -> dict[str, str]:
-        """The prompts sent for these wire keys, read back from this run's request files."""
-        found: dict[str, str] = {}
-        for run in [self, *self._descendants()]:
-            folder = registry().run_dir(run.run_id)
-            paths = [folder / s.request_file for s in run.shards
-                     if (folder / s.request_file).exists()]
-            found.update(_requests.read_request_prompts(paths, wanted - set(found)))
-        missing = wanted - set(found)
-        if missing:
-            raise GemBatchError(
-                f"cannot retry run {self.run_id}: the request files of {len(missing)} rows are "
-                f"gone from {registry().run_dir(self.run_id)}", run_id=self.run_id,
-            )
-        return found
+def _sent_prompts(run: BatchRun, wanted: set[str]) -> dict[str, str]:
+    """The prompts sent for these wire keys, read back from this run's request files."""
+    found: dict[str, str] = {}
+    for one in [run, *run._descendants()]:
+        folder = registry().run_dir(one.run_id)
+        paths = [folder / s.request_file for s in one.shards
+                 if (folder / s.request_file).exists()]
+        found.update(_requests.read_request_prompts(paths, wanted - set(found)))
+    missing = wanted - set(found)
+    if missing:
+        raise GemBatchError(
+            f"cannot retry run {run.run_id}: the request files of {len(missing)} rows are "
+            f"gone from {registry().run_dir(run.run_id)}", run_id=run.run_id,
+        )
+    return found
 
 
 # --------------------------------------------------------------------------- making runs
