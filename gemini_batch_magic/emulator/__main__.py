@@ -17,6 +17,7 @@ DEFAULT_CLI_PENDING_SECONDS = 2.0
 def _build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog or "python -m gemini_batch_magic.emulator",
+        allow_abbrev=False,  # --fail would silently mean --fail-rate or --fail-batch-rate
         description=(
             "Run a local emulator of the Gemini Batch API and File API. The first line "
             "printed on stdout is the base URL; point the SDK at it with "
