@@ -357,13 +357,15 @@ def _person_can_answer() -> bool:
     allows input. JupyterLab, Notebook, VS Code and Colab send ``allow_stdin=True`` with a
     cell they run; nbclient, papermill and nbconvert send False (no one to ask), and a
     terminal or script has no kernel at all."""
-    if not in_notebook():
-        return False
     from IPython import get_ipython
 
+    # a kernel's shell has one, a terminal's not (Colab's shell is a subclass of the Jupyter
+    # one, under another class name: no test by name here)
     kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is None:
+        return False
     try:  # the request being run, as the Jupyter protocol sends it (ipykernel >= 6)
-        parent = kernel.get_parent("shell")  # type: ignore[union-attr]
+        parent = kernel.get_parent("shell")
     except (AttributeError, TypeError):
         parent = None
     if isinstance(parent, dict) and isinstance(parent.get("content"), dict):
