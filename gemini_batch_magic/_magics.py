@@ -201,13 +201,12 @@ class GemBatchMagics(Magics):
             try:
                 run = _runs.submit(cmd.df, cmd.prompt, **cmd.options.submit_kwargs())
             except ConfirmationRequired as exc:
-                if not _person_can_answer():
+                if not (_person_can_answer() and self._ask_to_confirm(cmd, exc)):
                     raise UsageError(confirm_message(
                         exc.estimate, settings.confirm_above,
                         "add --yes to the %%gembatch line to send it (max_cost still "
                         "refuses), or change %config GemBatch.confirm_above (None turns "
                         "it off)")) from None
-                self._ask_to_confirm(cmd, exc)
                 return None
             if not cmd.wait:
                 return self._deliver(run, cmd.out, show=True)
@@ -215,11 +214,14 @@ class GemBatchMagics(Magics):
         except GemBatchError as exc:
             raise _usage_error(exc) from None
 
-    def _ask_to_confirm(self, cmd: CellCommand, exc: ConfirmationRequired) -> None:
+    def _ask_to_confirm(self, cmd: CellCommand, exc: ConfirmationRequired) -> bool:
         """Show the estimate and a "Submit ($6.49)" button; a click sends the run (confirmed)
         and puts it in OUT. The cell itself has ended by then, so OUT gets the run even
-        with ``--wait``."""
-        from .widgets._confirm import ConfirmSubmit
+        with ``--wait``. False when no button can be shown (no ipywidgets)."""
+        try:
+            from .widgets._confirm import ConfirmSubmit
+        except ImportError:
+            return False
 
         options = dataclasses.replace(cmd.options, confirm=True)
         out = cmd.out
@@ -237,8 +239,12 @@ class GemBatchMagics(Magics):
             note = f"After Submit, {out} holds the run."
         else:
             note = "After Submit, %gembatch list shows the run."
-        ConfirmSubmit(exc.estimate, send, limit=settings.confirm_above,
-                      note=note + " Or run the cell again with --yes.")
+        try:
+            ConfirmSubmit(exc.estimate, send, limit=settings.confirm_above,
+                          note=note + " Or run the cell again with --yes.")
+        except ImportError:  # ipywidgets missing: the view says so when built
+            return False
+        return True
 
     def _wait_for_results(self, run: BatchRun, out: str | None) -> pd.DataFrame:
         """``--wait``: the results; on Ctrl-C, OUT still gets the run, which goes on."""
