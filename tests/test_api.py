@@ -12,7 +12,8 @@ from gemini_batch_magic import exceptions
 def test_public_names_are_pinned() -> None:
     assert sorted(gbm.__all__) == sorted([
         "BackendError", "BackendInfo", "BatchRun", "ColumnError", "ConfigError",
-        "ConfirmationRequired", "CostLimitError", "DuplicateKeyError", "EmptyPromptError", "Estimate", "GemBatchError",
+        "ConfirmationRequired", "RunNotDoneError",
+        "CostLimitError", "DuplicateKeyError", "EmptyPromptError", "Estimate", "GemBatchError",
         "InputError", "PromptTypeError", "RequestTooLargeError", "RunNotFoundError", "RunStats",
         "Settings", "TemplateError", "WaitTimeout", "attach", "backend_info", "configure",
         "estimate", "load_ipython_extension", "panel", "runs", "settings", "submit",
