@@ -16,7 +16,10 @@ from typing import Any
 from . import _accessor as _accessor  # registers df.gembatch
 from ._backend import BackendInfo, backend_info
 from ._config import Settings, configure, settings
-from ._runs import BatchRun, Estimate, RunStats, attach, estimate, runs, submit
+from ._options import checked_keywords as _checked_keywords
+from ._runs import BatchRun, Estimate, RunStats, attach, runs
+from ._runs import estimate as _estimate
+from ._runs import submit as _submit
 from .exceptions import (
     BackendError,
     ColumnError,
@@ -36,6 +39,10 @@ from .exceptions import (
 )
 
 __version__ = "0.1.0"
+
+# a misspelt keyword (temprature=0.2) is a TypeError naming the one meant, never ignored
+submit = _checked_keywords("gemini_batch_magic.submit")(_submit)
+estimate = _checked_keywords("gemini_batch_magic.estimate")(_estimate)
 
 __all__ = [
     "BackendError",

@@ -4,7 +4,9 @@ It keeps no state (pandas builds a new accessor on every attribute access), neve
 the DataFrame, and returns new objects. Its keywords are those of
 :func:`gemini_batch_magic.submit` and :func:`gemini_batch_magic.estimate`, written out so that
 ``df.gembatch.submit?`` and tab completion show them; their defaults and meaning are
-documented once, on :class:`~gemini_batch_magic._options.RunOptions`.
+documented once, on :class:`~gemini_batch_magic._options.RunOptions`. A misspelt keyword
+(``temprature=0.2``) raises a :class:`TypeError` naming the one meant (here:
+``generation_config={'temperature': 0.2}``), before anything is read or sent.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import pandas as pd
 # the engine modules by full name: "from . import" would read as importing the package,
 # whose __init__ imports this module
 import gemini_batch_magic._runs as _runs
+
+from ._options import checked_keywords
 
 __all__ = ["GemBatchAccessor"]
 
@@ -34,6 +38,7 @@ class GemBatchAccessor:
             raise AttributeError("df.gembatch works on DataFrames only")
         self._df = pandas_obj
 
+    @checked_keywords("df.gembatch.submit")
     def submit(
         self,
         prompt: str | None = None,
@@ -50,17 +55,22 @@ class GemBatchAccessor:
         name: str | None = None,
         on_empty: str = "raise",
         background: bool | None = None,
+        keep_inputs: bool = False,
+        confirm: bool = False,
     ) -> _runs.BatchRun:
         """Submit every row as one request; returns at once. See
-        :func:`gemini_batch_magic.submit`."""
+        :func:`gemini_batch_magic.submit`. A run estimated above ``confirm_above``
+        (``%config GemBatch.confirm_above``, USD) raises
+        :class:`~gemini_batch_magic.ConfirmationRequired` unless ``confirm=True``."""
         return _runs.submit(
             self._df, prompt, template=template, model=model, key=key,
             system_instruction=system_instruction, generation_config=generation_config,
             safety_settings=safety_settings, response_schema=response_schema,
             max_cost=max_cost, force=force, name=name, on_empty=on_empty,
-            background=background,
+            background=background, keep_inputs=keep_inputs, confirm=confirm,
         )
 
+    @checked_keywords("df.gembatch.estimate")
     def estimate(
         self,
         prompt: str | None = None,
@@ -82,6 +92,7 @@ class GemBatchAccessor:
             on_empty=on_empty,
         )
 
+    @checked_keywords("df.gembatch.run")
     def run(
         self,
         prompt: str | None = None,
@@ -98,6 +109,8 @@ class GemBatchAccessor:
         name: str | None = None,
         on_empty: str = "raise",
         background: bool | None = None,
+        keep_inputs: bool = False,
+        confirm: bool = False,
         timeout: float | None = None,
         join: bool = False,
     ) -> pd.DataFrame:
@@ -112,7 +125,7 @@ class GemBatchAccessor:
             system_instruction=system_instruction, generation_config=generation_config,
             safety_settings=safety_settings, response_schema=response_schema,
             max_cost=max_cost, force=force, name=name, on_empty=on_empty,
-            background=background,
+            background=background, keep_inputs=keep_inputs, confirm=confirm,
         )
         out = run.run_to_completion(timeout=timeout)
         return run.result(join=self._df) if join else out

@@ -10,7 +10,6 @@ help and raises :class:`HelpShown`. Nothing here sends anything.
 
 from __future__ import annotations
 
-import argparse
 import shlex
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -18,7 +17,7 @@ from typing import Any, NoReturn
 import pandas as pd
 from IPython.core.error import UsageError
 
-from ._options import RunOptions, add_run_arguments
+from ._options import RunOptions, StrictParser, add_run_arguments
 
 __all__ = ["SUBCOMMANDS", "CellCommand", "HelpShown", "LineCommand", "parse_cell",
            "parse_line"]
@@ -31,13 +30,9 @@ class HelpShown(Exception):
     """``--help`` was printed; there is nothing to run."""
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(StrictParser):
     """argparse that raises :class:`UsageError` instead of exiting, and takes no
-    abbreviations (``--temp`` is not ``--temperature``)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
+    abbreviations (``--temp`` is not ``--temperature``: the error names it)."""
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message} ({self.prog.split()[0]} --help lists the "

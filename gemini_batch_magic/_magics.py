@@ -64,6 +64,24 @@ Options:
     Display name of the run (and its batch jobs).
 ``--on-empty {raise,skip}``
     What to do with empty prompts (default ``raise``).
+``--yes``
+    Send even if the estimate is above ``confirm_above`` (default $5; see below).
+    ``--max-cost`` still refuses.
+``--keep-inputs``
+    Keep the request files uploaded to the File API (by default each is deleted once its
+    batch has ended, so the project's 20 GB of files do not fill up).
+
+Spending more than you meant
+----------------------------
+
+A run estimated above ``%config GemBatch.confirm_above`` (USD, default 5.0; ``None`` turns
+it off) is not sent at once. In JupyterLab, Notebook, VS Code or Colab the cell shows the
+estimate and a "Submit ($6.49)" button instead; clicking it sends the run (and puts it in
+``OUT``). Where no one can click (nbclient, papermill, nbconvert, a terminal) the cell fails
+with a ``UsageError`` naming ``--yes``. ``--max-cost USD`` refuses outright, confirmed or
+not. A template without any ``{column}`` placeholder is refused (it would send the same
+prompt for every row); options are never abbreviated (``--temp`` is an error naming
+``--temperature``), so a typo never sends.
 
 The line is expanded like any IPython line magic: ``$var`` and ``{var}`` take values from the
 namespace (``--name run_$day``, ``-m {model}``); write ``$$`` for a literal ``$``. The cell
@@ -100,7 +118,7 @@ Python code and magics always agree: ``model``, ``home``, ``backend``, ``poll_in
 ``max_poll_interval``, ``inline_limit_bytes``, ``max_file_bytes``,
 ``max_requests_per_shard``, ``max_concurrent_shards``, ``retry_attempts``,
 ``retry_initial_delay``, ``emulator_pending_seconds``, ``emulator_rate``,
-``push_updates``. A bad value is
+``confirm_above``, ``push_updates``. A bad value is
 refused with a ``TraitError`` naming it and what is valid (IPython's ``%config`` prints it as
 an error).
 
@@ -114,6 +132,7 @@ stops at that cell. The API key is never shown.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from typing import Any
@@ -137,9 +156,10 @@ from ._backend import backend_info
 from ._command import CellCommand, HelpShown, LineCommand, parse_cell, parse_line
 from ._config import settings
 from ._env import in_notebook
+from ._options import confirm_message
 from ._runs import BatchRun
-from ._secrets import redact
-from .exceptions import GemBatchError
+from ._secrets import KEY_VARS, redact
+from .exceptions import ConfirmationRequired, GemBatchError
 
 __all__ = ["GemBatchMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -178,12 +198,53 @@ class GemBatchMagics(Magics):
         try:
             if cmd.dry_run:
                 return self._dry_run(cmd)
-            run = _runs.submit(cmd.df, cmd.prompt, **cmd.options.submit_kwargs())
+            try:
+                run = _runs.submit(cmd.df, cmd.prompt, **cmd.options.submit_kwargs())
+            except ConfirmationRequired as exc:
+                if not (_person_can_answer() and self._ask_to_confirm(cmd, exc)):
+                    raise UsageError(confirm_message(
+                        exc.estimate, settings.confirm_above,
+                        "add --yes to the %%gembatch line to send it (max_cost still "
+                        "refuses), or change %config GemBatch.confirm_above (None turns "
+                        "it off)")) from None
+                return None
             if not cmd.wait:
                 return self._deliver(run, cmd.out, show=True)
             return self._deliver(self._wait_for_results(run, cmd.out), cmd.out, show=False)
         except GemBatchError as exc:
             raise _usage_error(exc) from None
+
+    def _ask_to_confirm(self, cmd: CellCommand, exc: ConfirmationRequired) -> bool:
+        """Show the estimate and a "Submit ($6.49)" button; a click sends the run (confirmed)
+        and puts it in OUT. The cell itself has ended by then, so OUT gets the run even
+        with ``--wait``. False when no button can be shown (no ipywidgets)."""
+        try:
+            from .widgets._confirm import ConfirmSubmit
+        except ImportError:
+            return False
+
+        options = dataclasses.replace(cmd.options, confirm=True)
+        out = cmd.out
+
+        def send() -> BatchRun:
+            run = _runs.submit(cmd.df, cmd.prompt, **options.submit_kwargs())
+            if out:
+                self._shell.push({out: run})
+            return run
+
+        if out and cmd.wait:
+            note = (f"After Submit, {out} holds the run (this cell has ended, so it cannot "
+                    f"wait): %gembatch results {out} once it is done.")
+        elif out:
+            note = f"After Submit, {out} holds the run."
+        else:
+            note = "After Submit, %gembatch list shows the run."
+        try:
+            ConfirmSubmit(exc.estimate, send, limit=settings.confirm_above,
+                          note=note + " Or run the cell again with --yes.")
+        except ImportError:  # ipywidgets missing: the view says so when built
+            return False
+        return True
 
     def _wait_for_results(self, run: BatchRun, out: str | None) -> pd.DataFrame:
         """``--wait``: the results; on Ctrl-C, OUT still gets the run, which goes on."""
@@ -271,7 +332,7 @@ class GemBatchMagics(Magics):
         info = backend_info()
         print(redact(
             f"{info.describe()}\nkind: {info.kind}\nbase URL: {info.base_url or 'default'}"
-            f"\nAPI key from: {('$' + info.key_source) if info.key_source else 'no key'}"
+            f"\nAPI key from: {_key_origin(info.key_source)}"
             f"\nsynthetic answers: {info.synthetic}"))
 
     def _do_status(self, cmd: LineCommand, ns: dict[str, Any]) -> BatchRun:
@@ -298,6 +359,35 @@ class GemBatchMagics(Magics):
     def _do_results(self, cmd: LineCommand, ns: dict[str, Any]) -> Any:
         frame = _find_run(cmd, ns).result(join=cmd.join, partial=cmd.partial)
         return self._deliver(frame, cmd.out, show=False)
+
+
+def _key_origin(source: str | None) -> str:
+    """Where the key came from, never the key: ``$GEMINI_API_KEY``, ``Colab secret
+    GEMINI_API_KEY`` or ``no key``."""
+    if not source:
+        return "no key"
+    return f"${source}" if source in KEY_VARS else source
+
+
+def _person_can_answer() -> bool:
+    """True when someone can click a button now: a Jupyter kernel whose current request
+    allows input. JupyterLab, Notebook, VS Code and Colab send ``allow_stdin=True`` with a
+    cell they run; nbclient, papermill and nbconvert send False (no one to ask), and a
+    terminal or script has no kernel at all."""
+    from IPython import get_ipython
+
+    # a kernel's shell has one, a terminal's not (Colab's shell is a subclass of the Jupyter
+    # one, under another class name: no test by name here)
+    kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is None:
+        return False
+    try:  # the request being run, as the Jupyter protocol sends it (ipykernel >= 6)
+        parent = kernel.get_parent("shell")
+    except (AttributeError, TypeError):
+        parent = None
+    if isinstance(parent, dict) and isinstance(parent.get("content"), dict):
+        return bool(parent["content"].get("allow_stdin", False))
+    return bool(getattr(kernel, "_allow_stdin", False))  # what ipykernel keeps of it
 
 
 def _show_widget(run: BatchRun) -> None:

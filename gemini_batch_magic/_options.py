@@ -6,6 +6,12 @@
 and ``gembatch submit`` share them) and :meth:`RunOptions.from_args` reads them back,
 folding ``--temperature`` and ``--max-output-tokens`` into ``generation_config``.
 
+Both command lines refuse what a user did not type in full: :class:`StrictParser` takes no
+abbreviations (``--temp`` is not ``--temperature``) and names the option meant. In Python,
+:func:`checked_keywords` does the same for keywords: ``temprature=0.2`` raises a
+:class:`TypeError` naming ``generation_config``'s field or the close keyword, before
+anything is read or sent.
+
 The submit -> wait -> result sequence that ``%%gembatch --wait``, ``df.gembatch.run()`` and
 ``gembatch submit --wait`` share is the engine's :meth:`BatchRun.run_to_completion`.
 """
@@ -14,17 +20,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping, Sequence
+import difflib
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["ON_EMPTY", "RunOptions", "add_run_arguments"]
+__all__ = ["ON_EMPTY", "RunOptions", "StrictParser", "add_run_arguments", "checked_keywords",
+           "close_names", "confirm_message"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 #: What ``on_empty`` accepts: raise on empty prompts, or leave those rows out.
 ON_EMPTY = ("raise", "skip")
 
 #: The options :func:`~gemini_batch_magic.estimate` does not take (they only matter to a send).
-_SEND_ONLY = ("max_cost", "force", "name")
+_SEND_ONLY = ("max_cost", "force", "name", "keep_inputs", "confirm")
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,12 @@ class RunOptions:
     name: str | None = None
     #: ``raise`` on empty prompts, or ``skip`` those rows.
     on_empty: str = "raise"
+    #: Keep the request files uploaded to the File API; by default each is deleted once its
+    #: batch has ended (they count against the project's 20 GB of files).
+    keep_inputs: bool = False
+    #: Send a run estimated above ``confirm_above`` (``%config GemBatch.confirm_above``, USD)
+    #: without asking; ``max_cost`` still refuses outright.
+    confirm: bool = False
 
     def submit_kwargs(self) -> dict[str, Any]:
         """The keywords of :func:`~gemini_batch_magic.submit`."""
@@ -108,3 +127,132 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, send: bool = True) -> 
     parser.add_argument("--force", action="store_true",
                         help="submit even if an identical run exists")
     parser.add_argument("--name", help="display name of the run")
+    parser.add_argument("--keep-inputs", action="store_true", dest="keep_inputs",
+                        help="keep the request files uploaded to the File API (default: "
+                             "deleted once their batch has ended)")
+    parser.add_argument("--yes", action="store_true", dest="confirm",
+                        help="send even if the estimate is above confirm_above (default "
+                             "$5; %%config GemBatch.confirm_above); --max-cost still refuses")
+
+
+def confirm_message(estimate: Any, limit: float | None, how: str) -> str:
+    """Why a run was not sent (its estimate is above ``confirm_above``) and ``how`` to send
+    it, read from the :class:`~gemini_batch_magic.exceptions.ConfirmationRequired` fields."""
+    cost = estimate.cost_usd
+    shown = f"${cost:,.2f}" if cost >= 0.01 or cost == 0 else f"${cost:.4f}"
+    above = f", above confirm_above=${limit:,.2f}" if limit is not None else ""
+    return (f"this run is estimated at {shown} ({estimate.requests:,} requests to "
+            f"{estimate.model}){above}, so nothing was sent: {how}")
+
+
+# --------------------------------------------------------------------------- exact names
+def close_names(name: str, names: Iterable[str]) -> list[str]:
+    """The names ``name`` was probably meant to be, best first: those it abbreviates or is
+    part of (``--temp``, ``schema``), then spelling neighbours (``temprature``)."""
+    by_bare = {n.lstrip("-"): n for n in names}  # "--" would make every option look alike
+    bare = name.lstrip("-")
+    found = [n for b, n in by_bare.items() if len(bare) >= 3 and bare in b]
+    found += [by_bare[b] for b in difflib.get_close_matches(bare, by_bare, n=3, cutoff=0.7)]
+    return list(dict.fromkeys(found))[:3]
+
+
+class StrictParser(argparse.ArgumentParser):
+    """argparse that takes no abbreviations (``--temp`` is an error, not ``--temperature``)
+    and, for an unknown option, names the ones meant; subcommand parsers are of its class.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(self._unrecognized(extras, ns))
+        return ns
+
+    def _options(self, ns: argparse.Namespace) -> list[str]:
+        """Every option string of this parser and of the subcommand ``ns`` chose."""
+        found: list[str] = []
+        for action in self._actions:
+            found += [o for o in action.option_strings if o.startswith("--")]
+            if isinstance(action, argparse._SubParsersAction):
+                chosen = action.choices.get(getattr(ns, action.dest, None) or "")
+                if isinstance(chosen, StrictParser):
+                    found += chosen._options(ns)
+        return found
+
+    def _unrecognized(self, extras: list[str], ns: argparse.Namespace) -> str:
+        message = f"unrecognized arguments: {' '.join(extras)}"
+        options = self._options(ns)
+        hints = []
+        for word in extras:
+            if word.startswith("--"):
+                close = close_names(word.split("=", 1)[0], options)
+                if close:
+                    hints.append(f"{word.split('=', 1)[0]} is not an option, did you mean "
+                                 f"{' or '.join(close)}?")
+        if hints:
+            message += f"; {'; '.join(hints)} (options are never abbreviated)"
+        return message
+
+
+# --------------------------------------------------------------------------- keywords
+def checked_keywords(where: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """A decorator: an unknown keyword raises a :class:`TypeError` before the function runs,
+    naming the keyword meant (``where`` is how users call it, e.g. ``df.gembatch.submit``).
+
+    A generation setting given as a keyword (``temperature=0.2``) is answered with
+    ``generation_config={'temperature': 0.2}``; any other name with its close keywords.
+    ``inspect.signature``, ``help`` and ``fn?`` still show the function's own signature
+    (``functools.wraps`` sets ``__wrapped__``).
+    """
+
+    def decorate(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        params = inspect.signature(fn).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            raise TypeError(f"{fn.__qualname__} takes **kwargs: no keyword is unknown to it")
+        allowed = [n for n, p in params.items() if n != "self"
+                   and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        known = frozenset(allowed)
+
+        @functools.wraps(fn)
+        def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            if not known.issuperset(kwargs):
+                raise TypeError(_unknown_keywords(where, kwargs, allowed))
+            return fn(*args, **kwargs)
+
+        return checked
+
+    return decorate
+
+
+def _unknown_keywords(where: str, given: Mapping[str, Any], allowed: list[str]) -> str:
+    generation = _generation_fields()
+    parts = []
+    if "generation_config" not in allowed:
+        generation = ()
+    for name in sorted(set(given) - set(allowed)):
+        # the keywords first, so "schema" is response_schema, not a generation field
+        close = close_names(name, [*allowed, *generation])
+        field = name if name in generation else next(
+            (c for c in close[:1] if c not in allowed), None)
+        close = [c for c in close if c in allowed]
+        if field is not None:
+            parts.append(f"{name!r} is not a keyword of {where}(): {field} is a generation "
+                         f"setting, pass generation_config={{{field!r}: {given[name]!r}}}")
+        elif close:
+            parts.append(f"{name!r} is not a keyword of {where}(): did you mean "
+                         f"{' or '.join(close)}?")
+        else:
+            parts.append(f"{name!r} is not a keyword of {where}()")
+    return "; ".join(parts) + f" (its keywords: {', '.join(allowed)})"
+
+
+@functools.cache
+def _generation_fields() -> tuple[str, ...]:
+    """The fields of ``generation_config`` (the SDK's ``GenerationConfig``, snake_case)."""
+    from google.genai import types
+
+    return tuple(types.GenerationConfig.model_fields)

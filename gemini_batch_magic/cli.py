@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ._options import RunOptions, add_run_arguments
+from ._options import RunOptions, StrictParser, add_run_arguments, confirm_message
 
 __all__ = ["main"]
 
@@ -71,15 +71,6 @@ def _write_table(df: Any, path: str) -> None:
         raise InputError(f"cannot write {path!r}: use .csv, .parquet or .jsonl")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse without abbreviations (``--temp`` is an error, not ``--temperature``);
-    subcommand parsers are of this class too."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-
 def _add_input_args(p: argparse.ArgumentParser, *, send: bool) -> None:
     p.add_argument("input", help="a .csv, .parquet, .jsonl or .json file of rows")
     src = p.add_mutually_exclusive_group(required=True)
@@ -89,7 +80,8 @@ def _add_input_args(p: argparse.ArgumentParser, *, send: bool) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gembatch", description="Gemini Batch Mode from the command line.")
+    # no abbreviations (--temp is an error naming --temperature); subcommands alike
+    parser = StrictParser(prog="gembatch", description="Gemini Batch Mode from the command line.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="submit a few prompts to the local emulator; print answers")
@@ -155,7 +147,13 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
         return _demo(ns.home)
     if cmd == "submit":
         options = RunOptions.from_args(ns, template=ns.template)
-        run = gbm.submit(_read_table(ns.input), ns.prompt, **options.submit_kwargs())
+        try:
+            run = gbm.submit(_read_table(ns.input), ns.prompt, **options.submit_kwargs())
+        except gbm.ConfirmationRequired as exc:
+            print("gembatch: " + confirm_message(
+                exc.estimate, gbm.settings.confirm_above,
+                "add --yes to send it (--max-cost still refuses)"), file=sys.stderr)
+            return 2
         print(f"{run.run_id}\t{run.state}\t{' '.join(run.batch_names)}")
         if ns.wait:
             out = run.run_to_completion()
@@ -204,7 +202,7 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
                     print(out.to_string())
         return 0
     if cmd == "backend":
-        print(gbm.backend_info().describe())
+        print(gbm.backend_info().describe())  # where the key came from, never the key
         return 0
     if cmd == "config":
         for k, v in gbm.settings.as_dict().items():

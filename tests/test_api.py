@@ -66,6 +66,11 @@ def test_accessor_shows_the_engine_keywords() -> None:
     assert params(accessor.estimate, 0) == params(gbm.estimate, 1)
     assert params(accessor.run, 0)[:-2] == params(gbm.submit, 1)
     assert [n for n, _ in params(accessor.run, 0)[-2:]] == ["timeout", "join"]
+    # the checked wrappers show the engine's own signature
+    from gemini_batch_magic import _runs
+
+    assert inspect.signature(gbm.submit) == inspect.signature(_runs.submit)
+    assert inspect.signature(gbm.estimate) == inspect.signature(_runs.estimate)
     # the one declaration of the request options agrees with the engine's keywords
     options = [(f.name, f.default) for f in dataclasses.fields(RunOptions)]
     assert options == [p for p in params(gbm.submit, 2) if p[0] != "background"]

@@ -16,6 +16,11 @@ def gembatch(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
                           capture_output=True, text=True, env=env, timeout=120)
 
 
+def sent(emu: Any) -> list[tuple[str, str]]:
+    """The calls that would send or store something: all but looking up models."""
+    return [(m, p) for m, p in emu.calls if not (m == "GET" and "/models" in p)]
+
+
 def test_demo_prints_answers_aligned_to_keys(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("GEMBATCH_HOME",)}
     proc = gembatch("demo", "--home", str(tmp_path / "demo"), env=env)
@@ -54,7 +59,40 @@ def test_bad_input_exits_2_with_one_line_and_sends_nothing(emu: Any, tmp_path: P
     assert proc.returncode == 2
     assert proc.stderr.startswith("gembatch: ") and "text" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert list(emu.calls) == []
+    assert sent(emu) == []
+
+
+def test_a_template_without_a_placeholder_exits_2_and_sends_nothing(emu: Any,
+                                                                     tmp_path: Path) -> None:
+    src = tmp_path / "rows.csv"
+    pd.DataFrame({"text": ["a", "b"]}).to_csv(src, index=False)
+    proc = gembatch("submit", str(src), "--template", "Say hello", env=dict(os.environ))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("gembatch: the template has no {column} placeholder")
+    assert len(proc.stderr.strip().splitlines()) == 1 and sent(emu) == []
+
+
+def test_above_confirm_above_submit_needs_yes(emu: Any, tmp_path: Path) -> None:
+    src = tmp_path / "rows.csv"
+    pd.DataFrame({"text": [f"t{i}" for i in range(20)]}).to_csv(src, index=False)
+    costly = ("submit", str(src), "--template", "Say {text}", "-m", "gemini-2.5-pro",
+              "--max-output-tokens", "65536")  # estimated $6.55; confirm_above is $5
+    env = dict(os.environ)
+    proc = gembatch(*costly, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr == ("gembatch: this run is estimated at $6.55 (20 requests to "
+                           "gemini-2.5-pro), above confirm_above=$5.00, so nothing was "
+                           "sent: add --yes to send it (--max-cost still refuses)\n")
+    assert sent(emu) == []
+    assert gembatch(*costly, "--yes", "--max-cost", "6", env=env).returncode == 2
+    assert sent(emu) == []
+    proc = gembatch(*costly, "--yes", "--keep-inputs", env=env)
+    assert proc.returncode == 0, proc.stderr
+    import gemini_batch_magic as gbm
+
+    run = gbm.attach(proc.stdout.split()[0])
+    assert run.n_rows == 20 and run.record.config["keep_inputs"] is True
+    assert len(emu.batches()) == 1
 
 
 def test_estimate_and_backend_and_unknown_run(emu: Any, tmp_path: Path) -> None:
@@ -64,6 +102,8 @@ def test_estimate_and_backend_and_unknown_run(emu: Any, tmp_path: Path) -> None:
     est = gembatch("estimate", str(src), "--prompt", "text", env=env)
     assert est.returncode == 0 and "2 requests" in est.stdout and "estimated cost $" in est.stdout
     assert "external endpoint" in gembatch("backend", env=env).stdout
+    keyed = gembatch("backend", env={**env, "GOOGLE_API_KEY": "not-a-real-one-0123"}).stdout
+    assert "API key from $GOOGLE_API_KEY" in keyed and "not-a-real" not in keyed
     missing = gembatch("status", "nope", env=env)
     assert missing.returncode == 2 and "no run 'nope'" in missing.stderr
 
@@ -98,7 +138,20 @@ def test_options_are_never_abbreviated_and_nothing_is_sent(emu: Any, tmp_path: P
                     env=dict(os.environ))
     assert proc.returncode == 2
     assert "unrecognized arguments: --temp 0.2" in proc.stderr
+    assert "did you mean --template or --temperature?" in proc.stderr
     assert list(emu.calls) == []
+    proc = gembatch("submit", str(src), "--prompt", "text", "--ye", env=dict(os.environ))
+    assert proc.returncode == 2 and "did you mean --yes?" in proc.stderr
+    proc = gembatch("results", "x", "--ou", "a.csv", env=dict(os.environ))
+    assert proc.returncode == 2 and "did you mean --out?" in proc.stderr
+    assert list(emu.calls) == []
+
+
+def test_the_emulator_takes_no_abbreviations_either() -> None:
+    """``--pending 0`` would have meant --pending-seconds: an error, not a server."""
+    proc = gembatch("emulator", "--port", "0", "--pending", "0")
+    assert proc.returncode == 2
+    assert "unrecognized arguments: --pending 0" in proc.stderr
 
 
 def test_submit_options_reach_the_run(emu: Any, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -31,13 +32,27 @@ def loaded(ip: InteractiveShell) -> Iterator[InteractiveShell]:
     yield ip
     ip.run_line_magic("unload_ext", "gemini_batch_magic")
     ip.config.pop("GemBatch", None)  # %config persists in the shell's config: forget it
-    for name in ("out", "df", "run", "res", "answers", "est", "Review"):
+    for name in ("out", "df", "run", "res", "answers", "est", "Review", "big"):
         ip.user_ns.pop(name, None)
     _monitor.reset()
     deadline = time.monotonic() + 60
     while _monitor.monitor_running():
         assert time.monotonic() < deadline
         time.sleep(0.02)
+
+
+def _sent(emu: Any) -> list[tuple[str, str]]:
+    """The calls that would send or store something: all but looking up models."""
+    return [(m, p) for m, p in emu.calls if not (m == "GET" and "/models" in p)]
+
+
+#: 20 rows to gemini-2.5-pro with room for 65,536 output tokens each: estimated $6.55,
+#: above the default confirm_above of $5
+EXPENSIVE = "--df big -m gemini-2.5-pro --max-output-tokens 65536"
+
+
+def _big() -> pd.DataFrame:
+    return pd.DataFrame({"text": [f"t{i}" for i in range(20)]})
 
 
 def _fails_short(ip: InteractiveShell, cell: str, capsys: pytest.CaptureFixture[str]) -> str:
@@ -198,7 +213,7 @@ def test_user_mistakes_fail_with_one_short_line(
     assert "no run 'zzzz'" in msg
     msg = _fails_short(ip, "%gembatch wait", capsys)
     assert "needs a run id" in msg and "--all" in msg
-    assert emu.calls == []
+    assert _sent(emu) == [] and gbm.runs().empty
 
 
 def test_options_are_never_abbreviated(ip: InteractiveShell, emu: Any,
@@ -206,9 +221,75 @@ def test_options_are_never_abbreviated(ip: InteractiveShell, emu: Any,
     ip.user_ns["df"] = pd.DataFrame({"text": ["a"]})
     msg = _fails_short(ip, "%%gembatch --df df --temp 0.2\nSay {text}", capsys)
     assert "unrecognized arguments: --temp" in msg
+    assert "did you mean --temperature?" in msg  # the error names the option meant
+    msg = _fails_short(ip, "%%gembatch --df df --dry\nSay {text}", capsys)
+    assert "did you mean --dry-run?" in msg  # not a dry run: an error
     msg = _fails_short(ip, "%gembatch wait --time 3 x", capsys)
-    assert "unrecognized arguments: --time" in msg
-    assert emu.calls == [] and gbm.runs().empty
+    assert "unrecognized arguments: --time" in msg and "--timeout" in msg
+    msg = _fails_short(ip, "%%gembatch --df df --yess\nSay {text}", capsys)
+    assert "did you mean --yes?" in msg
+    assert emu.calls == [] and gbm.runs().empty  # nothing was even looked up
+
+
+def test_a_template_without_a_placeholder_is_refused(
+    ip: InteractiveShell, emu: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip.user_ns["df"] = pd.DataFrame({"text": ["a", "b", "c"]})
+    msg = _fails_short(ip, "%%gembatch --df df --wait\nSummarise this review.", capsys)
+    assert "no {column} placeholder" in msg and "3 times" in msg
+    assert "To send one constant prompt per row on purpose" in msg
+    assert _sent(emu) == [] and gbm.runs().empty
+
+
+# ------------------------------------------------------------------ spend safety
+def test_above_confirm_above_a_terminal_refuses_naming_yes(
+    ip: InteractiveShell, emu: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A terminal (and any shell without a person behind the request) cannot click."""
+    ip.user_ns["big"] = _big()
+    msg = _fails_short(ip, f"%%gembatch run {EXPENSIVE}\nSay {{text}}", capsys)
+    assert "estimated at $6.55 (20 requests to gemini-2.5-pro)" in msg
+    assert "above confirm_above=$5.00, so nothing was sent" in msg
+    assert "add --yes to the %%gembatch line" in msg
+    assert _sent(emu) == [] and gbm.runs().empty and "run" not in ip.user_ns
+    # max_cost still refuses outright, confirmed or not
+    msg = _fails_short(ip, f"%%gembatch run {EXPENSIVE} --yes --max-cost 1\nSay {{text}}",
+                       capsys)
+    assert "exceeds max_cost=$1.0000" in msg
+    assert _sent(emu) == [] and gbm.runs().empty
+    # --yes sends
+    result = ip.run_cell(f"%%gembatch run {EXPENSIVE} --yes\nSay {{text}}")
+    assert result.success, result.error_in_exec
+    assert ip.user_ns["run"].n_rows == 20 and len(emu.batches()) == 1
+
+
+def test_confirm_above_is_a_setting_none_turns_it_off(
+    ip: InteractiveShell, emu: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip.user_ns["big"] = _big()
+    ip.run_line_magic("config", "GemBatch.confirm_above = 10.0")
+    result = ip.run_cell(f"%%gembatch run {EXPENSIVE}\nSay {{text}}")
+    assert result.success, result.error_in_exec  # $6.55 is below $10
+    ip.run_line_magic("config", "GemBatch.confirm_above = 0.5")
+    ip.user_ns["big"] = _big().head(2)
+    msg = _fails_short(ip, f"%%gembatch run {EXPENSIVE}\nSay {{text}}", capsys)
+    assert "$0.66" in msg and "confirm_above=$0.50" in msg
+    ip.run_line_magic("config", "GemBatch.confirm_above = None")
+    result = ip.run_cell(f"%%gembatch run {EXPENSIVE}\nSay {{text}}")
+    assert result.success, result.error_in_exec
+    assert len(emu.batches()) == 2
+
+
+def test_keep_inputs_keeps_the_uploaded_request_file(ip: InteractiveShell, emu: Any) -> None:
+    """A file batch's uploaded requests are deleted once it ends, unless --keep-inputs."""
+    ip.user_ns["df"] = pd.DataFrame({"text": [f"row {i}" for i in range(150)]})  # a file
+    for flag in ("", "--keep-inputs"):
+        result = ip.run_cell(f"%%gembatch out --df df --wait {flag}\nSay {{text}} {flag}")
+        assert result.success, result.error_in_exec
+    uploaded = [f["name"] for f in emu.files() if f["source"] == "UPLOADED"]
+    kept, dropped = (gbm.attach(r) for r in gbm.runs()["run_id"])  # newest first
+    assert kept.record.config["keep_inputs"] and not dropped.record.config["keep_inputs"]
+    assert uploaded == [kept.shards[0].upload_name]
 
 
 # ------------------------------------------------------------------ %gembatch
@@ -291,6 +372,30 @@ def test_backend_never_shows_the_key(ip: InteractiveShell, emulator_factory: Any
     assert "$GEMINI_API_KEY" in out and "fake-secret" not in out
 
 
+def test_backend_says_the_key_came_from_the_colab_secret(
+    ip: InteractiveShell, emulator_factory: Any, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In Colab with no key in the environment, the notebook's secret is used, and said."""
+    import types
+
+    secret = "colab-secret-for-tests"
+    colab = types.ModuleType("google.colab")
+    userdata = types.ModuleType("google.colab.userdata")
+    userdata.get = {"GEMINI_API_KEY": secret}.__getitem__  # type: ignore[attr-defined]
+    colab.userdata = userdata  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setitem(sys.modules, "google.colab.userdata", userdata)
+    emu = emulator_factory()
+    capsys.readouterr()
+    ip.run_line_magic("gembatch", "backend")
+    out = capsys.readouterr().out
+    assert "API key from Colab secret GEMINI_API_KEY" in out
+    assert "API key from: Colab secret GEMINI_API_KEY" in out and secret not in out
+    ip.run_cell("%%gembatch run --wait\nhello\n")
+    assert emu.batches()[0]["state"] == "BATCH_STATE_SUCCEEDED"  # the secret was the key
+
+
 def test_unload_removes_the_magics(ip: InteractiveShell) -> None:
     ip.run_line_magic("unload_ext", "gemini_batch_magic")
     assert "gembatch" not in ip.magics_manager.magics["line"]
@@ -320,3 +425,109 @@ def test_profile_config_is_applied_on_load(ip: InteractiveShell) -> None:
     ip.config.merge(cfg)
     ip.run_line_magic("load_ext", "gemini_batch_magic")
     assert settings.model == "gemini-2.5-flash-lite" and settings.max_poll_interval == 9.0
+
+
+# ------------------------------------------------------------------ in a real kernel
+@pytest.fixture
+def jupyter_dirs(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Kernel connection files, IPython profile and Jupyter data stay in ``tmp_path``."""
+    for var, sub in (("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTER_DATA_DIR", "data"),
+                     ("JUPYTER_CONFIG_DIR", "config"), ("IPYTHONDIR", "ipython")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    return tmp_path
+
+
+_SETUP = ("%load_ext gemini_batch_magic\nimport pandas as pd\n"
+          "big = pd.DataFrame({'text': [f't{i}' for i in range(20)]})")
+_COSTLY_CELL = f"%%gembatch run {EXPENSIVE}\nSay {{text}}"
+
+
+def _widget_models(messages: list[Any]) -> dict[str, dict[str, Any]]:
+    """Each widget model's state as a front end holds it after ``messages``."""
+    models: dict[str, dict[str, Any]] = {}
+    for m in messages:
+        if m["msg_type"] in ("comm_open", "comm_msg"):
+            state = m["content"].get("data", {}).get("state")
+            if state is not None:
+                models.setdefault(m["content"]["comm_id"], {}).update(state)
+    return models
+
+
+@pytest.mark.slow
+def test_nbclient_stops_at_a_costly_cell_naming_yes(jupyter_dirs: Any, emu: Any) -> None:
+    """papermill and nbclient send allow_stdin=False: no one can click, so the cell fails."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_SETUP),
+                                         nbformat.v4.new_code_cell(_COSTLY_CELL),
+                                         nbformat.v4.new_code_cell("print('not reached')")])
+    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3")
+    with pytest.raises(nbclient.exceptions.CellExecutionError) as err:
+        client.execute()
+    assert err.value.ename == "UsageError"
+    assert "above confirm_above=$5.00, so nothing was sent" in err.value.evalue
+    assert "add --yes to the %%gembatch line" in err.value.evalue
+    assert not nb.cells[2].outputs  # the notebook stopped there
+    assert _sent(emu) == [] and gbm.runs().empty
+
+
+@pytest.mark.slow
+def test_jupyterlab_shows_submit_and_a_click_sends(jupyter_dirs: Any, emu: Any) -> None:
+    """A front end that lets the cell ask (allow_stdin=True, as JupyterLab, Notebook and
+    VS Code send) gets the estimate and a Submit button; the button's click message, as the
+    front end sends it, sends the run."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        def execute(code: str, allow_stdin: bool = True) -> tuple[list[Any], Any]:
+            seen: list[Any] = []
+            reply = kc.execute_interactive(code, allow_stdin=allow_stdin, timeout=120,
+                                           output_hook=seen.append, stdin_hook=lambda m: None)
+            return seen, reply["content"]
+
+        assert execute(_SETUP)[1]["status"] == "ok"
+        seen, reply = execute(_COSTLY_CELL)
+        assert reply["status"] == "ok", reply
+        shown_before = seen
+        opened = {m["content"]["comm_id"]: m["content"]["data"]["state"]
+                  for m in seen if m["msg_type"] == "comm_open"}
+        submit = [cid for cid, st in opened.items() if st.get("_model_name") == "ButtonModel"
+                  and st.get("description", "").startswith("Submit")]
+        assert [opened[c]["description"] for c in submit] == ["Submit ($6.55)"]
+        shown = [m["content"]["data"] for m in seen if m["msg_type"] == "display_data"]
+        assert len(shown) == 1 and "application/vnd.jupyter.widget-view+json" in shown[0]
+        assert "estimated $6.55 for 20 requests" in shown[0]["text/plain"]
+        assert _sent(emu) == [] and gbm.runs().empty  # shown, not sent
+
+        # the same cell where no one can answer (allow_stdin=False) fails instead
+        seen, reply = execute(_COSTLY_CELL, allow_stdin=False)
+        assert reply["status"] == "error" and "add --yes" in reply["evalue"]
+
+        # click, as the front end does: a comm message to the button's model
+        click = kc.session.msg("comm_msg", {"comm_id": submit[0], "data": {
+            "method": "custom", "content": {"event": "click"}}})
+        kc.shell_channel.send(click)
+        after: list[Any] = []
+        while not (after and after[-1]["msg_type"] == "status"
+                   and after[-1]["content"]["execution_state"] == "idle"):
+            msg = kc.get_iopub_msg(timeout=120)
+            if msg["parent_header"].get("msg_id") == click["header"]["msg_id"]:
+                after.append(msg)
+        runs = gbm.runs()
+        assert len(runs) == 1 and len(emu.batches()) == 1
+        assert emu.batches()[0]["requestCount"] == 20
+        # what the front end now draws: the button says so, the run's progress is shown
+        models = _widget_models(shown_before + after)
+        assert models[submit[0]]["description"] == "Submitted"
+        box = shown[0]["application/vnd.jupyter.widget-view+json"]["model_id"]
+        assert "gembatch-confirm" in models[box]["_dom_classes"]
+        progress = [c.removeprefix("IPY_MODEL_") for c in models[box]["children"]]
+        assert "gembatch-progress" in models[progress[-1]]["_dom_classes"]
+        # OUT holds the run in the kernel
+        seen, reply = execute("print(run.run_id, run.n_rows)")
+        printed = "".join(m["content"].get("text", "") for m in seen if m["msg_type"] == "stream")
+        assert printed.split() == [runs["run_id"][0], "20"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
