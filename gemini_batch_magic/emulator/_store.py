@@ -25,7 +25,7 @@ import string
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,13 +135,13 @@ def rfc3339(ts: float, offset_ns: int = 0) -> str:
     """Formats a POSIX timestamp as RFC 3339 UTC with nanoseconds (9 fractional digits, as
     the service's batch stamps) and a ``Z`` suffix, ``offset_ns`` nanoseconds later."""
     seconds, nanos = divmod(round(ts * 1e9) + offset_ns, 10**9)
-    day = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    day = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{day}.{nanos:09d}Z"
 
 
 def rfc3339_micros(ts: float) -> str:
     """RFC 3339 UTC with microseconds (the service's ``createTime`` of a file)."""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def visible(row: sqlite3.Row, scope: str | None) -> bool:
