@@ -14,4 +14,6 @@ def in_notebook() -> bool:
     if ip is None:
         return False
     shell = ip.get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+    # a Jupyter kernel's shell, or a subclass of it (Google Colab's is ``Shell``)
+    return shell is not None and any(
+        cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__)

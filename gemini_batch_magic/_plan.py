@@ -340,7 +340,7 @@ def check_confirmed(est: Estimate, confirm: bool) -> None:
         f"{est.model}), above confirm_above=${limit:,.2f}; nothing was sent. Confirm it with "
         "--yes (%%gembatch, gembatch submit) or confirm=True (Python), raise the threshold "
         "(%config GemBatch.confirm_above = ...), or turn it off with None",
-        limit=int(limit) if float(limit).is_integer() else None,
+        limit=limit,
     )
     err.estimate = est
     raise err

@@ -431,6 +431,11 @@ class Registry:
             self.insert_run(con, record)
             return record, True
 
+    def find_run(self, content_hash: str, backend: str) -> RunRecord | None:
+        """:meth:`find_by_hash` outside a transaction (a look, not a decision)."""
+        with self._connect() as con:
+            return self.find_by_hash(content_hash, backend, con)
+
     def find_by_batch(self, batch_name: str) -> str | None:
         """The run id owning ``batches/...``, or None."""
         with self._connect() as con:

@@ -532,7 +532,8 @@ def _submit_plan(
         # one serialisation pass: the files written here are the ones uploaded (or inlined)
         written = _plan.write(plan, tmp)
         _plan.check_cost(written.estimate, max_cost)
-        _plan.check_confirmed(written.estimate, confirm)
+        again = not force and reg.find_run(written.content_hash, backend) is not None
+        _plan.check_confirmed(written.estimate, confirm or again)  # an identical run: no cost
         _backend.check_model(plan.model)  # misspelt: refused before anything is sent
 
         make = functools.partial(_new_record, plan, written, backend, parent)

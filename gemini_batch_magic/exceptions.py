@@ -68,7 +68,7 @@ class GemBatchError(Exception):
         run_id: str | None = None,
         rows: list[Any] | None = None,
         size: int | None = None,
-        limit: int | None = None,
+        limit: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code

@@ -246,3 +246,13 @@ def test_a_full_file_quota_says_what_to_delete(emulator_factory: Any) -> None:
         _frame(20).gembatch.submit("p")
     assert info.value.code == 429 and info.value.status == "RESOURCE_EXHAUSTED"
     assert "client.files.delete" in str(info.value) and "keep_inputs" in str(info.value)
+
+
+def test_an_identical_run_is_returned_without_asking_again(emu: Any) -> None:
+    settings.confirm_above = 0.0001
+    df = _frame(20)
+    run = gbm.submit(df, "p", confirm=True)
+    assert gbm.submit(df, "p").run_id == run.run_id  # nothing new would be paid for
+    with pytest.raises(gbm.ConfirmationRequired) as info:
+        gbm.submit(df, "p", force=True)  # a new run: asked again
+    assert info.value.limit == pytest.approx(0.0001)

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 from .._secrets import redact
-from ._parts import box_mimebundle
 
 try:  # guarded as in _progress_widget: fail when a widget is built, not on import
     import ipywidgets as w
@@ -140,3 +139,15 @@ class ConfirmSubmit:
 
     def __repr__(self) -> str:
         return f"<ConfirmSubmit {self.text()}>"
+
+
+def box_mimebundle(box: Any, text: str, include: Any = None,
+                   exclude: Any = None) -> dict[str, Any]:
+    """``box``'s widget bundle with ``text`` as its ``text/plain`` (what a frontend without
+    widgets shows)."""
+    bundle: Any = box._repr_mimebundle_(include=include, exclude=exclude)
+    if isinstance(bundle, tuple):
+        bundle = bundle[0]
+    data = dict(bundle or {})
+    data["text/plain"] = text
+    return data
