@@ -117,7 +117,7 @@ class ConfirmSubmit:
             from ._progress_widget import ProgressWidget
 
             self.progress = ProgressWidget(value, display_now=False)
-            self.box.children = (*self.box.children, self.progress.box)
+            self.box.children = (*self.box.children, self.progress)
         else:
             self.message.value = f"<small>{html.escape(redact(repr(value)))}</small>"
 

@@ -39,7 +39,7 @@ def test_it_shows_the_estimate_and_sends_only_when_clicked(emu: Any) -> None:
     run = view.click()
     assert isinstance(run, gbm.BatchRun) and run.n_rows == 20 and len(emu.batches()) == 1
     assert view.submit_button.disabled and view.submit_button.description == "Submitted"
-    assert view.progress is not None and view.progress.box in view.box.children
+    assert view.progress is not None and view.progress in view.box.children
     view.click()  # a second click never sends twice
     assert len(sent) == 1 and len(emu.batches()) == 1
 
