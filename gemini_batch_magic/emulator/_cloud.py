@@ -72,7 +72,7 @@ class Storage:
     def __init__(self, host: str) -> None:
         self.base = _base(host)
 
-    def list(self, bucket: str, prefix: str) -> list[str]:
+    def names(self, bucket: str, prefix: str) -> list[str]:
         names: list[str] = []
         token = None
         while True:
@@ -99,7 +99,7 @@ class Storage:
             bucket, name = split_gs(uri)
             if "*" in name:
                 head, _, tail = name.partition("*")
-                names = [n for n in self.list(bucket, head) if n.endswith(tail)]
+                names = [n for n in self.names(bucket, head) if n.endswith(tail)]
                 if not names:
                     raise CloudError(f"no object matches {uri}", 404)
             else:
