@@ -17,6 +17,7 @@ from . import _accessor as _accessor  # registers df.gembatch
 from ._backend import BackendInfo, backend_info
 from ._config import Settings, configure, settings
 from ._runs import BatchRun, Estimate, RunStats, attach, estimate, runs, submit
+from ._tables import TableRun, submit_table
 from .exceptions import (
     BackendError,
     ColumnError,
@@ -56,6 +57,7 @@ __all__ = [
     "RunNotFoundError",
     "RunStats",
     "Settings",
+    "TableRun",
     "TemplateError",
     "WaitTimeout",
     "attach",
@@ -67,6 +69,7 @@ __all__ = [
     "runs",
     "settings",
     "submit",
+    "submit_table",
     "unload_ipython_extension",
 ]
 

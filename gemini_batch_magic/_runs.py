@@ -662,6 +662,10 @@ def attach(ref: str, df: pd.DataFrame | None = None) -> BatchRun:
     if df is not None and not isinstance(df, pd.DataFrame):
         raise InputError(f"df= must be the DataFrame that was submitted, got {type(df).__name__}")
     run = _find(ref.strip(), df)
+    if run.record.source == "table":  # a table run (submit_table) is its own kind
+        from ._tables import TableRun
+
+        return TableRun(run.run_id)  # type: ignore[return-value]
     if df is not None and not run.record.config.get("adopted"):
         _check_frame(run.record.n_rows, run.record.config.get("rows_hash"), df, run.run_id)
         run._input = df
