@@ -145,3 +145,45 @@ class TestBed:
         if self.bigquery_url:
             env["BIGQUERY_EMULATOR_HOST"] = self.bigquery_url
         return env
+
+
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    """``gembatch emulator --vertex``: start the bed, print its environment as ``export``
+    lines (one per variable), serve until SIGINT/SIGTERM, stop everything; exit code 0."""
+    import argparse
+    import shlex
+    import signal
+    import threading
+
+    parser = argparse.ArgumentParser(prog=prog, description="The Vertex AI test bed: "
+                                     "gcp-storage-emulator, bqemulator and a Vertex AI batch "
+                                     "prediction emulator, on 127.0.0.1.")
+    parser.add_argument("--project", default="test-project", help="the project it serves")
+    parser.add_argument("--location", default="us-central1", help="the location it serves")
+    parser.add_argument("--bucket", default="gembatch-staging",
+                        help="the staging bucket it creates")
+    parser.add_argument("--pending-seconds", type=float, default=2.0, dest="pending_seconds",
+                        help="how long a new job stays PENDING (default 2)")
+    parser.add_argument("--no-bigquery", action="store_true", dest="no_bigquery",
+                        help="without bqemulator (Cloud Storage only)")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    bed = TestBed(project=args.project, location=args.location, bucket=args.bucket,
+                  pending_seconds=args.pending_seconds, bigquery=not args.no_bigquery)
+    try:
+        bed.start()
+    except (OSError, RuntimeError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        for name, value in bed.env().items():
+            print(f"export {name}={shlex.quote(value)}", flush=True)
+        print(f"# serving until stopped (Ctrl-C); staging bucket gs://{bed.bucket}",
+              file=sys.stderr, flush=True)
+        stop.wait()
+    finally:
+        bed.close()
+    return 0
