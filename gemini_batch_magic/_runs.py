@@ -751,7 +751,7 @@ def _adopt(batch_names: list[str], df: pd.DataFrame | None = None,
     now = time.time()
     record = RunRecord(
         run_id=run_id or os.urandom(4).hex(), created=now, updated=now,
-        model=str(getattr(job, "model", "") or settings.model).removeprefix("models/"),
+        model=str(getattr(job, "model", "") or settings.model).rsplit("/", 1)[-1],
         display_name=found["base"] if found else str(getattr(job, "display_name", "") or
                                                       "attached"),
         backend=_backend.backend_id(), content_hash=f"attached:{batch_name}",

@@ -51,3 +51,13 @@ def test_missing_staging_is_refused_before_sending(vertex) -> None:
     with pytest.raises(gbm.ConfigError, match="GEMBATCH_STAGING"):
         _frame(2).gembatch.submit("text")
     assert gbm.runs().empty
+
+
+def test_the_same_rows_again_are_the_same_run(vertex) -> None:
+    df = _frame(3)
+    first = df.gembatch.submit("text").wait(timeout=60, progress=False)
+    n_jobs = len(vertex.vertex.jobs)
+    again = df.gembatch.submit("text")
+    assert again.run_id == first.run_id and again.notice
+    assert len(vertex.vertex.jobs) == n_jobs
+    assert gbm.backend_info().kind == "vertex"
