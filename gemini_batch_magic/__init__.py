@@ -20,6 +20,7 @@ from ._options import checked_keywords as _checked_keywords
 from ._runs import BatchRun, Estimate, RunStats, attach, runs
 from ._runs import estimate as _estimate
 from ._runs import submit as _submit
+from ._tables import TableRun, submit_table
 from .exceptions import (
     BackendError,
     ColumnError,
@@ -63,6 +64,7 @@ __all__ = [
     "RunNotFoundError",
     "RunStats",
     "Settings",
+    "TableRun",
     "TemplateError",
     "WaitTimeout",
     "attach",
@@ -74,6 +76,7 @@ __all__ = [
     "runs",
     "settings",
     "submit",
+    "submit_table",
     "unload_ipython_extension",
 ]
 

@@ -32,6 +32,8 @@ class RunAnswers:
         self.book = book
         self._cache: dict[int, tuple[tuple[object, ...], pd.DataFrame]] = {}
         self._positions: np.ndarray | None = None
+        #: an adopted run's keys per shard: the keys each shard's results came back with
+        self._adopted_keys: dict[int, np.ndarray] = {}
 
     def positions(self) -> np.ndarray:
         """Positions (in the root input) of the rows this run sent; read once, immutable.
@@ -80,7 +82,7 @@ class RunAnswers:
         if parsed is None:  # not parsed as it downloaded (another kernel fetched it, a restart)
             parsed = self._read(shard)
         if self.book.record.config.get("adopted"):  # the keys it came back with
-            keys = self._returned(parsed)
+            keys = self._adopted_keys[shard.shard] = self._returned(parsed)
         else:
             keys = self.positions()[shard.start:shard.stop]  # the keys are these, in decimal
         aligned, missing = _results.align_with_missing(parsed, keys)
@@ -101,7 +103,8 @@ class RunAnswers:
             if self.book.record.config.get("adopted"):
                 if not shard.results_file:
                     continue  # nothing known of its rows yet
-                frame.index = pd.Index(positions[: len(frame)], name="position")
+                keys = self._adopted_keys.get(shard.shard, positions[: len(frame)])
+                frame.index = pd.Index(keys, name="position")
             else:
                 frame.index = pd.Index(positions[shard.start:shard.stop], name="position")
             frames.append(frame)

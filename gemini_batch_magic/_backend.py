@@ -8,6 +8,10 @@ Which backend (``settings.backend``, from ``GEMBATCH_BACKEND``):
 * ``local``: always the embedded emulator (its state persists under ``$GEMBATCH_HOME/emulator``,
   so runs survive kernel restarts).
 * ``gemini``: always the real service; a missing key is an error.
+* ``vertex``: Vertex AI batch prediction (``vertexai=True``, ``settings.project`` /
+  ``location``, Application Default Credentials; ``GOOGLE_VERTEX_BASE_URL`` for an
+  emulator). Requests are staged in Cloud Storage and predictions read back from it
+  (:mod:`._vertex`); jobs carry the label ``gembatch_run=<run id>``.
 
 The client is built once (:func:`get_client`) and rebuilt when ``home`` or ``backend``
 changes. The engine calls the service only through the functions here: :func:`get_batch`,
@@ -38,6 +42,7 @@ from typing import Any
 
 import orjson
 
+from . import _vertex
 from ._config import settings
 from ._secrets import KEY_VARS, api_key, fingerprint
 from ._state import state
@@ -56,9 +61,11 @@ __all__ = [
     "delete_file",
     "download_file",
     "find_batch",
+    "find_run_batches",
     "get_batch",
     "get_client",
     "is_retryable",
+    "is_vertex",
     "job_state",
     "key_fingerprint",
     "list_batches",
@@ -100,7 +107,7 @@ _seam = _Seam()
 class BackendInfo:
     """Where requests go. Never holds the key itself."""
 
-    kind: str  #: ``gemini``, ``local`` (embedded emulator) or ``external`` (base URL)
+    kind: str  #: ``gemini``, ``local`` (embedded emulator), ``external`` (base URL), ``vertex``
     base_url: str | None  #: None for the real service's default endpoint
     #: where the key came from: an environment variable, or ``Colab secret GEMINI_API_KEY``
     key_source: str | None
@@ -113,6 +120,12 @@ class BackendInfo:
             return f"Gemini API ({where}); API key from {_origin(self.key_source)}"
         if self.kind == "local":
             return f"embedded local emulator at {self.base_url} (synthetic answers, no API key)"
+        if self.kind == "vertex":
+            t = _vertex.target()
+            where = f"emulator at {self.base_url}" if self.base_url else "Vertex AI"
+            return (f"Vertex AI batch prediction ({where}), project {t.project}, location "
+                    f"{t.location}, staging {settings.staging or '(not set)'}; "
+                    "Application Default Credentials")
         src = f"; API key from {_origin(self.key_source)}" if self.key_source else ""
         return f"external endpoint {self.base_url} (GOOGLE_GEMINI_BASE_URL){src}"
 
@@ -138,6 +151,8 @@ def _resolve() -> tuple[str, str | None, str | None, str | None]:
     mode = settings.backend
     if mode == "local":
         return "local", None, None, None
+    if mode == "vertex":
+        return "vertex", _vertex.target().base_url, None, None
     if mode == "gemini":
         if not key:
             raise ConfigError(
@@ -252,13 +267,26 @@ def get_client() -> Any:
         from google import genai
 
         kind, base, key, source = _resolve()
-        if kind == "local":
-            base = _start_embedded()
-        _seam.client = genai.Client(api_key=key or _PLACEHOLDER_KEY,
-                                    http_options=_http_options(base))
+        if kind == "vertex":
+            t = _vertex.target()
+            client = genai.Client(vertexai=True, project=t.project, location=t.location,
+                                  credentials=_vertex.credentials(),
+                                  http_options=_http_options(base))
+        else:
+            if kind == "local":
+                base = _start_embedded()
+            client = genai.Client(api_key=key or _PLACEHOLDER_KEY,
+                                  http_options=_http_options(base))
+        _seam.client = client
         _seam.info = BackendInfo(kind=kind, base_url=base, key_source=source,
-                                 synthetic=kind != "gemini")
+                                 synthetic=kind not in ("gemini", "vertex") or (
+                                     kind == "vertex" and _vertex.emulated()))
         return _seam.client
+
+
+def is_vertex() -> bool:
+    """Whether the current backend is Vertex AI (no client is built to tell)."""
+    return settings.backend == "vertex"
 
 
 def backend_info() -> BackendInfo:
@@ -271,6 +299,9 @@ def backend_info() -> BackendInfo:
 def backend_id() -> str:
     """A stable label of the backend, stored with each run: ``gemini``, ``local`` or the URL."""
     info = backend_info()
+    if info.kind == "vertex":
+        t = _vertex.target()
+        return f"vertex:{t.project}/{t.location}"
     if info.kind == "external":
         return str(info.base_url)
     if info.kind == "gemini" and info.base_url:
@@ -295,7 +326,7 @@ def reset() -> None:
 
 # the client depends on where the registry lives (the embedded emulator's data) and on the
 # backend chosen: rebuild it when either changes, and whenever the engine's state is reset
-settings.observe(lambda change: reset(), names=["home", "backend"])
+settings.observe(lambda change: reset(), names=["home", "backend", "project", "location"])
 
 
 def _fresh_process() -> None:
@@ -337,6 +368,14 @@ def backend_error(action: str, exc: BaseException, *, batch_name: str | None = N
     if reason == "API_KEY_INVALID":
         text = (f"the API key was rejected: API_KEY_INVALID: {msg} ({action}; the key comes "
                 f"from {_key_origin()}). Check it, or create a new one, and set it again")
+    elif code in (401, 403) and is_vertex():
+        t = _vertex.target()
+        text = (f"Vertex AI refused {action}: {head}{status or ''} {msg} The Application "
+                f"Default Credentials in use lack permission in project {t.project} "
+                f"({t.location}), or the project is wrong: grant them roles/aiplatform.user "
+                f"(gcloud projects add-iam-policy-binding {t.project} --member=user:YOU "
+                "--role=roles/aiplatform.user), check gbm.settings.project and location, or "
+                "run 'gcloud auth application-default login' again")
     elif code == 403 and status == "PERMISSION_DENIED" and not api_key()[0]:
         text = (f"the service refused the call because no API key was sent ({action}): set "
                 "GEMINI_API_KEY (or GOOGLE_API_KEY), or use backend 'local' for the emulator")
@@ -376,7 +415,10 @@ def _origin(source: str | None) -> str:
 
 
 def key_fingerprint() -> str | None:
-    """The fingerprint of the key requests go with (None for an emulator without a key)."""
+    """The fingerprint of the key requests go with (None for an emulator without a key, and
+    for Vertex AI, which takes no key)."""
+    if is_vertex():
+        return None
     return fingerprint(api_key()[0])
 
 
@@ -427,8 +469,13 @@ def _status(job: Any) -> BatchStatus:
     sdk_error = getattr(job, "error", None)  # Vertex AI's jobs carry it; the Developer API not
     if error is None and sdk_error is not None and getattr(sdk_error, "message", None):
         error = str(sdk_error.message)
-    return BatchStatus(name=name, state=job_state(job), counts=_seam.stats.get(name), job=job,
-                       error=error)
+    counts = _seam.stats.get(name)
+    cs = getattr(job, "completion_stats", None)  # Vertex AI's counts
+    if counts is None and cs is not None:
+        ok, bad = int(cs.successful_count or 0), int(cs.failed_count or 0)
+        left = max(0, int(cs.incomplete_count or 0))
+        counts = {"total": ok + bad + left, "succeeded": ok, "failed": bad, "pending": left}
+    return BatchStatus(name=name, state=job_state(job), counts=counts, job=job, error=error)
 
 
 def get_batch(name: str) -> BatchStatus:
@@ -443,10 +490,23 @@ def get_batch(name: str) -> BatchStatus:
     return _status(job)
 
 
-def _newest_batches(limit: int) -> Iterator[Any]:
+def _newest_batches(limit: int, flt: str | None = None) -> Iterator[Any]:
     """The service's batch jobs, newest first (the SDK pages them, 100 a page), at most
-    ``limit`` of them."""
-    return itertools.islice(get_client().batches.list(config={"page_size": 100}), limit)
+    ``limit`` of them; ``flt``: a Vertex AI list filter (ignored elsewhere)."""
+    config: dict[str, Any] = {"page_size": 100}
+    if flt and is_vertex():
+        config["filter"] = flt
+    return itertools.islice(get_client().batches.list(config=config), limit)
+
+
+def find_run_batches(run_id: str) -> list[BatchStatus]:
+    """The Vertex AI jobs labelled ``gembatch_run=<run_id>`` (how another machine finds a
+    run), oldest shard first; empty elsewhere."""
+    if not is_vertex():
+        return []
+    flt = f'labels.{_vertex.RUN_LABEL}="{run_id}"'
+    jobs = with_retries("listing batches", lambda: list(_newest_batches(1000, flt)))
+    return [_status(j) for j in reversed(jobs)]
 
 
 def list_batches(names: set[str], max_items: int = 1000) -> dict[str, BatchStatus]:
@@ -478,7 +538,7 @@ def find_batch(display: str, *, run_id: str | None = None) -> str | None:
     never read as "not there", or the caller would create (and pay for) it twice.
     """
     def look() -> str | None:
-        for job in _newest_batches(501):
+        for job in _newest_batches(501, f'display_name="{display}"'):
             if getattr(job, "display_name", None) == display:
                 return str(job.name)
         return None
@@ -495,17 +555,23 @@ def find_batch(display: str, *, run_id: str | None = None) -> str | None:
 
 
 def create_batch(model: str, src: Any, display: str, *, reconcile_first: bool,
-                 run_id: str | None = None) -> str:
+                 run_id: str | None = None, dest: str | None = None,
+                 labels: dict[str, str] | None = None) -> str:
     """Create one batch job, never twice: an ambiguous failure is reconciled by listing.
 
     ``reconcile_first=False`` only for a run's very first create (nothing was sent before,
     so nothing can exist yet); every other attempt first looks for the batch by its display
-    name. Returns the batch name.
+    name. Returns the batch name. ``dest`` (a ``gs://`` prefix or ``bq://`` table) and
+    ``labels`` are for Vertex AI (the SDK has no labels field: they go in the body).
     """
     from google.genai import types
 
     client = get_client()
-    no_retry = types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1))
+    no_retry = types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1),
+                                 extra_body={"labels": labels} if labels else None)
+    config: dict[str, Any] = {"display_name": display, "http_options": no_retry}
+    if dest:
+        config["dest"] = dest
     delay = settings.retry_initial_delay
     last: BaseException | None = None
     for attempt in range(settings.retry_attempts):
@@ -514,10 +580,7 @@ def create_batch(model: str, src: Any, display: str, *, reconcile_first: bool,
             if found:
                 return found
         try:
-            job = client.batches.create(
-                model=model, src=src,
-                config={"display_name": display, "http_options": no_retry},
-            )
+            job = client.batches.create(model=model, src=src, config=config)
             return str(job.name)
         except Exception as exc:
             if not is_retryable(exc):
@@ -605,6 +668,8 @@ def delete_file(file_name: str) -> bool:
 
     Never called for ids the service will refuse (longer than :data:`MAX_FILE_ID`).
     """
+    if file_name.startswith("gs://"):  # a request file staged for Vertex AI
+        return _vertex.delete_object(file_name)
     if len(file_name.removeprefix("files/")) > MAX_FILE_ID:
         return False
     client = get_client()

@@ -57,6 +57,8 @@ class CellCommand:
     wait: bool = False
     #: Deliver the estimate and send nothing.
     dry_run: bool = False
+    #: ``--backend``: the backend to switch to first (None: keep the current one).
+    backend: str | None = None
 
 
 @dataclass(frozen=True)
@@ -189,4 +191,4 @@ def parse_cell(line: str, cell: str, user_ns: dict[str, Any]) -> CellCommand:
     options = RunOptions.from_args(args, template=template, system_instruction=system,
                                    response_schema=schema)
     return CellCommand(out=args.out, df=df, prompt=prompt, options=options, wait=args.wait,
-                       dry_run=args.dry_run)
+                       dry_run=args.dry_run, backend=args.backend)

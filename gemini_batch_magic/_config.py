@@ -14,9 +14,13 @@ that trait and its validator:
 ================================  ==================================================
 ``GEMBATCH_HOME``                 where the run registry and cached results live
 ``GEMBATCH_MODEL``                the default model
-``GEMBATCH_BACKEND``              ``auto`` (default), ``local`` or ``gemini``
+``GEMBATCH_BACKEND``              ``auto`` (default), ``local``, ``gemini`` or ``vertex``
 ``GEMINI_API_KEY``                the API key (``GOOGLE_API_KEY`` is read too)
 ``GOOGLE_GEMINI_BASE_URL``        an external endpoint, e.g. ``gembatch emulator``
+``GOOGLE_GENAI_USE_VERTEXAI``     ``true``: backend ``vertex`` unless GEMBATCH_BACKEND says
+``GOOGLE_CLOUD_PROJECT``          the Vertex AI project
+``GOOGLE_CLOUD_LOCATION``         the Vertex AI region (default ``us-central1``)
+``GEMBATCH_STAGING``              the Cloud Storage prefix runs are staged under (Vertex)
 ================================  ==================================================
 
 A refused value raises :class:`SettingError`, which is both our :class:`ConfigError` and
@@ -50,7 +54,7 @@ __all__ = [
     "validate_model",
 ]
 
-BACKENDS = ("auto", "local", "gemini")
+BACKENDS = ("auto", "local", "gemini", "vertex")
 
 #: Model ids look like ``gemini-2.5-flash`` or ``models/gemini-2.5-flash`` or ``tunedModels/x``.
 _MODEL_RE = re.compile(r"^(models/|tunedModels/)?[a-z0-9][a-z0-9.\-_]{0,127}$")
@@ -210,7 +214,16 @@ class GemBatch(Configurable):
                    env="GEMBATCH_HOME")
     backend = Str("auto", "auto: the key decides (no key: the embedded emulator); local: "
                     "always the embedded emulator; gemini: always the real service (a key is "
-                    "required).", env="GEMBATCH_BACKEND")
+                    "required); vertex: Vertex AI batch prediction (project, location and "
+                    "staging; Application Default Credentials).", env="GEMBATCH_BACKEND")
+    project = Str("", "Google Cloud project of the vertex backend.",
+                  shown_default="''", env="GOOGLE_CLOUD_PROJECT")
+    location = Str("us-central1", "Vertex AI region of the vertex backend (where jobs run; "
+                   "BigQuery datasets must be in the same region).",
+                   env="GOOGLE_CLOUD_LOCATION")
+    staging = Str("", "Cloud Storage prefix (gs://bucket/prefix) where the vertex backend "
+                  "stages request files and collects predictions, under <run id>/.",
+                  shown_default="''", env="GEMBATCH_STAGING")
     poll_interval = Float(2.0, "First delay (seconds) between status polls of a live run; it "
                            "backs off from here.").tag(above=0.0)
     max_poll_interval = Float(60.0, "Longest delay (seconds) between polls once a run has "
@@ -258,7 +271,9 @@ class GemBatch(Configurable):
     def _backend_from_env(self) -> str:
         value = os.environ.get("GEMBATCH_BACKEND", "").strip().lower()
         if not value:
-            return str(GemBatch.backend.default_value)
+            vertex = os.environ.get("GOOGLE_GENAI_USE_VERTEXAI", "").strip().lower()
+            return "vertex" if vertex in ("1", "true", "yes") else str(
+                GemBatch.backend.default_value)
         if value not in BACKENDS:
             raise GemBatch.backend.refuse(
                 value, BACKENDS,
@@ -269,6 +284,30 @@ class GemBatch(Configurable):
     @default("home")
     def _home_from_env(self) -> Path:
         return default_home()
+
+    @default("project")
+    def _project_from_env(self) -> str:
+        return os.environ.get("GOOGLE_CLOUD_PROJECT", "").strip()
+
+    @default("location")
+    def _location_from_env(self) -> str:
+        return (os.environ.get("GOOGLE_CLOUD_LOCATION", "").strip()
+                or str(GemBatch.location.default_value))
+
+    @default("staging")
+    def _staging_from_env(self) -> str:
+        return os.environ.get("GEMBATCH_STAGING", "").strip().rstrip("/")
+
+    @validate("staging")
+    def _check_staging(self, proposal: Any) -> str:
+        value = str(proposal["value"]).strip().rstrip("/")
+        if value and (not value.startswith("gs://") or len(value) <= 5
+                      or value[5:].startswith("/")):
+            raise GemBatch.staging.refuse(
+                proposal["value"], "a gs://bucket/prefix URI",
+                f"staging must be a Cloud Storage prefix such as 'gs://my-bucket/gembatch', "
+                f"got {proposal['value']!r}")
+        return value
 
     # -- what each value means --------------------------------------------------------------
     @validate("model")

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from . import _backend, _results
+from . import _backend, _results, _vertex
 from ._registry import ShardRecord, owner_alive
 from .exceptions import BackendError
 
@@ -87,6 +87,11 @@ def download_shard(run_dir: Path, shard: ShardRecord, job: Any) -> FetchedShard:
             tmp = run_dir / f"{stem}.parquet.{own}"
             _results.empty_frame().to_parquet(tmp, index=False)
             lost = RESULTS_EXPIRED
+    elif dest is not None and getattr(dest, "gcs_uri", None):  # Vertex AI prediction files
+        out = run_dir / f"{stem}.jsonl"
+        tmp = run_dir / f"{stem}.jsonl.{own}"
+        parsed = _read_predictions(getattr(dest, "gcs_output_directory", None) or dest.gcs_uri,
+                                   tmp)
     else:  # the batch ended without output
         out = run_dir / f"{stem}.parquet"
         tmp = run_dir / f"{stem}.parquet.{own}"
@@ -121,6 +126,21 @@ def _download_file(file_name: str, tmp: Path) -> pd.DataFrame | None:
     if parsed is not None and len(parsed) >= 100_000:
         release_memory()  # the download's and the parser's scratch: ~100 MB at 1M rows
     return parsed
+
+
+def _read_predictions(directory: str, tmp: Path) -> pd.DataFrame | None:
+    """Stream a Vertex AI job's prediction files to ``tmp`` as results lines, parsing them
+    on the way (as :func:`_download_file` does for a File API download)."""
+    parser = _results.StreamParser()
+    try:
+        with open(tmp, "wb") as fh:
+            os.chmod(tmp, 0o600)
+            _vertex.read_predictions(directory, _Tee(fh, parser).write)
+        return parser.finish()
+    except BaseException:
+        parser.close()
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _sweep(run_dir: Path, stem: str) -> None:

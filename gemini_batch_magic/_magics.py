@@ -154,7 +154,7 @@ import gemini_batch_magic._runs as _runs
 
 from ._backend import backend_info
 from ._command import CellCommand, HelpShown, LineCommand, parse_cell, parse_line
-from ._config import settings
+from ._config import configure, settings
 from ._env import in_notebook
 from ._options import confirm_message
 from ._runs import BatchRun
@@ -196,6 +196,8 @@ class GemBatchMagics(Magics):
         except HelpShown:
             return None
         try:
+            if cmd.backend:
+                configure(backend=cmd.backend)
             if cmd.dry_run:
                 return self._dry_run(cmd)
             try:

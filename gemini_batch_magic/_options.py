@@ -117,6 +117,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, send: bool = True) -> 
     parser.add_argument("--temperature", type=float, help="generation temperature")
     parser.add_argument("--max-output-tokens", type=int, dest="max_output_tokens",
                         help="most tokens per answer")
+    parser.add_argument("--backend", choices=("auto", "local", "gemini", "vertex"),
+                        help="switch to this backend first (for the session, as "
+                             "%%config GemBatch.backend; vertex also needs project, location "
+                             "and staging)")
     parser.add_argument("--on-empty", choices=ON_EMPTY, default=_DEFAULTS.on_empty,
                         dest="on_empty", help="what to do with empty prompts "
                                               f"(default: {_DEFAULTS.on_empty})")

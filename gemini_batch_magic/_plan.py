@@ -222,6 +222,8 @@ def _too_large(plan: Plan, exc: RequestTooLargeError) -> RequestTooLargeError:
 
 
 def _inline(total_bytes: int, n_requests: int) -> bool:
+    if settings.backend == "vertex":  # Vertex AI batch prediction reads files only
+        return False
     return total_bytes <= settings.inline_limit_bytes and n_requests <= INLINE_MAX_REQUESTS
 
 
@@ -261,7 +263,7 @@ def write(plan: Plan, folder: Path) -> WrittenPlan:
     n = len(plan.positions)
     max_bytes, max_requests = settings.max_file_bytes, settings.max_requests_per_shard
     mode = "file"
-    if n <= INLINE_MAX_REQUESTS:  # sizing at most 100 lines costs nothing
+    if n <= INLINE_MAX_REQUESTS and settings.backend != "vertex":  # sizing 100 lines is free
         sizes, _ = _requests.measure_requests(plan.prompts, keys, plan.shared)
         if _inline(int(sizes.sum()), n) and not (sizes > max_bytes).any():
             mode, max_bytes, max_requests = "inline", max(int(sizes.sum()), 1), max(n, 1)

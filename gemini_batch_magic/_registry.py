@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 #: A run or shard in one of these states is over; nothing more will happen to it.
-TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "PARTIALLY_SUCCEEDED"})
 #: A run or shard in one of these states is still being worked on.
 LIVE = frozenset({"SUBMITTING", "PENDING", "RUNNING"})
 def is_live(state: str) -> bool:
@@ -62,8 +62,9 @@ def is_live(state: str) -> bool:
 #: When shards end differently, the run shows the most serious state (an unknown state
 #: ranks as RUNNING).
 STATE_RANK = {
-    "SUBMITTING": 0, "PENDING": 1, "RUNNING": 2, "SUCCEEDED": 3, "CANCELLED": 4,
-    "EXPIRED": 5, "FAILED": 6,
+    "SUBMITTING": 0, "QUEUED": 1, "PENDING": 1, "RUNNING": 2, "PAUSED": 2, "UPDATING": 2,
+    "CANCELLING": 2, "SUCCEEDED": 3, "PARTIALLY_SUCCEEDED": 4, "CANCELLED": 5, "EXPIRED": 6,
+    "FAILED": 7,
 }
 #: Who is submitting a run: this process, as ``host:pid`` (kept with the run).
 OWNER = f"{socket.gethostname()}:{os.getpid()}"

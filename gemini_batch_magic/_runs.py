@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from . import _backend, _plan, _requests, _schemas
+from . import _backend, _plan, _requests, _schemas, _vertex
 from ._answers import SKIPPED, RunAnswers, fill_from, label
 from ._config import settings
 from ._fetch import download_shard, release_memory
@@ -70,6 +70,8 @@ __all__ = [
 
 
 _log = logging.getLogger(__name__)
+#: End states whose batch has answers to download.
+_WITH_RESULTS = ("SUCCEEDED", "PARTIALLY_SUCCEEDED")
 
 
 class RunStats(NamedTuple):
@@ -237,7 +239,8 @@ class BatchRun:
         book = self._book
         with book.lock:
             book.reload()
-            if self.done and all(s.results_file or s.state != "SUCCEEDED" for s in self.shards):
+            if self.done and all(s.results_file or s.state not in _WITH_RESULTS
+                                 for s in self.shards):
                 return self
             _backend.check_key(self.record.key_fp, self.run_id)
             changed = False
@@ -534,6 +537,8 @@ def _submit_plan(
         _plan.check_cost(written.estimate, max_cost)
         again = not force and reg.find_run(written.content_hash, backend) is not None
         _plan.check_confirmed(written.estimate, confirm or again)  # an identical run: no cost
+        if _backend.is_vertex():
+            _vertex.check_staging()  # no staging prefix: refused before anything is sent
         _backend.check_model(plan.model)  # misspelt: refused before anything is sent
 
         make = functools.partial(_new_record, plan, written, backend, parent)
@@ -656,6 +661,10 @@ def attach(ref: str, df: pd.DataFrame | None = None) -> BatchRun:
     if df is not None and not isinstance(df, pd.DataFrame):
         raise InputError(f"df= must be the DataFrame that was submitted, got {type(df).__name__}")
     run = _find(ref.strip(), df)
+    if run.record.source == "table":  # a table run (submit_table) is its own kind
+        from ._tables import TableRun
+
+        return TableRun(run.run_id)  # type: ignore[return-value]
     if df is not None and not run.record.config.get("adopted"):
         _check_frame(run.record.n_rows, run.record.config.get("rows_hash"), df, run.run_id)
         run._input = df
@@ -681,9 +690,9 @@ def _check_frame(n_rows: int | None, rows_hash: str | None, df: pd.DataFrame,
 
 def _find(ref: str, df: pd.DataFrame | None) -> BatchRun:
     reg = registry()
-    if ref.startswith("batches/"):
+    if ref.startswith(("batches/", "projects/")):
         run_id = reg.find_by_batch(ref)
-        return _run_object(run_id) if run_id is not None else _adopt(ref, df)
+        return _run_object(run_id) if run_id is not None else _adopt([ref], df)
     matches = reg.find_prefix(ref)
     exact = [m for m in matches if m == ref]
     if exact:
@@ -694,6 +703,10 @@ def _find(ref: str, df: pd.DataFrame | None) -> BatchRun:
         raise RunNotFoundError(
             f"{ref!r} matches several runs ({', '.join(matches[:5])}); give more characters"
         )
+    if _backend.is_vertex() and re.fullmatch(r"[0-9a-f]{8}", ref):
+        labelled = _backend.find_run_batches(ref)  # another machine's run, by its label
+        if labelled:
+            return _adopt([s.name for s in labelled], df, known=labelled)
     recent = [r.run_id for r in reg.all_runs()[:5]]
     hint = f" Recent runs: {', '.join(recent)}." if recent else " The registry is empty."
     raise RunNotFoundError(f"no run {ref!r} in the registry at {settings.home}.{hint}",
@@ -704,31 +717,40 @@ _DISPLAY = re.compile(
     r"^(?P<base>.*)-(?P<run>[0-9a-f]{8})-s(?P<shard>\d+)(?:-n(?P<n>\d+)-h(?P<h>[0-9a-f]{8}))?$")
 
 
-def _adopt(batch_name: str, df: pd.DataFrame | None = None) -> BatchRun:
-    """A run rebuilt from the service alone: the batch ``batch_name`` recorded anew."""
-    try:
-        status = _backend.get_batch(batch_name)
-    except BackendError as exc:
-        if exc.code in (403, 404):
-            raise RunNotFoundError(
-                f"no run in the registry ({settings.home}) owns {batch_name}, and the service "
-                f"does not show it to this API key ({exc.code} {exc.status}); check the name, "
-                "or set the key it was created with", batch_name=batch_name,
-            ) from exc
-        raise
+def _adopt(batch_names: list[str], df: pd.DataFrame | None = None,
+           known: list[_backend.BatchStatus] | None = None) -> BatchRun:
+    """A run rebuilt from the service alone: the batches ``batch_names`` (the shards of one
+    run, in shard order) recorded anew."""
+    statuses = list(known or [])
+    for batch_name in batch_names[len(statuses):]:
+        try:
+            statuses.append(_backend.get_batch(batch_name))
+        except BackendError as exc:
+            if exc.code in (403, 404):
+                raise RunNotFoundError(
+                    f"no run in the registry ({settings.home}) owns {batch_name}, and the "
+                    f"service does not show it to these credentials ({exc.code} {exc.status}); "
+                    "check the name, or use the key or project it was created with",
+                    batch_name=batch_name,
+                ) from exc
+            raise
+    status, batch_name = statuses[0], batch_names[0]
     job = status.job
     found = _DISPLAY.match(str(getattr(job, "display_name", "") or ""))
     n_rows = int(found["n"]) if found and found["n"] else None
     if df is not None:
         _check_frame(n_rows, found["h"] if found else None, df, batch_name)
         n_rows = len(df)
-    total = (status.counts or {}).get("total") or n_rows or 0
+    totals = [(s.counts or {}).get("total") or 0 for s in statuses]
+    total = sum(totals) or n_rows or 0
+    if len(statuses) == 1:
+        totals = [total]
     n_rows = n_rows or total
     run_id = found["run"] if found and registry().get(found["run"]) is None else None
     now = time.time()
     record = RunRecord(
         run_id=run_id or os.urandom(4).hex(), created=now, updated=now,
-        model=str(getattr(job, "model", "") or settings.model).removeprefix("models/"),
+        model=str(getattr(job, "model", "") or settings.model).rsplit("/", 1)[-1],
         display_name=found["base"] if found else str(getattr(job, "display_name", "") or
                                                       "attached"),
         backend=_backend.backend_id(), content_hash=f"attached:{batch_name}",
@@ -736,11 +758,13 @@ def _adopt(batch_name: str, df: pd.DataFrame | None = None) -> BatchRun:
         parent_id=None, est_cost=None, config={"adopted": True, "batch": batch_name},
         owner=None, error=None, key_fp=_backend.key_fingerprint(),
         index_blob=dump_index(df.index) if df is not None else None,
-        shards=[ShardRecord(run_id="", shard=0, start=0, stop=total, n_bytes=0,
-                            request_file="", batch_name=batch_name, state=status.state,
-                            pending=total)],
+        shards=[ShardRecord(run_id="", shard=i, start=sum(totals[:i]),
+                            stop=sum(totals[:i + 1]), n_bytes=0, request_file="",
+                            batch_name=s.name, state=s.state, pending=totals[i])
+                for i, s in enumerate(statuses)],
     )
-    record.shards[0].run_id = record.run_id
+    for shard in record.shards:
+        shard.run_id = record.run_id
     with registry().transaction() as con:
         Registry.insert_run(con, record)
     run = _run_object(record.run_id, df)

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from . import _backend, _requests
+from . import _backend, _requests, _vertex
 from ._config import settings
 from ._registry import OWNER, RunBook, ShardRecord, is_live, owner_alive
 from ._state import state
@@ -122,8 +122,17 @@ class Submission:
         rec = self.book.record
         display = self._display(shard)
         path = self.book.run_dir() / shard.request_file
-        if rec.source == "inline":
-            src: Any = _inline_src(path, self._sdk_config())
+        dest = labels = None
+        if _backend.is_vertex():  # staged in Cloud Storage, answered into it
+            if shard.upload_name is None:
+                uri = _vertex.stage_requests(path, _vertex.staging_uri(
+                    self.run_id, f"requests-{shard.shard:04d}.jsonl"))
+                self.book.set_shard(shard, upload_name=uri)
+            src: Any = shard.upload_name
+            dest = _vertex.staging_uri(self.run_id, f"out-{shard.shard:04d}/")
+            labels = {_vertex.RUN_LABEL: self.run_id, "gembatch_shard": str(shard.shard)}
+        elif rec.source == "inline":
+            src = _inline_src(path, self._sdk_config())
         else:
             if shard.upload_name is None:
                 name = _backend.upload_file(path, f"{display}-requests")
@@ -131,7 +140,7 @@ class Submission:
             src = shard.upload_name
         batch = _backend.create_batch(
             rec.model, src, display, run_id=self.run_id,
-            reconcile_first=self.run_id not in state.fresh,
+            reconcile_first=self.run_id not in state.fresh, dest=dest, labels=labels,
         )
         self.book.set_shard(shard, batch_name=batch, state="PENDING",
                             pending=shard.n_requests, error=None)

@@ -4,6 +4,7 @@ Usage::
 
     gembatch demo                       submit a few prompts to the local emulator and print answers
     gembatch emulator [--port 8000 ...] run the local Gemini Batch API emulator (see --help)
+    gembatch emulator --vertex          the Vertex AI test bed: Cloud Storage, BigQuery, Vertex AI
     gembatch submit data.csv --prompt text [--wait] [--out answers.csv]
     gembatch estimate data.csv --template "Summarise: {text}"
     gembatch list | status RUN | wait RUN | results RUN [--out F] | cancel RUN | retry RUN
@@ -145,6 +146,8 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
     cmd = ns.command
     if cmd == "demo":
         return _demo(ns.home)
+    if getattr(ns, "backend", None):
+        gbm.configure(backend=ns.backend)
     if cmd == "submit":
         options = RunOptions.from_args(ns, template=ns.template)
         try:
@@ -214,6 +217,10 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``gembatch``; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "emulator" and "--vertex" in argv[1:]:
+        from .emulator._bed import main as bed_main
+
+        return bed_main([a for a in argv[1:] if a != "--vertex"], prog="gembatch emulator --vertex")
     if argv and argv[0] == "emulator":
         from .emulator import main as emulator_main
 
