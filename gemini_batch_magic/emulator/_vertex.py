@@ -32,7 +32,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -51,7 +51,7 @@ INJECTABLE = ("FAILED", "EXPIRED", "PARTIALLY_SUCCEEDED", "HOLD", "PAUSED", "UPD
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -293,7 +293,7 @@ class VertexEmulator:
             if self.storage is None:
                 raise CloudError("this emulator was started without a Cloud Storage endpoint")
             prefix = str(cfg["gcsDestination"]["outputUriPrefix"]).rstrip("/")
-            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             folder = f"{prefix}/prediction-model-{stamp}"
             bucket, name = split_gs(f"{folder}/predictions.jsonl")
             lines = b"".join(orjson.dumps({k: o[k] for k in ("status", "processed_time",
