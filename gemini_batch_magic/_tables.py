@@ -8,74 +8,56 @@ table and writes ``dest`` (the input's columns, ``request``, ``response``, ``sta
 ``processed_time``). Nothing of the rows passes through the kernel, except what
 :meth:`TableRun.result` (``limit=``) or :meth:`TableRun.to_dataframe` read back on request.
 The source may also be a SQL query (``"SELECT ... FROM ..."``), or Cloud Storage JSONL
-(``"gs://bucket/in/*.jsonl"``: lines already in Vertex AI's ``{"request": ...}`` form) with a
-``gs://`` destination prefix.
+(``"gs://bucket/in/*.jsonl"``) with a ``gs://`` destination prefix: without a template its
+lines must already be Vertex AI's ``{"request": ...}``; with one, each line is a JSON
+object whose fields the template formats (streamed into staging, see
+:mod:`._table_sources`).
 
-Estimates come from the table's metadata (its row count) and a sample of 100 built requests;
-``max_cost`` and ``confirm_above`` apply before the job is created. The run is recorded in the
-registry (``gbm.runs()`` lists it, ``gbm.attach(run_id)`` gives it back, the same source,
-template and destination again returns the existing run unless ``force=True``).
+Estimates come from the row count and a sample of 100 built requests; ``max_cost`` and
+``confirm_above`` apply before the job is created. The run is recorded in the registry
+(``gbm.runs()`` lists it, ``gbm.attach(run_id)`` gives it back, the same source, template
+and destination again returns the existing run unless ``force=True``). The job carries the
+label ``gembatch_run=<run id>``: a run whose job was never created, or created but never
+recorded (the process died, the answer was lost), is finished by ``refresh()``/``wait()``
+from any process, which first looks for the job by that label, so it is never made twice.
+
+:meth:`TableRun.retry_failed` sends the rows whose answer failed or is missing again (a
+child run over the staging table ``<dest>_gembatch_requests_retry<n>``, writing
+``<dest>_retry<n>``); once it has ended, the table ``<dest>_merged`` holds every row's
+newest answer and the parent's :attr:`~TableRun.table` and :meth:`~TableRun.result` read it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-import re
-import string
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
 import pandas as pd
 
-from . import _backend, _plan, _pricing, _results, _vertex
+from . import _backend, _plan, _results, _vertex
+from . import _table_sources as _sources
 from ._config import settings, validate_model
-from ._registry import OWNER, TERMINAL, RunBook, RunRecord, ShardRecord, is_live, open_registry
-from .exceptions import ColumnError, ConfigError, InputError, RunNotDoneError, TemplateError
+from ._registry import (
+    OWNER,
+    TERMINAL,
+    RunBook,
+    RunRecord,
+    ShardRecord,
+    is_live,
+    open_registry,
+    owner_alive,
+)
+from .exceptions import ConfigError, InputError, RunNotDoneError
 
 __all__ = ["TableRun", "submit_table"]
 
-_TABLE = re.compile(r"^bq://([A-Za-z0-9_.:-]+)\.([A-Za-z0-9_]+)\.([A-Za-z0-9_$-]+)$")
-_SAMPLE = 100
-
-
-def _split_bq(uri: str, what: str) -> tuple[str, str, str]:
-    m = _TABLE.match(uri.strip())
-    if not m:
-        raise InputError(f"{what} {uri!r} is not a BigQuery table: write "
-                         "bq://project.dataset.table")
-    return m.group(1), m.group(2), m.group(3)
-
-
-def _quote(text: str) -> str:
-    """A GoogleSQL string literal."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
-
-
-def _prompt_sql(template: str, columns: list[str]) -> str:
-    """The SQL expression of ``template``: literal pieces and ``CAST(col AS STRING)``."""
-    pieces = []
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise TemplateError(f"template {template!r} is malformed: {exc}") from None
-    for literal, name, spec, conv in parsed:
-        if literal:
-            pieces.append(_quote(literal))
-        if name is None:
-            continue
-        if spec or conv or not name.isidentifier():
-            raise TemplateError(f"template field {{{name}}} must name a column plainly "
-                                "(no attribute, index, conversion or format)")
-        if name not in columns:
-            raise ColumnError(f"template names column {name!r}, which the source does not "
-                              f"have; its columns: {', '.join(columns)}")
-        pieces.append(f"IFNULL(CAST(`{name}` AS STRING), '')")
-    if not pieces:
-        raise TemplateError("the template is empty")
-    return pieces[0] if len(pieces) == 1 else f"CONCAT({', '.join(pieces)})"
+_ANSWERED = ("SUCCEEDED", "PARTIALLY_SUCCEEDED")
 
 
 class TableStats(NamedTuple):
@@ -88,7 +70,11 @@ class TableStats(NamedTuple):
 
 
 class TableRun:
-    """A table run: one Vertex AI job from a table (or JSONL) to a table (or prefix)."""
+    """A table run: one Vertex AI job from a table (or JSONL) to a table (or prefix).
+
+    It has the surface the views read (``gemini_batch_magic.widgets.RunView``), so
+    ``run.widget()``, its rich display and the background monitor work as for a BatchRun.
+    """
 
     def __init__(self, run_id: str) -> None:
         self._book = RunBook(open_registry(settings.home), run_id)
@@ -117,18 +103,55 @@ class TableRun:
         return self.record.error
 
     @property
+    def model(self) -> str:
+        return self.record.model
+
+    @property
+    def display_name(self) -> str:
+        return self.record.display_name
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.record.parent_id
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run was created (until it ended, once done)."""
+        end = self.record.updated if self.done else time.time()
+        return max(0.0, end - self.record.created)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.record.n_requests)
+
+    @property
+    def shards(self) -> list[ShardRecord]:
+        return list(self.record.shards)
+
+    @property
     def table(self) -> str | None:
-        """The result table (``project.dataset.table``), None for a ``gs://`` destination."""
+        """The result table (``project.dataset.table``): ``<dest>_merged`` once a retry has
+        been merged, else ``dest``; None for a ``gs://`` destination."""
+        self._book.reload()  # a retry may have been merged by another object or process
+        merged = self._cfg.get("merged")
+        if merged:
+            return str(merged)
         dest = self._cfg["dest"]
         return dest.removeprefix("bq://") if dest.startswith("bq://") else None
 
     @property
     def dest(self) -> str:
+        """Where the job writes (``bq://...`` or ``gs://...``), as given."""
         return str(self._cfg["dest"])
 
     @property
     def batch_names(self) -> list[str]:
         return [s.batch_name for s in self.record.shards if s.batch_name]
+
+    @property
+    def live_batch_names(self) -> set[str]:
+        return {s.batch_name for s in self.record.shards
+                if s.batch_name is not None and is_live(s.state)}
 
     @property
     def estimated_cost(self) -> float | None:
@@ -138,22 +161,55 @@ class TableRun:
     def stats(self) -> TableStats:
         s = self.record.shards[0]
         return TableStats(self.record.n_requests, s.succeeded, s.failed,
-                        0 if self.done else max(0, self.record.n_requests - s.succeeded
-                                                - s.failed))
+                          0 if self.done else max(0, self.record.n_requests - s.succeeded
+                                                  - s.failed))
+
+    def children(self) -> list[TableRun]:
+        """The retry runs made from this run, oldest first."""
+        return [TableRun(c) for c in self._book.registry.children(self.run_id)]
 
     def __repr__(self) -> str:
         st = self.stats
         return (f"<TableRun {self.run_id} {self.state} {st.succeeded + st.failed}/{st.total} "
                 f"answered ({st.failed} failed) -> {self.dest}>")
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from .widgets import run_mimebundle  # the one door to the views
+
+        return run_mimebundle(self, include, exclude)  # type: ignore[no-any-return]
+
+    def widget(self) -> Any:
+        """A live progress widget of this run, as ``BatchRun.widget()``."""
+        from .widgets import progress_widget  # the one door to the views
+
+        return progress_widget(self)
+
     # -- following it -----------------------------------------------------------------------
-    def refresh(self) -> TableRun:
+    def watch(self, callback: Callable[[TableRun, BaseException | None], Any] | None = None
+              ) -> None:
+        """Have the background monitor poll this run until it is done."""
+        from ._monitor import monitor
+
+        monitor.watch(self, callback)
+
+    def unwatch(self, callback: Callable[[TableRun, BaseException | None], Any] | None = None
+                ) -> None:
+        from ._monitor import monitor
+
+        monitor.unwatch(self, callback)
+
+    def refresh(self, known: Mapping[str, _backend.BatchStatus] | None = None) -> TableRun:
+        """Ask the service about the job once (``known``: statuses just listed); a job not
+        created or not recorded yet is found by its label, or created (see the module)."""
         with self._book.lock:
             self._book.reload()
             for shard in self.record.shards:
+                if shard.batch_name is None and shard.state == "SUBMITTING":
+                    self._resume(shard)
                 if shard.batch_name is None or not is_live(shard.state):
                     continue
-                status = _backend.get_batch(shard.batch_name)
+                status = (known or {}).get(shard.batch_name) or _backend.get_batch(
+                    shard.batch_name)
                 values: dict[str, Any] = {"state": status.state}
                 if status.counts:
                     values.update(succeeded=status.counts["succeeded"],
@@ -164,23 +220,64 @@ class TableRun:
                     values["error"] = f"batch {shard.batch_name} ended {status.state}{why}"
                 self._book.set_shard(shard, **values)
             self._book.aggregate()
+        if self.done and self.parent_id:
+            TableRun(self.parent_id)._merge_children()
         return self
+
+    def _resume(self, shard: ShardRecord) -> None:
+        """Finish a half-submitted run: adopt its labelled job, or create it (once)."""
+        owner = self.record.owner
+        if owner != OWNER:
+            if owner_alive(owner) or not self._book.registry.claim(self.run_id, owner, OWNER):
+                return  # its own process may still be creating it: only look later
+            self._book.reload()
+        found = [s for s in _backend.find_run_batches(self.run_id)
+                 if (getattr(s.job, "labels", None) or {}).get("gembatch_shard",
+                                                               str(shard.shard))
+                 == str(shard.shard)]
+        name = found[0].name if found else self._create(shard, reconcile_first=True)
+        self._book.set_shard(shard, batch_name=name, state="PENDING")
+
+    def _create(self, shard: ShardRecord, *, reconcile_first: bool) -> str:
+        return _backend.create_batch(
+            self.model, self._cfg["src"], f"{self.display_name}-{self.run_id}-s{shard.shard}",
+            reconcile_first=reconcile_first, run_id=self.run_id, dest=self.dest,
+            labels={_vertex.RUN_LABEL: self.run_id, "gembatch_shard": str(shard.shard)})
 
     def wait(self, timeout: float | None = None, *, poll_interval: float | None = None,
              progress: Any = False) -> TableRun:
-        """Block until the job has ended (``WaitTimeout`` after ``timeout`` seconds)."""
+        """Block until the job has ended (``WaitTimeout`` after ``timeout`` seconds);
+        ``progress`` as for ``BatchRun.wait`` (default False: nothing shown)."""
         from .exceptions import WaitTimeout
 
+        display = None
+        if hasattr(progress, "update") and hasattr(progress, "close"):
+            display = progress
+        elif progress:
+            from .widgets import auto_progress  # the one door to the views
+
+            display = auto_progress(self)
         delay = poll_interval or settings.poll_interval
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.refresh().done:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(f"table run {self.run_id} is still {self.state} after "
-                                  f"{timeout} s; it goes on: wait() again later",
-                                  run_id=self.run_id)
-            time.sleep(delay)
-            delay = min(delay * 1.5, poll_interval or settings.max_poll_interval)
+        try:
+            while not self.refresh().done:
+                if display is not None:
+                    display.update()
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WaitTimeout(f"table run {self.run_id} is still {self.state} after "
+                                      f"{timeout} s; it goes on: wait() again later",
+                                      run_id=self.run_id)
+                time.sleep(delay)
+                delay = min(delay * 1.5, poll_interval or settings.max_poll_interval)
+        finally:
+            if display is not None:
+                display.close()
         return self
+
+    def run_to_completion(self, timeout: float | None = None, *, progress: Any = True
+                          ) -> pd.DataFrame:
+        """:meth:`wait`, then :meth:`result` (its first 1000 rows): what ``--wait`` does."""
+        return self.wait(timeout=timeout, progress=progress).result()
 
     def cancel(self) -> TableRun:
         for name in self.batch_names:
@@ -190,11 +287,13 @@ class TableRun:
     # -- results ----------------------------------------------------------------------------
     def result(self, limit: int | None = 1000) -> pd.DataFrame:
         """At most ``limit`` rows of the result, read back on request (None: all), indexed
-        by the key column: ``response``, ``error``, ``finish_reason``, token counts."""
+        by the key column: ``response``, ``error``, ``finish_reason``, token counts. After a
+        retry, the merged answers (:attr:`table`)."""
         self._book.reload()
         if not self.done:
             raise RunNotDoneError(f"table run {self.run_id} is still {self.state}: call "
                                   "wait() first", run_id=self.run_id)
+        self._merge_children()
         key = self._cfg.get("key") or "key"
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "results.jsonl"
@@ -206,36 +305,122 @@ class TableRun:
                         if line is not None:
                             fh.write(orjson.dumps(line) + b"\n")
                 else:
-                    left = [limit if limit is not None else math.inf]
-
-                    def take(data: bytes) -> None:
-                        lines = data.splitlines(keepends=True)[: int(min(left[0], 1e12))]
-                        left[0] -= len(lines)
-                        fh.write(b"".join(lines))
-
-                    for name in self.batch_names:
-                        job = _backend.get_batch(name).job
-                        dest = job.dest
-                        _vertex.read_predictions(
-                            getattr(dest, "gcs_output_directory", None) or dest.gcs_uri, take)
+                    self._read_gcs(fh.write, limit)
             frame = _results.parse_results_file(path)
         return frame.set_index("key").rename_axis(key)
+
+    def _read_gcs(self, write: Callable[[bytes], Any], limit: int | None) -> None:
+        left = [limit if limit is not None else math.inf]
+
+        def take(data: bytes) -> None:
+            lines = data.splitlines(keepends=True)[: int(min(left[0], 1e12))]
+            left[0] -= len(lines)
+            write(b"".join(lines))
+
+        for name in self.batch_names:
+            dest = _backend.get_batch(name).job.dest
+            _vertex.read_predictions(
+                getattr(dest, "gcs_output_directory", None) or dest.gcs_uri, take)
 
     def to_dataframe(self) -> pd.DataFrame:
         """Every row of the result (it all comes into the kernel)."""
         return self.result(limit=None)
 
+    # -- retries ----------------------------------------------------------------------------
+    def retry_failed(self, **overrides: Any) -> TableRun | None:
+        """Send the rows whose answer failed or is missing again, as a child run reading
+        the staging table of just those keys (see the module). Returns None when every row
+        has an answer. ``overrides`` may change ``model`` or ``name``."""
+        unknown = sorted(set(overrides) - {"model", "name"})
+        if unknown:
+            raise InputError(f"retry_failed() takes model= and name=, not {', '.join(unknown)}")
+        if self.parent_id:
+            return TableRun(self.parent_id).retry_failed(**overrides)
+        self.refresh()
+        if not self.done or any(not c.done for c in self.children()):
+            raise RunNotDoneError(f"table run {self.run_id} (or its last retry) is still "
+                                  "running: wait() for it before retrying its failed rows",
+                                  run_id=self.run_id)
+        self._merge_children()
+        cfg = self._cfg
+        if self.table is None or not str(cfg["src"]).startswith("bq://"):
+            raise InputError(f"table run {self.run_id} writes {self.dest}: retry_failed() "
+                             "needs a BigQuery source and destination; submit the failed "
+                             "rows again with submit_table(force=True)")
+        n = len(self.children()) + 1
+        p, d, t = _sources.split_bq(cfg["dest"], "dest")
+        staging, count = _sources.build_retry(
+            cfg["src"].removeprefix("bq://"), self.table, cfg["key"],
+            f"{p}.{d}.{t}_gembatch_requests_retry{n}")
+        if count == 0:
+            from .widgets import notice  # the one door to the views: a notice, not an error
 
-def _source_sql(source: str) -> tuple[str, str | None]:
-    """(a FROM clause, the table for its metadata or None for a query)."""
-    text = source.strip()
-    if text.startswith("bq://"):
-        p, d, t = _split_bq(text, "source")
-        return f"`{p}.{d}.{t}`", f"{p}.{d}.{t}"
-    if re.match(r"(?is)^\s*(select|with)\b", text):
-        return f"({text})", None
-    raise InputError(f"source {source!r} is neither a BigQuery table (bq://project.dataset."
-                     "table), a query (SELECT ...) nor Cloud Storage JSONL (gs://.../*.jsonl)")
+            notice(__name__, f"table run {self.run_id}: no failed rows to retry")
+            return None
+        est = _sources.estimate(self.model, count, 0, cfg.get("shared") or {})
+        child_cfg = {**cfg, "source": f"retry of {self.run_id}", "src": staging,
+                     "dest": f"bq://{p}.{d}.{t}_retry{n}", "merged": None}
+        return _record_and_create(
+            content_hash=f"table-retry:{self.run_id}:{n}", model=overrides.get("model")
+            or self.model, display=(overrides.get("name") or f"{self.display_name}-retry")[:60],
+            n_rows=count, est=est, cfg=child_cfg, parent_id=self.run_id)
+
+    def _merge_children(self) -> None:
+        """Fold every ended, not yet merged retry into ``<dest>_merged`` (in order)."""
+        if self.parent_id or self.table is None:
+            return
+        with self._book.lock:
+            self._book.reload()
+            for child in self.children():
+                cfg = self._cfg
+                if child.state not in _ANSWERED or child.run_id in (cfg.get("merged_from")
+                                                                    or []):
+                    continue
+                merged = cfg["dest"].removeprefix("bq://") + "_merged"
+                _sources.merge_retry(str(self.table), child.dest.removeprefix("bq://"),
+                                     cfg["key"], merged)
+                config = dict(self.record.config)
+                config["table"] = {**cfg, "merged": merged,
+                                   "merged_from": [*(cfg.get("merged_from") or []),
+                                                   child.run_id]}
+                self._book.registry.update_run(self.run_id,
+                                               config=orjson.dumps(config).decode())
+                self._book.reload()
+
+
+def _record_and_create(*, content_hash: str, model: str, display: str, n_rows: int,
+                       est: _plan.Estimate, cfg: dict[str, Any],
+                       parent_id: str | None) -> TableRun:
+    """Record the run (SUBMITTING, no job yet), then create its job."""
+    reg = open_registry(settings.home)
+    backend = _backend.backend_id()
+
+    def make(run_id: str) -> RunRecord:
+        now = time.time()
+        config = {"table": {**cfg, "dest": cfg["dest"] or _vertex.staging_uri(run_id, "out/")}}
+        return RunRecord(
+            run_id=run_id, created=now, updated=now, model=model, display_name=display,
+            backend=backend, content_hash=content_hash, n_rows=n_rows, n_requests=n_rows,
+            source="table", state="SUBMITTING", parent_id=parent_id, est_cost=est.cost_usd,
+            config=config, owner=OWNER, error=None, positions_blob=b"", key_fp=None,
+            shards=[ShardRecord(run_id=run_id, shard=0, start=0, stop=n_rows, n_bytes=0,
+                                request_file="", upload_name=str(cfg["src"]),
+                                pending=n_rows)])
+
+    folder = Path(tempfile.mkdtemp(dir=reg.tmp_dir()))
+    record, _ = reg.insert_or_find(make, content_hash, backend, folder=folder, force=True)
+    run = TableRun(record.run_id)
+    shard = run.record.shards[0]
+    try:
+        name = run._create(shard, reconcile_first=False)
+    except Exception as exc:
+        if not _backend.is_retryable(exc):  # refused: nothing to finish later
+            run._book.set_shard(shard, state="FAILED", error=f"not created: {exc}")
+            run._book.aggregate()
+        raise  # a transient failure: refresh()/wait() finishes it, reconciling by label
+    run._book.set_shard(shard, batch_name=name, state="PENDING")
+    run._book.aggregate()
+    return run
 
 
 def submit_table(
@@ -252,11 +437,12 @@ def submit_table(
     force: bool = False,
     name: str | None = None,
 ) -> TableRun:
-    """Send every row of a BigQuery table or query (or a Cloud Storage JSONL file) as one
+    """Send every row of a BigQuery table or query (or of Cloud Storage JSONL) as one
     request of a Vertex AI job writing a table (see the module docstring). ``template``
     formats columns (``"Summarise: {text}"``); ``key`` names the column that identifies rows
-    (kept beside each answer); ``dest`` is a new ``bq://project.dataset.table`` (a
-    ``gs://`` prefix for a ``gs://`` source, default ``<staging>/<run>/out/``)."""
+    (kept beside each answer; for JSONL, optional: the line number without it); ``dest`` is
+    a new ``bq://project.dataset.table`` (a ``gs://`` prefix for a ``gs://`` source,
+    default ``<staging>/<run>/out/``)."""
     if not _backend.is_vertex():
         raise ConfigError("submit_table() runs on Vertex AI: gbm.configure(backend='vertex', "
                           "project=..., location=..., staging='gs://...') first")
@@ -268,113 +454,40 @@ def submit_table(
         shared["generationConfig"] = dict(generation_config)
     gcs = source.strip().startswith("gs://")
     if gcs:
-        if template is not None:
-            raise InputError("a gs:// source is read by the job as it is: its lines must "
-                             "already be {\"request\": ...}; build prompts from a BigQuery "
-                             "table or query to use a template")
-        n_rows, per_request = 0, 0
+        if dest is not None and not dest.startswith("gs://"):
+            raise InputError(f"dest {dest!r}: a gs:// source writes a gs:// prefix "
+                             "(default <staging>/<run>/out/)")
+    elif template is None or key is None or dest is None:
+        raise InputError("submit_table() from BigQuery needs template=, key= and "
+                         "dest='bq://project.dataset.table'")
     else:
-        if template is None or key is None or dest is None:
-            raise InputError("submit_table() from BigQuery needs template=, key= and "
-                             "dest='bq://project.dataset.table'")
-        _split_bq(dest, "dest")
-    h = orjson.dumps([source, template, key, dest, model, shared],
-                     option=orjson.OPT_SORT_KEYS)
-    import hashlib
-
+        _sources.split_bq(dest, "dest")
+    h = orjson.dumps([source, template, key, dest, model, shared], option=orjson.OPT_SORT_KEYS)
     content_hash = "table:" + hashlib.sha256(h).hexdigest()[:32]
     reg = open_registry(settings.home)
-    backend = _backend.backend_id()
     if not force:
-        with reg.transaction() as con:
-            existing = reg.find_by_hash(content_hash, backend, con)
+        existing = reg.find_run(content_hash, _backend.backend_id())
         if existing is not None:
             run = TableRun(existing.run_id)
             run.notice = (f"an identical table run already exists: {existing.run_id} "
                           f"({existing.state}); returning it (pass force=True to submit anew)")
             return run
     _backend.check_model(model)
-    if gcs:
-        src, out = source.strip(), dest or ""
+    n_rows = per_request = 0
+    if gcs and template is None:
+        src = source.strip()
+    elif gcs:
+        src = _vertex.staging_uri(f"table-{content_hash[6:22]}", "requests.jsonl")
+        n_rows, per_request = _sources.build_jsonl(source.strip(), str(template), key, src,
+                                                  shared)
     else:
-        src, out, n_rows, per_request = _build_requests(source, str(template), str(key),
-                                                        str(dest), shared)
-    est = _estimate(model, n_rows, per_request, shared)
+        src, n_rows, per_request = _sources.build_bigquery(source, str(template), str(key),
+                                                           str(dest), shared)
+    est = _sources.estimate(model, n_rows, per_request, shared)
     _plan.check_cost(est, max_cost)
     _plan.check_confirmed(est, confirm)
-    display = (name or "table")[:60]
-
-    def make(run_id: str) -> RunRecord:
-        now = time.time()
-        target = out or _vertex.staging_uri(run_id, "out/")
-        cfg = {"table": {"source": source, "template": template, "key": key, "dest": target,
-                         "src": src, "shared": shared}}
-        return RunRecord(
-            run_id=run_id, created=now, updated=now, model=model, display_name=display,
-            backend=backend, content_hash=content_hash, n_rows=n_rows, n_requests=n_rows,
-            source="table", state="SUBMITTING", parent_id=None, est_cost=est.cost_usd,
-            config=cfg, owner=OWNER, error=None, positions_blob=b"", key_fp=None,
-            shards=[ShardRecord(run_id=run_id, shard=0, start=0, stop=n_rows, n_bytes=0,
-                                request_file="", upload_name=src, pending=n_rows)])
-
-    folder = Path(tempfile.mkdtemp(dir=reg.tmp_dir()))
-    record, _ = reg.insert_or_find(make, content_hash, backend, folder=folder, force=True)
-    run = TableRun(record.run_id)
-    shard = run.record.shards[0]
-    batch = _backend.create_batch(
-        model, src, f"{display}-{run.run_id}-s0", reconcile_first=False, run_id=run.run_id,
-        dest=run.dest, labels={_vertex.RUN_LABEL: run.run_id, "gembatch_shard": "0"})
-    run._book.set_shard(shard, batch_name=batch, state="PENDING")
-    run._book.aggregate()
-    return run
-
-
-def _build_requests(source: str, template: str, key: str, dest: str,
-                    shared: dict[str, Any]) -> tuple[str, str, int, int]:
-    """Make the staging table of requests with one query; (its bq:// URI, dest, rows,
-    bytes per request from a sample)."""
-    client = _vertex.bigquery_client()
-    from_sql, table = _source_sql(source)
-    columns = [f.name for f in client.query(f"SELECT * FROM {from_sql} LIMIT 0").result()
-               .schema]
-    if key not in columns:
-        raise ColumnError(f"key column {key!r} is not in the source; its columns: "
-                          f"{', '.join(columns)}")
-    if "request" in columns:
-        raise ColumnError("the source has a column named 'request', which the job reads as "
-                          "the request: rename it in a query (SELECT request AS ...)")
-    prompt = _prompt_sql(template, columns)
-    tail = ("," + orjson.dumps(shared).decode()[1:-1]) if shared else ""
-    request = (f"""CONCAT('{{"contents":[{{"role":"user","parts":[{{"text":', """
-               f"TO_JSON_STRING({prompt}), {_quote('}]}]' + tail + '}')})")
-    p, d, t = _split_bq(dest, "dest")
-    staging = f"{p}.{d}.{t}_gembatch_requests"
-    client.query(f"CREATE OR REPLACE TABLE `{staging}` AS SELECT `{key}`, {request} AS "
-                 f"request FROM {from_sql}").result()
-    if table is not None:
-        n_rows = int(client.get_table(table).num_rows or 0)
-    else:
-        n_rows = int(next(iter(client.query(f"SELECT COUNT(*) AS n FROM `{staging}`")
-                               .result()))[0])
-    sample = [len(str(r[0]).encode()) for r in client.query(
-        f"SELECT request FROM `{staging}` LIMIT {_SAMPLE}").result()]
-    per_request = int(sum(sample) / len(sample)) if sample else 0
-    return f"bq://{staging}", dest, n_rows, per_request
-
-
-def _estimate(model: str, n_rows: int, per_request: int, shared: dict[str, Any]
-              ) -> _plan.Estimate:
-    """An estimate from the row count and the sampled request size (nothing sent)."""
-    in_tokens = math.ceil(per_request / 4) * n_rows
-    gen = shared.get("generationConfig") or {}
-    per_out = int(gen.get("max_output_tokens") or gen.get("maxOutputTokens")
-                  or _pricing.ASSUMED_OUTPUT_TOKENS)
-    price = _pricing.price_for(model)
-    cost = None if price is None else (in_tokens * price[0] + per_out * n_rows * price[1]) / 1e6
-    note = (f"no batch price known for {model}" if price is None else
-            f"${price[0]}/1M input, ${price[1]}/1M output; from the table's row count and a "
-            f"sample of {_SAMPLE} requests")
-    return _plan.Estimate(model=model, rows=n_rows, requests=n_rows, skipped=0,
-                          bytes=per_request * n_rows, mode="table", shards=1,
-                          input_tokens=in_tokens, output_tokens=per_out * n_rows,
-                          cost_usd=cost, price_note=note)
+    cfg = {"source": source, "template": template, "key": key, "dest": dest or "",
+           "src": src, "shared": shared}
+    return _record_and_create(content_hash=content_hash, model=model,
+                              display=(name or "table")[:60], n_rows=n_rows, est=est,
+                              cfg=cfg, parent_id=None)

@@ -54,6 +54,7 @@ __all__ = [
     "staging_uri",
     "storage_client",
     "target",
+    "upload_file",
 ]
 
 #: The job label naming a run (how a second machine finds it, and a create is reconciled).
@@ -238,16 +239,22 @@ def stage_requests(path: Path, uri: str) -> str:
             request = item["request"]
             request["labels"] = {**(request.get("labels") or {}), KEY_LABEL: str(item["key"])}
             out.write(orjson.dumps({"key": item["key"], "request": request}) + b"\n")
+    try:
+        return upload_file(labelled, uri)
+    finally:
+        labelled.unlink(missing_ok=True)
+
+
+def upload_file(path: Path, uri: str) -> str:
+    """Upload a local JSONL file to ``uri`` as it is (resumable, streamed from disk)."""
     bucket, name = split_gs(uri)
     try:
         blob = storage_client().bucket(bucket).blob(name, chunk_size=_CHUNK)
-        blob.upload_from_filename(str(labelled), content_type="application/jsonl")
+        blob.upload_from_filename(str(path), content_type="application/jsonl")
     except Exception as exc:
         if isinstance(exc, (ConfigError, BackendError)):
             raise
         raise _storage_error("uploading requests to", uri, exc) from exc
-    finally:
-        labelled.unlink(missing_ok=True)
     return uri
 
 
