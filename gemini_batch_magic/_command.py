@@ -59,6 +59,10 @@ class CellCommand:
     dry_run: bool = False
     #: ``--backend``: the backend to switch to first (None: keep the current one).
     backend: str | None = None
+    #: ``--table SOURCE``: a table run (``bq://``, a query or ``gs://``), the cell its template.
+    table: str | None = None
+    #: ``--dest``: where a table run writes (``bq://project.dataset.table`` or ``gs://``).
+    dest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,10 @@ def _cell_parser() -> _Parser:
     p.add_argument("--wait", action="store_true", help="block and return the results")
     p.add_argument("--dry-run", action="store_true", dest="dry_run",
                    help="show the estimate and the first requests; send nothing")
+    p.add_argument("--table", help="a table run (Vertex AI): bq://project.dataset.table, "
+                                   "'SELECT ...' or gs://.../*.jsonl; the cell is the template")
+    p.add_argument("--dest", help="with --table: the result table bq://project.dataset.table "
+                                  "(or a gs:// prefix)")
     return p
 
 
@@ -156,6 +164,17 @@ def parse_cell(line: str, cell: str, user_ns: dict[str, Any]) -> CellCommand:
     variables ``--df`` and ``--schema`` name."""
     args = _cell_parser().parse_args(_split(line))
     body = cell.strip("\n")
+    if args.table:
+        if args.df or args.col or args.schema or args.dry_run:
+            raise UsageError("--table reads its rows in BigQuery or Cloud Storage: --df, "
+                             "--col, --schema and --dry-run do not go with it")
+        options = RunOptions.from_args(args, template=body.strip() or None,
+                                       system_instruction=args.system)
+        return CellCommand(out=args.out, df=pd.DataFrame(), prompt=None, options=options,
+                           wait=args.wait, backend=args.backend, table=args.table,
+                           dest=args.dest)
+    if args.dest:
+        raise UsageError("--dest names where a table run writes: it goes with --table SOURCE")
     system = args.system
     template: str | None = None
     prompt: str | None = None

@@ -55,6 +55,14 @@ Options:
     Block (with a progress display) and put the results DataFrame in ``OUT``.
 ``--dry-run``
     Show the estimate (requests, bytes, tokens, cost) and the first requests; send nothing.
+``--table SOURCE`` / ``--dest DEST``
+    A table run on Vertex AI (``gbm.submit_table``): SOURCE is ``bq://project.dataset.table``,
+    a quoted ``'SELECT ...'`` or ``gs://bucket/in/*.jsonl``; the cell body is the template
+    over its columns (fields); ``--key COL`` names the key column; DEST the new result table
+    ``bq://project.dataset.table`` (or a ``gs://`` prefix). ``OUT`` receives the
+    :class:`~gemini_batch_magic.TableRun`; with ``--wait``, its first 1000 result rows.
+    Example: ``%%gembatch t --table bq://p.d.raw --key id --dest bq://p.d.out --backend
+    vertex`` over ``Summarise: {text}``.
 ``--max-cost USD``
     Refuse to submit when the estimated cost is higher.
 ``--force``
@@ -159,6 +167,7 @@ from ._env import in_notebook
 from ._options import confirm_message
 from ._runs import BatchRun
 from ._secrets import KEY_VARS, redact
+from ._tables import TableRun
 from .exceptions import ConfirmationRequired, GemBatchError
 
 __all__ = ["GemBatchMagics", "load_ipython_extension", "unload_ipython_extension"]
@@ -198,6 +207,8 @@ class GemBatchMagics(Magics):
         try:
             if cmd.backend:
                 configure(backend=cmd.backend)
+            if cmd.table:
+                return self._table_run(cmd)
             if cmd.dry_run:
                 return self._dry_run(cmd)
             try:
@@ -215,6 +226,21 @@ class GemBatchMagics(Magics):
             return self._deliver(self._wait_for_results(run, cmd.out), cmd.out, show=False)
         except GemBatchError as exc:
             raise _usage_error(exc) from None
+
+    def _table_run(self, cmd: CellCommand) -> Any:
+        """``--table SOURCE``: :func:`submit_table` (the cell is the template)."""
+        from ._tables import submit_table
+
+        try:
+            run = submit_table(str(cmd.table), dest=cmd.dest, **cmd.options.table_kwargs())
+        except ConfirmationRequired as exc:
+            raise UsageError(confirm_message(
+                exc.estimate, settings.confirm_above,
+                "add --yes to the %%gembatch line to send it (--max-cost still refuses)"
+            )) from None
+        if not cmd.wait:
+            return self._deliver(run, cmd.out, show=True)
+        return self._deliver(self._wait_for_results(run, cmd.out), cmd.out, show=False)
 
     def _ask_to_confirm(self, cmd: CellCommand, exc: ConfirmationRequired) -> bool:
         """Show the estimate and a "Submit ($6.49)" button; a click sends the run (confirmed)
@@ -248,7 +274,7 @@ class GemBatchMagics(Magics):
             return False
         return True
 
-    def _wait_for_results(self, run: BatchRun, out: str | None) -> pd.DataFrame:
+    def _wait_for_results(self, run: BatchRun | TableRun, out: str | None) -> pd.DataFrame:
         """``--wait``: the results; on Ctrl-C, OUT still gets the run, which goes on."""
         try:
             frame = run.run_to_completion()
@@ -286,7 +312,7 @@ class GemBatchMagics(Magics):
         if not out:
             return value
         self._shell.push({out: value})
-        if show and isinstance(value, BatchRun):
+        if show and isinstance(value, (BatchRun, TableRun)):
             if in_notebook():
                 _show_widget(value)
             else:
@@ -392,7 +418,7 @@ def _person_can_answer() -> bool:
     return bool(getattr(kernel, "_allow_stdin", False))  # what ipykernel keeps of it
 
 
-def _show_widget(run: BatchRun) -> None:
+def _show_widget(run: BatchRun | TableRun) -> None:
     try:
         from .widgets import ProgressWidget
     except ImportError:
@@ -423,8 +449,8 @@ def _find_run(cmd: LineCommand, ns: dict[str, Any]) -> BatchRun:
     """The run ``cmd.run`` names: a variable holding a run (or a run id), else a reference."""
     ref = str(cmd.run)
     value = ns.get(ref) if ref.isidentifier() else None
-    if isinstance(value, BatchRun):
-        return value
+    if isinstance(value, (BatchRun, TableRun)):
+        return value  # type: ignore[return-value]  # a TableRun has the same verbs
     if isinstance(value, str):
         ref = value
     return _runs.attach(ref)

@@ -38,6 +38,9 @@ ON_EMPTY = ("raise", "skip")
 
 #: The options :func:`~gemini_batch_magic.estimate` does not take (they only matter to a send).
 _SEND_ONLY = ("max_cost", "force", "name", "keep_inputs", "confirm")
+#: The options :func:`~gemini_batch_magic.submit_table` takes.
+_TABLE_OPTIONS = ("template", "key", "model", "system_instruction", "generation_config",
+                  "max_cost", "confirm", "force", "name")
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,11 @@ class RunOptions:
     def submit_kwargs(self) -> dict[str, Any]:
         """The keywords of :func:`~gemini_batch_magic.submit`."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def table_kwargs(self) -> dict[str, Any]:
+        """The keywords of :func:`~gemini_batch_magic.submit_table` (request options of a
+        DataFrame only, such as ``safety_settings`` or ``on_empty``, do not apply)."""
+        return {n: getattr(self, n) for n in _TABLE_OPTIONS}
 
     def estimate_kwargs(self) -> dict[str, Any]:
         """The keywords of :func:`~gemini_batch_magic.estimate` (no send-only options)."""

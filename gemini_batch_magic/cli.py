@@ -7,6 +7,8 @@ Usage::
     gembatch emulator --vertex          the Vertex AI test bed: Cloud Storage, BigQuery, Vertex AI
     gembatch submit data.csv --prompt text [--wait] [--out answers.csv]
     gembatch estimate data.csv --template "Summarise: {text}"
+    gembatch submit-table bq://p.d.raw --template "Summarise: {text}" --key id \
+        --dest bq://p.d.out --backend vertex [--wait]      (also 'SELECT ...', gs://.../*.jsonl)
     gembatch list | status RUN | wait RUN | results RUN [--out F] | cancel RUN | retry RUN
     gembatch backend | config
 
@@ -95,6 +97,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait and write or print the results")
     p.add_argument("--out", help="with --wait: write results here (.csv, .parquet, .jsonl)")
 
+    p = sub.add_parser("submit-table", help="a table run on Vertex AI: BigQuery (or Cloud "
+                       "Storage JSONL) in, a table out; the rows never come to this machine")
+    p.add_argument("source", help="bq://project.dataset.table, 'SELECT ...' or "
+                                  "gs://bucket/in/*.jsonl")
+    p.add_argument("--template", help="template over the columns, e.g. 'Summarise: {text}' "
+                                      "(needed but for gs:// lines already {\"request\": ...})")
+    p.add_argument("--dest", help="the new result table bq://project.dataset.table (for a "
+                                  "gs:// source a gs:// prefix; default under staging)")
+    add_run_arguments(p, send=True)
+    p.add_argument("--wait", action="store_true", help="wait, then print (or --out) the "
+                                                     "first --limit result rows")
+    p.add_argument("--limit", type=int, default=1000, help="with --wait: rows read back "
+                                                          "(default 1000)")
+    p.add_argument("--out", help="with --wait: write them here (.csv, .parquet, .jsonl)")
+
     p = sub.add_parser("estimate", help="what a submit would send and cost; sends nothing")
     _add_input_args(p, send=False)
 
@@ -160,6 +177,27 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
         print(f"{run.run_id}\t{run.state}\t{' '.join(run.batch_names)}")
         if ns.wait:
             out = run.run_to_completion()
+            if ns.out:
+                _write_table(out, ns.out)
+                print(f"wrote {len(out)} rows to {ns.out}")
+            else:
+                print(out.to_string())
+        return 0
+    if cmd == "submit-table":
+        options = RunOptions.from_args(ns, template=ns.template)
+        try:
+            table_run = gbm.submit_table(ns.source, dest=ns.dest, **options.table_kwargs())
+        except gbm.ConfirmationRequired as exc:
+            print("gembatch: " + confirm_message(
+                exc.estimate, gbm.settings.confirm_above,
+                "add --yes to send it (--max-cost still refuses)"), file=sys.stderr)
+            return 2
+        if table_run.notice:
+            print(f"gembatch: {table_run.notice}", file=sys.stderr)
+        print(f"{table_run.run_id}\t{table_run.state}\t{table_run.dest}")
+        if ns.wait:
+            out = table_run.wait(progress=True).result(limit=ns.limit)
+            print(f"{table_run.run_id}\t{table_run.state}\t{table_run.table or table_run.dest}")
             if ns.out:
                 _write_table(out, ns.out)
                 print(f"wrote {len(out)} rows to {ns.out}")
