@@ -20,7 +20,8 @@ reached over HTTP (:mod:`._cloud`). Jobs live in memory. Each job goes QUEUED ->
 (``pending_seconds``) -> RUNNING -> SUCCEEDED; ``[[fail]]`` in a prompt fails that row.
 :meth:`VertexEmulator.inject` makes the next jobs end ``FAILED``, ``EXPIRED`` or
 ``PARTIALLY_SUCCEEDED`` (only the first half of the rows answered), or stay ``RUNNING``
-(``"HOLD"``) until cancelled or released. Calls need ``Authorization: Bearer <token>``;
+(``"HOLD"``) until cancelled or released; ``drop_after_create_rate`` makes a create
+persisted but unanswered (the connection drops), as on the Gemini routes. Calls need ``Authorization: Bearer <token>``;
 a project not in ``projects`` gets the service's 403 ``PERMISSION_DENIED``.
 """
 
@@ -101,7 +102,8 @@ class VertexEmulator:
                  projects: tuple[str, ...] = ("test-project",), pending_seconds: float = 0.1,
                  models: tuple[str, ...] = ("gemini-2.5-flash", "gemini-2.5-pro",
                                             "gemini-2.5-flash-lite"),
-                 host: str = "127.0.0.1", port: int = 0, seed: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, seed: int = 0,
+                 drop_after_create_rate: float = 0.0) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"the Vertex emulator binds 127.0.0.1 only, not {host!r}")
         self.storage = Storage(storage_host) if storage_host else None
@@ -112,6 +114,10 @@ class VertexEmulator:
         self.host, self.port = host, port
         self.lock = threading.RLock()
         self.jobs: dict[str, Job] = {}
+        #: Fraction of creates persisted but answered by a dropped connection (the
+        #: "ambiguous create", as ``drop_after_create_rate`` of the Gemini routes).
+        self.drop_after_create_rate = _fraction(drop_after_create_rate)
+        self._drop_rng = random.Random(seed + 1)
         self._ids = itertools.count(1_000_000_000_000 + random.Random(seed).randrange(10**9))
         self._outcomes: list[str] = []
         self._stop = threading.Event()
@@ -162,6 +168,17 @@ class VertexEmulator:
             raise ValueError(f"cannot inject {outcome!r}: choose one of {', '.join(INJECTABLE)}")
         with self.lock:
             self._outcomes.extend([outcome] * count)
+
+    def set_drop_rate(self, rate: float) -> None:
+        """Set :attr:`drop_after_create_rate` (a fraction between 0 and 1)."""
+        with self.lock:
+            self.drop_after_create_rate = _fraction(rate)
+
+    def draw_drop(self) -> bool:
+        """Whether this create is dropped after it is persisted."""
+        with self.lock:
+            rate = self.drop_after_create_rate
+            return rate > 0 and self._drop_rng.random() < rate
 
     def release(self) -> None:
         """Let held (``HOLD``, ``PAUSED``, ``UPDATING``) jobs finish."""
@@ -325,6 +342,12 @@ class VertexEmulator:
                                "bigqueryOutputDataset": f"bq://{p}.{d}"}
         else:
             raise ValueError("the job names no gcsDestination or bigqueryDestination output")
+
+
+def _fraction(value: float) -> float:
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"drop_after_create_rate must be between 0 and 1, not {value!r}")
+    return float(value)
 
 
 def _parse_filter(flt: str | None) -> list[tuple[str, str]]:

@@ -4,12 +4,15 @@
 ``.../batchPredictionJobs/{id}`` (GET, DELETE), ``.../{id}:cancel`` (POST) and
 ``/{v}/publishers/google/models/{model}`` (GET); admin helpers under ``/_emulator/``:
 ``POST /_emulator/vertex/inject`` ``{"outcome": "FAILED", "count": 1}``,
+``POST /_emulator/vertex/drop`` ``{"rate": 1.0}`` (``drop_after_create_rate``),
 ``POST /_emulator/vertex/release``, ``GET /_emulator/health``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -107,7 +110,14 @@ class VertexApi(HttpHandler):
                     r"[a-z0-9_-]{0,63}", str(v)):
                 raise ApiError(400, "INVALID_ARGUMENT", f"Invalid label {k!r}: {v!r}: keys and "
                                "values are lowercase letters, digits, '_' and '-', at most 63.")
-        self._send_json(self.emu.create(p, l, body).resource())
+        job = self.emu.create(p, l, body)
+        if self.emu.draw_drop():
+            # The "ambiguous create": persisted, but the client never hears back.
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self._send_json(job.resource())
 
     def op_list(self, p: str, l: str) -> None:  # noqa: E741
         try:
@@ -164,6 +174,13 @@ class VertexApi(HttpHandler):
             try:
                 self.emu.inject(str(body.get("outcome")), int(body.get("count", 1)))
             except ValueError as exc:
+                raise ApiError(400, "INVALID_ARGUMENT", str(exc)) from None
+            self._send_json({})
+        elif method == "POST" and path == "/_emulator/vertex/drop":
+            body = self._read_json(required=True)
+            try:
+                self.emu.set_drop_rate(body.get("rate", 0.0))
+            except (TypeError, ValueError) as exc:
                 raise ApiError(400, "INVALID_ARGUMENT", str(exc)) from None
             self._send_json({})
         elif method == "POST" and path == "/_emulator/vertex/release":

@@ -34,7 +34,9 @@ def vertex(bed: TestBed, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestBed]:
     _backend.reset()
     assert bed.vertex is not None
     bed.vertex._outcomes.clear()
+    bed.vertex.drop_after_create_rate = 0.0
     yield bed
+    bed.vertex.drop_after_create_rate = 0.0
     bed.vertex.release()
     _backend.reset()
 
