@@ -74,6 +74,7 @@ def test_table_run_is_a_run_view_and_monitored(vertex) -> None:
     seen: list[str] = []
     t.watch(lambda run, err: seen.append(run.state))
     t.wait(timeout=60)
+    assert monitor.wait_idle(timeout=30)  # its callbacks have seen the final state
     assert seen and seen[-1] == "SUCCEEDED"  # the monitor followed it
     w = t.widget()
     assert w.run_id == t.run_id and w.state == "SUCCEEDED" and w.failed == 0
