@@ -13,10 +13,10 @@ The steps, each a function of what the one before gave:
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 import pandas as pd
-
-from types import ModuleType
 
 from . import _embed, _results
 from ._fetch import release_memory

@@ -123,7 +123,7 @@ def prepare(df: Any, column: str, *, model: str | None, key: str | None,
         titles = col.to_numpy(dtype=object)[positions].tolist()
     if display_name is not None and (not isinstance(display_name, str) or not display_name):
         raise ConfigError("name (display_name) must be a non-empty string")
-    config = {"kind": "embed", "prompt": column, "template": None, "key": key,
+    config: dict[str, Any] = {"kind": "embed", "prompt": column, "template": None, "key": key,
               "title": title, "task_type": shared.get("taskType"),
               "output_dimensionality": shared.get("outputDimensionality"),
               "on_empty": on_empty, "keep_inputs": bool(keep_inputs),
@@ -183,7 +183,9 @@ def parse_results_file(path: Path) -> pd.DataFrame:
 
 def _parse_lines(data: bytes) -> pd.DataFrame:
     """The per-line parser (for a file the vectorised reader cannot read exactly)."""
-    keys, vals, errs = [], [], []
+    keys: list[str] = []
+    vals: list[Any] = []
+    errs: list[Any] = []
     for n, line in enumerate(data.split(b"\n"), 1):
         if not line.strip():
             continue

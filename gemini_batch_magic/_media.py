@@ -363,7 +363,7 @@ class MediaLines:
     columns: list[str] = field(default_factory=list)
     inline_ok: bool = True  #: may the run go inline (one create call) at all
 
-    def place(self, labels: Sequence[Any]) -> None:
+    def place(self, labels: Sequence[Any] | pd.Index) -> None:
         """Decide inline or upload for every file, and check the upload total."""
         limit = settings.media_inline_bytes
         for b in self.blobs:

@@ -163,9 +163,9 @@ def _upload_all(book: RunBook, uploads: dict[str, dict[str, Any]], reg: Registry
         # a remembered file is used only if the service still has it (not deleted by hand)
         checks = {pool.submit(_backend.get_file, known_name): sha
                   for sha, (known_name, *_rest) in candidates.items()}
-        for job in as_completed(checks):
-            sha = checks[job]
-            f = job.result()
+        for check in as_completed(checks):
+            sha = checks[check]
+            f = check.result()
             if f is None or (f.expires is not None and not _fresh(f.created or now,
                                                                   f.expires, now)):
                 todo.append(sha)
