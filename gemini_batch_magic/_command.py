@@ -62,6 +62,9 @@ class CellCommand:
     wait: bool = False
     #: Deliver the estimate and send nothing.
     dry_run: bool = False
+    #: ``--embed``: an embedding run of the ``--col`` column, with these keywords of
+    #: :func:`gemini_batch_magic.embed`; None: a generate run.
+    embed: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,13 @@ def _cell_parser() -> _Parser:
     p.add_argument("--wait", action="store_true", help="block and return the results")
     p.add_argument("--dry-run", action="store_true", dest="dry_run",
                    help="show the estimate and the first requests; send nothing")
+    p.add_argument("--embed", action="store_true",
+                   help="embed the --col column instead (default model gemini-embedding-001)")
+    p.add_argument("--task-type", dest="task_type", help="with --embed: e.g. "
+                                                          "RETRIEVAL_DOCUMENT")
+    p.add_argument("--output-dimensionality", dest="output_dimensionality", type=int,
+                   help="with --embed: dimensions of each vector, e.g. 768")
+    p.add_argument("--title", help="with --embed: column of document titles")
     return p
 
 
@@ -188,8 +198,22 @@ def parse_cell(line: str, cell: str, user_ns: dict[str, Any]) -> CellCommand:
                              f"{args.df} has no columns")
         else:
             template = body
+    embed = _embed_options(args, body) if args.embed else None
     schema = _lookup(user_ns, args.schema, "--schema") if args.schema else None
     options = RunOptions.from_args(args, template=template, system_instruction=system,
                                    response_schema=schema)
     return CellCommand(out=args.out, df=df, prompt=prompt, options=options, wait=args.wait,
-                       dry_run=args.dry_run)
+                       dry_run=args.dry_run, embed=embed)
+
+
+def _embed_options(args: argparse.Namespace, body: str) -> dict[str, Any]:
+    """The keywords of ``embed()`` a ``--embed`` cell asks for."""
+    if args.df is None or not args.col:
+        raise UsageError("--embed needs --df VAR and --col COLUMN (the text to embed)")
+    if body.strip() or args.system or args.media or args.schema:
+        raise UsageError("--embed takes no cell body, --system, --media or --schema: an "
+                         "embedding is of the --col text alone")
+    return {"model": args.model, "key": args.key, "task_type": args.task_type,
+            "output_dimensionality": args.output_dimensionality, "title": args.title,
+            "on_empty": args.on_empty, "max_cost": args.max_cost, "force": args.force,
+            "name": args.name}

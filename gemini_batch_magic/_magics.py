@@ -64,6 +64,14 @@ Options:
     Display name of the run (and its batch jobs).
 ``--on-empty {raise,skip}``
     What to do with empty prompts (default ``raise``).
+``--media COL`` / ``--mime-type TYPE``
+    Columns of files (local paths, bytes, ``https://`` or ``gs://`` URIs, ``files/...``
+    names) sent after each row's text, in order (repeat or comma-separate); the type is
+    read from each file's content unless ``--mime-type`` says it.
+``--embed`` (with ``--df VAR --col COL``)
+    Embed the column instead (default model ``gemini-embedding-001``);
+    ``--task-type``, ``--output-dimensionality N`` and ``--title COL`` are passed through.
+    The run's ``result()`` has an ``embedding`` column; ``run.vectors()`` the matrix.
 
 The line is expanded like any IPython line magic: ``$var`` and ``{var}`` take values from the
 namespace (``--name run_$day``, ``-m {model}``); write ``$$`` for a literal ``$``. The cell
@@ -175,9 +183,15 @@ class GemBatchMagics(Magics):
         except HelpShown:
             return None
         try:
-            if cmd.dry_run:
+            if cmd.embed is not None:  # --embed: an embedding run of --col
+                if cmd.dry_run:
+                    return self._deliver(_runs.embed(cmd.df, str(cmd.prompt), dry_run=True,
+                                                     **cmd.embed), cmd.out, show=False)
+                run = _runs.embed(cmd.df, str(cmd.prompt), **cmd.embed)
+            elif cmd.dry_run:
                 return self._dry_run(cmd)
-            run = _runs.submit(cmd.df, cmd.prompt, **cmd.options.submit_kwargs())
+            else:
+                run = _runs.submit(cmd.df, cmd.prompt, **cmd.options.submit_kwargs())
             if not cmd.wait:
                 return self._deliver(run, cmd.out, show=True)
             return self._deliver(self._wait_for_results(run, cmd.out), cmd.out, show=False)

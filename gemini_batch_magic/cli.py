@@ -6,6 +6,8 @@ Usage::
     gembatch emulator [--port 8000 ...] run the local Gemini Batch API emulator (see --help)
     gembatch submit data.csv --prompt text [--wait] [--out answers.csv]
     gembatch estimate data.csv --template "Summarise: {text}"
+    gembatch submit photos.csv --template "What is in this photo?" --media path --wait
+    gembatch embed data.csv --col text [--task-type T] [--output-dimensionality N] --out v.parquet
     gembatch list | status RUN | wait RUN | results RUN [--out F] | cancel RUN | retry RUN
     gembatch backend | config
 
@@ -105,6 +107,27 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("estimate", help="what a submit would send and cost; sends nothing")
     _add_input_args(p, send=False)
 
+    p = sub.add_parser("embed", help="embed a text column of a file (waits; writes vectors)")
+    p.add_argument("input", help="a .csv, .parquet, .jsonl or .json file of rows")
+    p.add_argument("--col", required=True, help="column holding the text to embed")
+    p.add_argument("-m", "--model", help="embedding model (default: gemini-embedding-001)")
+    p.add_argument("--key", help="unique column identifying rows (default: the row number)")
+    p.add_argument("--task-type", dest="task_type", help="e.g. RETRIEVAL_DOCUMENT")
+    p.add_argument("--output-dimensionality", dest="output_dimensionality", type=int,
+                   help="dimensions of each vector, e.g. 768")
+    p.add_argument("--title", help="column of document titles (RETRIEVAL_DOCUMENT)")
+    p.add_argument("--max-cost", type=float, dest="max_cost",
+                   help="refuse to submit when the estimate exceeds this (USD)")
+    p.add_argument("--force", action="store_true", help="submit even if an identical run "
+                                                        "exists")
+    p.add_argument("--name", help="display name of the run")
+    p.add_argument("--dry-run", action="store_true", dest="dry_run",
+                   help="print the estimate; send nothing")
+    p.add_argument("--no-wait", action="store_true", dest="no_wait",
+                   help="print the run id and return at once")
+    p.add_argument("--out", help="write the results here (.parquet keeps the vectors as "
+                                 "float32 lists; .jsonl as lists; .npy: the matrix only)")
+
     sub.add_parser("list", help="every run this machine knows, newest first")
     for name, text in (("status", "state and counts of a run"),
                        ("wait", "wait for a run to finish"),
@@ -169,6 +192,8 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
         options = RunOptions.from_args(ns, template=ns.template)
         print(gbm.estimate(_read_table(ns.input), ns.prompt, **options.estimate_kwargs()))
         return 0
+    if cmd == "embed":
+        return _embed(ns)
     if cmd == "list":
         table = gbm.runs()
         print(table.to_string(index=False) if len(table) else "no runs yet")
@@ -211,6 +236,35 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
             print(f"{k} = {v}")
         return 0
     raise AssertionError(cmd)
+
+
+def _embed(ns: argparse.Namespace) -> int:
+    """``gembatch embed``: an embedding run of a file's column, waited for and written."""
+    import numpy as np
+
+    import gemini_batch_magic as gbm
+
+    kwargs = {k: getattr(ns, k) for k in ("model", "key", "task_type", "output_dimensionality",
+                                         "title", "max_cost", "force", "name")}
+    got = gbm.embed(_read_table(ns.input), ns.col, dry_run=ns.dry_run, **kwargs)
+    if ns.dry_run:
+        print(got)
+        return 0
+    print(f"{got.run_id}\t{got.state}\t{' '.join(got.batch_names)}")
+    if ns.no_wait:
+        return 0
+    out = got.run_to_completion()
+    failed = int(out["error"].notna().sum())
+    if ns.out and ns.out.lower().endswith(".npy"):
+        np.save(ns.out, got.vectors())
+    elif ns.out:
+        _write_table(out, ns.out)
+    else:
+        print(out.to_string())
+    if ns.out:
+        print(f"wrote {len(out)} rows to {ns.out} ({failed} failed: see the error column; "
+              f"gembatch retry {got.run_id})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
