@@ -590,14 +590,28 @@ class RawLines:
     def write(self, folder: Path, prompts: Sequence[str], keys: Sequence[str],
               shared: Mapping[str, Any], *, max_file_bytes: int, max_requests: int
               ) -> list[RequestFile]:
-        files = write_lines(folder, self.lines(keys), max_file_bytes, max_requests)
+        used: set[tuple[bytes, bytes]] = set()  # (kind, what) of the placeholders used
+
+        def lines() -> Iterator[tuple[bytes, int]]:
+            for line, n in self.lines(keys):
+                if b"gembatch-" in line:
+                    used.update((m.group(2), m.group(1).split(b":", 1)[1])
+                                for m in PLACEHOLDER.finditer(line))
+                yield line, n
+
+        files = write_lines(folder, lines(), max_file_bytes, max_requests)
+        want = {kind.decode(): {w.decode() for k, w in used if k == kind}
+                for kind in (b"upload", b"gcs", b"file")}
         merged: dict[str, Any] = {"uploads": {}, "gcs": [], "files": []}
-        for path in self.manifests:
+        for path in self.manifests:  # only what these requests name (not the whole parent)
             if path.exists():
                 m = orjson.loads(path.read_bytes())
-                merged["uploads"].update(m.get("uploads", {}))
-                merged["gcs"] = sorted(set(merged["gcs"]) | set(m.get("gcs", [])))
-                merged["files"] = sorted(set(merged["files"]) | set(m.get("files", [])))
+                merged["uploads"].update({sha: v for sha, v in m.get("uploads", {}).items()
+                                          if sha in want["upload"]})
+                merged["gcs"] = sorted(set(merged["gcs"]) | (set(m.get("gcs", []))
+                                                             & want["gcs"]))
+                merged["files"] = sorted(set(merged["files"]) | (set(m.get("files", []))
+                                                                 & want["file"]))
         if any(merged.values()):
             fd = os.open(folder / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as f:
