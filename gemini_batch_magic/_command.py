@@ -95,7 +95,8 @@ def _cell_parser() -> _Parser:
     p.add_argument("--dry-run", action="store_true", dest="dry_run",
                    help="show the estimate and the first requests; send nothing")
     p.add_argument("--embed", action="store_true",
-                   help="embed the --col column instead (default model gemini-embedding-001)")
+                   help="embed the --col column (or the column the cell body names) instead; "
+                        "default model gemini-embedding-001")
     p.add_argument("--task-type", dest="task_type", help="with --embed: e.g. "
                                                           "RETRIEVAL_DOCUMENT")
     p.add_argument("--output-dimensionality", dest="output_dimensionality", type=int,
@@ -198,7 +199,11 @@ def parse_cell(line: str, cell: str, user_ns: dict[str, Any]) -> CellCommand:
                              f"{args.df} has no columns")
         else:
             template = body
-    embed = _embed_options(args, body) if args.embed else None
+    embed = None
+    if args.embed:  # the body may name the column to embed (a cell magic needs a body)
+        if args.df is not None and not args.col and body.strip():
+            args.col, prompt, template = body.strip(), body.strip(), None
+        embed = _embed_options(args, "" if body.strip() == (args.col or "") else body)
     schema = _lookup(user_ns, args.schema, "--schema") if args.schema else None
     options = RunOptions.from_args(args, template=template, system_instruction=system,
                                    response_schema=schema)
@@ -209,10 +214,11 @@ def parse_cell(line: str, cell: str, user_ns: dict[str, Any]) -> CellCommand:
 def _embed_options(args: argparse.Namespace, body: str) -> dict[str, Any]:
     """The keywords of ``embed()`` a ``--embed`` cell asks for."""
     if args.df is None or not args.col:
-        raise UsageError("--embed needs --df VAR and --col COLUMN (the text to embed)")
+        raise UsageError("--embed needs --df VAR and the column to embed: --col COLUMN, or "
+                         "the column's name as the cell body")
     if body.strip() or args.system or args.media or args.schema:
-        raise UsageError("--embed takes no cell body, --system, --media or --schema: an "
-                         "embedding is of the --col text alone")
+        raise UsageError("--embed takes no --system, --media or --schema, and a cell body "
+                         "only to name the column: an embedding is of that text alone")
     return {"model": args.model, "key": args.key, "task_type": args.task_type,
             "output_dimensionality": args.output_dimensionality, "title": args.title,
             "on_empty": args.on_empty, "max_cost": args.max_cost, "force": args.force,

@@ -68,7 +68,7 @@ Options:
     Columns of files (local paths, bytes, ``https://`` or ``gs://`` URIs, ``files/...``
     names) sent after each row's text, in order (repeat or comma-separate); the type is
     read from each file's content unless ``--mime-type`` says it.
-``--embed`` (with ``--df VAR --col COL``)
+``--embed`` (with ``--df VAR --col COL``, or ``--df VAR`` and the column's name as the body)
     Embed the column instead (default model ``gemini-embedding-001``);
     ``--task-type``, ``--output-dimensionality N`` and ``--title COL`` are passed through.
     The run's ``result()`` has an ``embedding`` column; ``run.vectors()`` the matrix.

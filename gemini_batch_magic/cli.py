@@ -66,11 +66,30 @@ def _write_table(df: Any, path: str) -> None:
     if suffix == ".csv":
         df.to_csv(path)
     elif suffix == ".parquet":
-        df.to_parquet(path)
+        _write_parquet(df, path)
     elif suffix in (".jsonl", ".ndjson"):
         df.reset_index().to_json(path, orient="records", lines=True, force_ascii=False)
     else:
         raise InputError(f"cannot write {path!r}: use .csv, .parquet or .jsonl")
+
+
+def _write_parquet(df: Any, path: str) -> None:
+    """``df.to_parquet``, readable again by ``pd.read_parquet``: pandas cannot rebuild an
+    ``ArrowDtype`` with parameters (the embeddings' fixed-size list) from its own metadata,
+    so such columns are recorded as plain Arrow columns (they read back as arrays)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df)
+    meta = json.loads(table.schema.metadata[b"pandas"])
+    for col in meta.get("columns", []):
+        if "[" in str(col.get("numpy_type", "")):
+            col["numpy_type"] = "object"
+    table = table.replace_schema_metadata({**table.schema.metadata,
+                                           b"pandas": json.dumps(meta).encode()})
+    pq.write_table(table, path)
 
 
 class _Parser(argparse.ArgumentParser):
