@@ -35,6 +35,7 @@ import base64
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -249,7 +250,7 @@ def _add_blob(data: bytes, path: str | None, i: int, col: str, label: Any, force
               rows: list[list[Part]], blobs: list[Blob], by_sha: dict[str, int],
               problems: _Problems, *, sha: str | None = None,
               facts: _mime.MediaFacts | None = None, size: int | None = None,
-              slot: int | None = None) -> None:
+              slot: int | None = None, sniffed: str | None = None) -> None:
     size = len(data) if size is None else size
     if size > settings.media_max_file_bytes:
         problems.add(f"files over {settings.media_max_file_bytes:,} bytes (media_max_file_bytes"
@@ -258,7 +259,7 @@ def _add_blob(data: bytes, path: str | None, i: int, col: str, label: Any, force
     if size == 0:
         problems.add("empty files", "an empty file cannot be sent; drop the row's file", label)
         return
-    mime = forced or _mime.sniff(data[:_mime.HEAD_BYTES], path or "")
+    mime = forced or (sniffed if path is not None else _mime.sniff(data[:_mime.HEAD_BYTES]))
     if mime is None:
         problems.add("files of an unknown type", "their bytes match no type Gemini reads; "
                      "pass mime_type= if you know it", label)
@@ -282,15 +283,16 @@ def _add_blob(data: bytes, path: str | None, i: int, col: str, label: Any, force
         rows[i][slot] = part
 
 
-def _hash_one(path: str) -> tuple[str, bytes, int, int] | str:
-    """(sha256, head, size, pdf pages) of a file, or what is wrong with it."""
+def _hash_one(path: str) -> tuple[str, str | None, _mime.MediaFacts, int] | str:
+    """(sha256, type read from its bytes, facts, size) of a file, or what is wrong with it
+    (only these are kept of a file: never its bytes)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return "missing"
     except OSError:
         return "unreadable"
-    if os.path.isdir(path):
+    if stat.S_ISDIR(st.st_mode):
         return "directory"
     if st.st_size > settings.media_max_file_bytes:
         return "large"
@@ -307,7 +309,11 @@ def _hash_one(path: str) -> tuple[str, bytes, int, int] | str:
                 h.update(chunk)
     except OSError:
         return "unreadable"
-    return h.hexdigest(), head, st.st_size, pages
+    mime = _mime.sniff(head, path)
+    facts = _mime.measure(mime or "", head, st.st_size)
+    if mime == "application/pdf" and pages:
+        facts = _mime.MediaFacts(pages=pages)
+    return h.hexdigest(), mime, facts, st.st_size
 
 
 _PATH_PROBLEMS = {
@@ -326,9 +332,12 @@ def _hash_paths(pending: dict[str, list[tuple[int, str, Any, int]]], forced: dic
     if not pending:
         return
     paths = list(pending)
-    workers = min(8, max(1, len(paths) // 64 + 1))
-    with ThreadPoolExecutor(workers, thread_name_prefix="gembatch-hash") as pool:
-        results = list(pool.map(_hash_one, paths, chunksize=64))
+    # a few hundred files a task: reads and hashlib release the GIL, a task per file would
+    # cost more in handing out than small files take to read
+    blocks = [paths[i:i + 256] for i in range(0, len(paths), 256)]
+    with ThreadPoolExecutor(min(4, len(blocks)), thread_name_prefix="gembatch-hash") as pool:
+        results = [r for block in pool.map(lambda b: [_hash_one(p) for p in b], blocks)
+                   for r in block]
     for path, got in zip(paths, results, strict=True):
         for i, col, label, slot in pending[path]:
             if isinstance(got, str):
@@ -339,13 +348,12 @@ def _hash_paths(pending: dict[str, list[tuple[int, str, Any, int]]], forced: dic
                 else:
                     problems.add(*_PATH_PROBLEMS[got], label)
                 continue
-            sha, head, size, pages = got
-            mime = forced.get(col) or _mime.sniff(head, path)
-            facts = _mime.measure(mime or "", head, size)
-            if mime == "application/pdf" and pages:
-                facts = _mime.MediaFacts(pages=pages)
-            _add_blob(head, path, i, col, label, forced.get(col), rows, blobs, by_sha,
-                      problems, sha=sha, facts=facts, size=size, slot=slot)
+            sha, sniffed, facts, size = got
+            if forced.get(col) and forced[col] != sniffed:
+                facts = _mime.MediaFacts()  # measured as another type: not known
+            _add_blob(b"", path, i, col, label, forced.get(col), rows, blobs, by_sha,
+                      problems, sha=sha, facts=facts, size=size, slot=slot,
+                      sniffed=sniffed)
     for r in rows:  # rows whose file was refused: drop the placeholder entry
         r[:] = [p for p in r if p[0] != "pending"]
 

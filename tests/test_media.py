@@ -201,32 +201,39 @@ def test_an_expired_upload_is_sent_again_on_retry(emulator_factory: Any, tmp_pat
                                                         f"sha256:{sha(data)}]")
 
 
-def test_the_emulator_refuses_parts_naming_an_unknown_or_deleted_file(
+def test_the_emulator_refuses_parts_naming_an_unknown_deleted_or_expired_file(
         emulator_factory: Any) -> None:
     from google import genai
     from google.genai import types
 
-    emu = emulator_factory(pending_seconds=1.0)
+    emu = emulator_factory()
     client = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=emu.url))
-    kept = client.files.upload(file=io.BytesIO(png(1)), config={"mime_type": "image/png"})
-    gone = client.files.upload(file=io.BytesIO(png(2)), config={"mime_type": "image/png"})
+
+    def upload(data: bytes) -> Any:
+        return client.files.upload(file=io.BytesIO(data), config={"mime_type": "image/png"})
+
+    kept, gone = upload(png(1)), upload(png(2))
+    emu.configure(file_ttl=0.5)
+    expired = upload(png(3))
+    client.files.delete(name=gone.name)
+    time.sleep(0.7)  # the emulator answers when the batch is created: gone and expired now
     lines = [{"key": k, "request": {"contents": [{"role": "user", "parts": [
         {"text": "hi"}, {"fileData": {"mimeType": "image/png", "fileUri": uri}}]}]}}
-        for k, uri in (("kept", kept.uri), ("gone", gone.uri),
+        for k, uri in (("kept", kept.uri), ("gone", gone.uri), ("expired", expired.uri),
                        ("unknown", kept.uri.rsplit("/", 1)[0] + "/nosuchfile1"))]
     src = client.files.upload(
         file=io.BytesIO(b"".join(orjson.dumps(x) + b"\n" for x in lines)),
         config={"mime_type": "jsonl"})
     job = client.batches.create(model="gemini-2.5-flash", src=src.name)
-    client.files.delete(name=gone.name)  # deleted after the create, before it runs
     while not client.batches.get(name=job.name).done:
-        time.sleep(0.1)
+        time.sleep(0.05)
     job = client.batches.get(name=job.name)
     results = {o["key"]: o for o in map(orjson.loads, client.files.download(
         file=job.dest.file_name).splitlines())}
     text = results["kept"]["response"]["candidates"][0]["content"]["parts"][0]["text"]
     assert text == f"[image/png {len(png(1))} bytes sha256:{sha(png(1))}] hi"
-    for key, fid in (("gone", gone.name), ("unknown", "files/nosuchfile1")):
+    for key, fid in (("gone", gone.name), ("expired", expired.name),
+                     ("unknown", "files/nosuchfile1")):
         assert results[key]["error"] == {
             "code": 7, "message": f"You do not have permission to access the File "
                                   f"{fid.removeprefix('files/')} or it may not exist."}
