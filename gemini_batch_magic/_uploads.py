@@ -12,7 +12,9 @@ called by the submission before any batch is created, turns every placeholder in
   (at least half its lifetime or 24 hours, whichever is less: a batch may take a day) and
   the service still shows it. Any other is uploaded, concurrently
   (``max_concurrent_uploads``), from its source (re-hashed: a changed file is refused), and
-  recorded at once, so a crash never uploads it twice. An expired file is uploaded again.
+  recorded within a second (in batches: a transaction per file would cost more than a small
+  upload), so a crash re-sends at most that second's uploads. An expired file is uploaded
+  again.
 
 :func:`resolved_file` writes a shard's request file with the URIs in place, for the upload
 (or the inline create). Progress of the uploads is kept per run (:func:`progress`) and told
@@ -87,14 +89,18 @@ def _lookup(reg: Registry, backend: str, key_fp: str, sources: list[str]
     return found
 
 
-def _remember(reg: Registry, backend: str, key_fp: str, source: str,
-              f: _backend.RemoteFile) -> None:
+def _remember(reg: Registry, backend: str, key_fp: str,
+              done: list[tuple[str, _backend.RemoteFile]]) -> None:
+    """Record uploaded or registered files (one transaction for all of them)."""
+    if not done:
+        return
     with reg.transaction() as con:
-        con.execute(
+        con.executemany(
             "INSERT OR REPLACE INTO media_files (backend, key_fp, source, name, uri, mime_type, "
             "size_bytes, created, expire_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (backend, key_fp, source, f.name, f.uri, f.mime_type, f.size_bytes,
-             f.created or time.time(), f.expires))
+            [(backend, key_fp, source, f.name, f.uri, f.mime_type, f.size_bytes,
+              f.created or time.time(), f.expires) for source, f in done])
+    done.clear()
 
 
 def _fresh(created: float, expires: float | None, now: float) -> bool:
@@ -136,8 +142,8 @@ def resolve(book: RunBook) -> dict[bytes, bytes] | None:
             if len(got_files) != len(part):
                 raise BackendError(f"registering {len(part)} gs:// files returned "
                                    f"{len(got_files)}; check the URIs and the bucket's access")
+            _remember(reg, backend, key_fp, list(zip(part, got_files, strict=True)))
             for uri, f in zip(part, got_files, strict=True):
-                _remember(reg, backend, key_fp, uri, f)
                 mapping[f"gembatch-gcs:{uri}".encode()] = f.uri.encode()
     uploads: dict[str, dict[str, Any]] = manifest.get("uploads", {})
     if uploads:
@@ -179,17 +185,24 @@ def _upload_all(book: RunBook, uploads: dict[str, dict[str, Any]], reg: Registry
             print(f"gembatch: run {book.run_id}: uploading {len(todo)} media file(s), "
                   f"{size / 1e6:,.1f} MB ({prog.reused} reused)", file=sys.stderr)
         jobs = {pool.submit(_upload_one, book.run_id, sha, uploads[sha]): sha for sha in todo}
-        last = time.monotonic()
-        for job in as_completed(jobs):
-            sha = jobs[job]
-            f = job.result()
-            _remember(reg, backend, key_fp, f"sha256:{sha}", f)
-            out[f"gembatch-upload:{sha}".encode()] = f.uri.encode()
-            prog.done_files += 1
-            prog.done_bytes += int(uploads[sha]["size"])
-            if sys.stderr.isatty() and time.monotonic() - last > 2:
-                last = time.monotonic()
-                print(f"gembatch: run {book.run_id}: {prog}", file=sys.stderr)
+        last = saved = time.monotonic()
+        done: list[tuple[str, _backend.RemoteFile]] = []
+        try:
+            for job in as_completed(jobs):
+                sha = jobs[job]
+                f = job.result()
+                done.append((f"sha256:{sha}", f))
+                out[f"gembatch-upload:{sha}".encode()] = f.uri.encode()
+                prog.done_files += 1
+                prog.done_bytes += int(uploads[sha]["size"])
+                if len(done) >= 256 or time.monotonic() - saved > 1:
+                    _remember(reg, backend, key_fp, done)  # at most a second's uploads unsaved
+                    saved = time.monotonic()
+                if sys.stderr.isatty() and time.monotonic() - last > 2:
+                    last = time.monotonic()
+                    print(f"gembatch: run {book.run_id}: {prog}", file=sys.stderr)
+        finally:
+            _remember(reg, backend, key_fp, done)  # what finished, even if one failed
     prog.finished = True
     return out
 
