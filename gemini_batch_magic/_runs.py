@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from . import _backend, _embed, _media, _plan, _requests, _schemas
+from . import _backend, _embed, _media, _plan, _requests, _schemas, _uploads
 from ._answers import SKIPPED, RunAnswers, fill_from, label
 from ._config import settings
 from ._fetch import download_shard, release_memory
@@ -101,7 +101,7 @@ def _run_object(run_id: str, input_df: pd.DataFrame | None = None) -> BatchRun:
     return obj  # type: ignore[no-any-return]
 
 
-class BatchRun(_embed.EmbeddingViews):
+class BatchRun(_embed.EmbeddingViews, _uploads.UploadViews):
     """A run: one user action, however many batch jobs (shards) it took.
 
     Get one from :func:`submit`, ``df.gembatch.submit(...)``, :func:`attach` or the magics

@@ -41,7 +41,7 @@ from ._media import MANIFEST, PLACEHOLDER
 from ._registry import Registry, RunBook
 from .exceptions import BackendError, InputError
 
-__all__ = ["UploadProgress", "progress", "resolve", "resolved_file"]
+__all__ = ["UploadProgress", "UploadViews", "progress", "resolve", "resolved_file"]
 
 #: A reused file must live at least this much longer (or half its lifetime, if less).
 REUSE_MARGIN = 24 * 3600.0
@@ -71,6 +71,18 @@ _lock = threading.Lock()
 def progress(run_id: str) -> UploadProgress | None:
     """The media upload progress of a run submitted by this process, if it has media."""
     return _progress.get(run_id)
+
+
+class UploadViews:
+    """What a run shows of its media uploads (mixed into :class:`~gemini_batch_magic.BatchRun`)."""
+
+    run_id: str
+
+    @property
+    def media_uploads(self) -> UploadProgress | None:
+        """How far this run's media uploads got (files, bytes, reused), when this process
+        submits it; None for a run without uploads or submitted elsewhere."""
+        return progress(self.run_id)
 
 
 def _lookup(reg: Registry, backend: str, key_fp: str, sources: list[str]

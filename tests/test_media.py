@@ -132,6 +132,8 @@ def test_every_answer_names_its_own_rows_files(emu: Any, tmp_path: Path) -> None
             data = files[str(label)]
             assert answer == f"[{mimes[i % 6]} {len(data)} bytes sha256:{sha(data)}] {text}"
     assert len(media_uploads(emu)) == 4  # only the big JPEGs were uploaded
+    prog = run.media_uploads
+    assert prog is not None and prog.finished and (prog.files, prog.done_files) == (4, 4)
 
 
 def test_several_media_columns_go_in_the_order_named(emu: Any, tmp_path: Path) -> None:
