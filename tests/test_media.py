@@ -80,8 +80,12 @@ def service_calls(emu: Any) -> list[tuple[str, str]]:
     return [c for c in emu.calls if c[0] == "POST"]
 
 
-def test_every_answer_names_its_own_rows_files(emu: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["inline", "file"])
+def test_every_answer_names_its_own_rows_files(emu: Any, tmp_path: Path, transport: str
+                                               ) -> None:
     gbm.configure(media_inline_bytes=20_000)  # the big JPEGs go through the File API
+    if transport == "file":
+        gbm.configure(inline_limit_bytes=1)  # a JSONL request file, uploaded
     rng = np.random.default_rng(7)
     files: dict[str, bytes] = {}
     cells: list[Any] = []
@@ -116,6 +120,7 @@ def test_every_answer_names_its_own_rows_files(emu: Any, tmp_path: Path) -> None
     assert est.media["media_parts"] == 21 and est.media["upload_files"] == 4
     assert est.media["upload_bytes"] == sum(len(files[f"r{i}"]) for i in range(1, 24, 6))
     run = df.gembatch.submit("q", media="photo")
+    assert run.record.source == transport
     out = run.wait(progress=False).result()
     assert out.index.equals(df.index)
     assert out["error"].isna().all(), out["error"].dropna().tolist()
