@@ -462,12 +462,12 @@ class MediaLines:
             if not b.upload:
                 continue
             source = b.path
-            if source is None:
+            if source is None:  # a bytes cell: kept in the run folder, path relative to it
                 assert b.data is not None
                 spool = folder / "media"
                 spool.mkdir(mode=0o700, exist_ok=True)
-                source = str(spool / b.sha256)
-                fd = os.open(source, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                source = f"media/{b.sha256}"
+                fd = os.open(folder / source, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "wb") as f:
                     f.write(b.data)
             uploads[b.sha256] = {"mime": b.mime, "size": b.size, "path": source}
@@ -614,8 +614,9 @@ class RawLines:
         for path in self.manifests:  # only what these requests name (not the whole parent)
             if path.exists():
                 m = orjson.loads(path.read_bytes())
-                merged["uploads"].update({sha: v for sha, v in m.get("uploads", {}).items()
-                                          if sha in want["upload"]})
+                merged["uploads"].update({  # a parent's own copies by their full path
+                    sha: {**v, "path": str(path.parent / v["path"])}
+                    for sha, v in m.get("uploads", {}).items() if sha in want["upload"]})
                 merged["gcs"] = sorted(set(merged["gcs"]) | (set(m.get("gcs", []))
                                                              & want["gcs"]))
                 merged["files"] = sorted(set(merged["files"]) | (set(m.get("files", []))

@@ -196,7 +196,10 @@ def _upload_all(book: RunBook, uploads: dict[str, dict[str, Any]], reg: Registry
             size = sum(int(uploads[s]["size"]) for s in todo)
             print(f"gembatch: run {book.run_id}: uploading {len(todo)} media file(s), "
                   f"{size / 1e6:,.1f} MB ({prog.reused} reused)", file=sys.stderr)
-        jobs = {pool.submit(_upload_one, book.run_id, sha, uploads[sha]): sha for sha in todo}
+        folder = book.run_dir()  # a relative path is a copy in the run folder (bytes cells)
+        jobs = {pool.submit(_upload_one, book.run_id, sha,
+                            {**uploads[sha], "path": str(folder / uploads[sha]["path"])}): sha
+                for sha in todo}
         last = saved = time.monotonic()
         done: list[tuple[str, _backend.RemoteFile]] = []
         try:

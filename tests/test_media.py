@@ -185,7 +185,8 @@ def test_an_expired_upload_is_sent_again_on_retry(emulator_factory: Any, tmp_pat
                                                   ) -> None:
     emu = emulator_factory(file_ttl=2.0, fail_rate=0.4, seed=5)
     gbm.configure(media_inline_bytes=0)  # every file through the File API
-    paths = [write(tmp_path, f"i{i}.png", png(i)) for i in range(12)]
+    paths: list[Any] = [write(tmp_path, f"i{i}.png", png(i)) for i in range(12)]
+    paths[1::2] = [png(i) for i in range(1, 12, 2)]  # bytes cells: kept for re-sending
     df = pd.DataFrame({"q": [f"q{i}" for i in range(12)], "img": paths},
                       index=[f"k{i}" for i in range(12)])
     run = df.gembatch.submit("q", media="img")
@@ -196,6 +197,10 @@ def test_an_expired_upload_is_sent_again_on_retry(emulator_factory: Any, tmp_pat
     time.sleep(2.2)  # every upload has expired on the service now
     assert media_uploads(emu) == []
     emu.configure(fail_rate=0.0)
+    from gemini_batch_magic._state import state
+
+    state.reset()  # a fresh kernel: the bytes cells are gone from memory
+    run = gbm.attach(run.run_id)
     child = run.retry_failed()
     assert child is not None
     child.wait(progress=False)
@@ -203,7 +208,8 @@ def test_an_expired_upload_is_sent_again_on_retry(emulator_factory: Any, tmp_pat
     merged = run.result()
     assert merged["error"].isna().all(), merged["error"].dropna().tolist()
     for label in failed:
-        data = Path(df.loc[label, "img"]).read_bytes()
+        cell = df.loc[label, "img"]
+        data = cell if isinstance(cell, bytes) else Path(cell).read_bytes()
         assert merged.loc[label, "response"].startswith(f"[image/png {len(data)} bytes "
                                                         f"sha256:{sha(data)}]")
 
