@@ -5,7 +5,14 @@ size) or 5 (monitoring CPU): write ``benchmarks/fig_<name>.py`` with one ``@figu
 function returning :class:`~benchmarks.registry.Measurement` rows, and import it here.
 """
 
-from benchmarks import fig_build, fig_e2e, fig_memory, fig_monitor, fig_parse  # noqa: F401
+from benchmarks import (  # noqa: F401
+    fig_build,
+    fig_e2e,
+    fig_media,
+    fig_memory,
+    fig_monitor,
+    fig_parse,
+)
 from benchmarks.registry import FIGURES
 
 __all__ = ["FIGURES"]

@@ -4,6 +4,8 @@
 >>> run = df.gembatch.submit("prompt")     # returns at once; the kernel stays free
 >>> run.wait(); out = run.result()         # a DataFrame aligned to df's index
 >>> gbm.runs(); gbm.attach(run.run_id)     # any kernel, any day
+>>> df.gembatch.submit("q", media="photo")  # files (paths, bytes, URLs) after the text
+>>> emb = df.gembatch.embed("text"); emb.wait().vectors()   # float32 (n_rows, dim)
 
 In IPython: ``%load_ext gemini_batch_magic`` for ``%%gembatch`` and ``%gembatch``.
 Without an API key, everything runs on an embedded local emulator (synthetic answers).
@@ -17,7 +19,7 @@ from . import _accessor as _accessor  # registers df.gembatch
 from ._backend import BackendInfo, backend_info
 from ._config import Settings, configure, settings
 from ._options import checked_keywords as _checked_keywords
-from ._runs import BatchRun, Estimate, RunStats, attach, runs
+from ._runs import BatchRun, Estimate, RunStats, attach, embed, runs
 from ._runs import estimate as _estimate
 from ._runs import submit as _submit
 from ._tables import TableRun, submit_table
@@ -70,6 +72,7 @@ __all__ = [
     "attach",
     "backend_info",
     "configure",
+    "embed",
     "estimate",
     "load_ipython_extension",
     "panel",

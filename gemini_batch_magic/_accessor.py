@@ -27,7 +27,7 @@ __all__ = ["GemBatchAccessor"]
 
 @pd.api.extensions.register_dataframe_accessor("gembatch")
 class GemBatchAccessor:
-    """Gemini Batch Mode for this DataFrame: ``submit``, ``run``, ``estimate``.
+    """Gemini Batch Mode for this DataFrame: ``submit``, ``run``, ``estimate``, ``embed``.
 
     >>> run = df.gembatch.submit("prompt")                 # returns at once
     >>> out = df.gembatch.run(template="Summarise: {text}")  # submit, wait, result
@@ -57,6 +57,8 @@ class GemBatchAccessor:
         background: bool | None = None,
         keep_inputs: bool = False,
         confirm: bool = False,
+        media: str | Sequence[str] | None = None,
+        mime_type: str | Mapping[str, str] | None = None,
     ) -> _runs.BatchRun:
         """Submit every row as one request; returns at once. See
         :func:`gemini_batch_magic.submit`. A run estimated above ``confirm_above``
@@ -68,6 +70,7 @@ class GemBatchAccessor:
             safety_settings=safety_settings, response_schema=response_schema,
             max_cost=max_cost, force=force, name=name, on_empty=on_empty,
             background=background, keep_inputs=keep_inputs, confirm=confirm,
+            media=media, mime_type=mime_type,
         )
 
     @checked_keywords("df.gembatch.estimate")
@@ -83,13 +86,15 @@ class GemBatchAccessor:
         safety_settings: Sequence[Mapping[str, Any]] | None = None,
         response_schema: Any = None,
         on_empty: str = "raise",
+        media: str | Sequence[str] | None = None,
+        mime_type: str | Mapping[str, str] | None = None,
     ) -> _runs.Estimate:
         """What :meth:`submit` would send and cost; sends nothing."""
         return _runs.estimate(
             self._df, prompt, template=template, model=model, key=key,
             system_instruction=system_instruction, generation_config=generation_config,
             safety_settings=safety_settings, response_schema=response_schema,
-            on_empty=on_empty,
+            on_empty=on_empty, media=media, mime_type=mime_type,
         )
 
     @checked_keywords("df.gembatch.run")
@@ -111,6 +116,8 @@ class GemBatchAccessor:
         background: bool | None = None,
         keep_inputs: bool = False,
         confirm: bool = False,
+        media: str | Sequence[str] | None = None,
+        mime_type: str | Mapping[str, str] | None = None,
         timeout: float | None = None,
         join: bool = False,
     ) -> pd.DataFrame:
@@ -126,6 +133,32 @@ class GemBatchAccessor:
             safety_settings=safety_settings, response_schema=response_schema,
             max_cost=max_cost, force=force, name=name, on_empty=on_empty,
             background=background, keep_inputs=keep_inputs, confirm=confirm,
+            media=media, mime_type=mime_type,
         )
         out = run.run_to_completion(timeout=timeout)
         return run.result(join=self._df) if join else out
+
+    # -- embeddings (issue 12) --------------------------------------------------------------
+    def embed(
+        self,
+        column: str,
+        *,
+        model: str | None = None,
+        output_dimensionality: int | None = None,
+        task_type: str | None = None,
+        title: str | None = None,
+        key: str | None = None,
+        max_cost: float | None = None,
+        force: bool = False,
+        name: str | None = None,
+        on_empty: str = "raise",
+        background: bool | None = None,
+        dry_run: bool = False,
+    ) -> Any:
+        """Embed the text of ``column``, one request per row; returns a run at once
+        (``run.vectors()`` once done). See :func:`gemini_batch_magic.embed`."""
+        return _runs.embed(
+            self._df, column, model=model, output_dimensionality=output_dimensionality,
+            task_type=task_type, title=title, key=key, max_cost=max_cost, force=force,
+            name=name, on_empty=on_empty, background=background, dry_run=dry_run,
+        )

@@ -13,10 +13,12 @@ The steps, each a function of what the one before gave:
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 import pandas as pd
 
-from . import _results
+from . import _embed, _results
 from ._fetch import release_memory
 from ._registry import TERMINAL, RunBook, ShardRecord
 
@@ -34,6 +36,9 @@ class RunAnswers:
         self._positions: np.ndarray | None = None
         #: an adopted run's keys per shard: the keys each shard's results came back with
         self._adopted_keys: dict[int, np.ndarray] = {}
+        #: how results are parsed and aligned: text answers, or embeddings (_embed)
+        self.codec: ModuleType = (_embed if book.record.config.get("kind") == "embed"
+                                  else _results)
 
     def positions(self) -> np.ndarray:
         """Positions (in the root input) of the rows this run sent; read once, immutable.
@@ -61,8 +66,8 @@ class RunAnswers:
 
     def _read(self, shard: ShardRecord) -> pd.DataFrame:
         path = self.book.run_dir() / str(shard.results_file)
-        return (_results.parse_results_file(path) if path.suffix == ".jsonl"
-                else _results.load_stored(pd.read_parquet(path)))
+        return (self.codec.parse_results_file(path) if path.suffix == ".jsonl"
+                else self.codec.load_stored(pd.read_parquet(path)))
 
     def shard(self, shard: ShardRecord, parsed: pd.DataFrame | None = None) -> pd.DataFrame:
         """One shard's answers aligned to its requests (RangeIndex).
@@ -78,19 +83,20 @@ class RunAnswers:
         if not shard.results_file:
             msg = (_no_answer(shard.state) if shard.state in TERMINAL
                    else f"not answered yet (shard {shard.shard} is {shard.state})")
-            return _results.missing_frame(n, msg)
-        if parsed is None:  # not parsed as it downloaded (another kernel fetched it, a restart)
-            parsed = self._read(shard)
+            return self.codec.missing_frame(n, msg)
+        if parsed is None or self.codec is not _results:  # not parsed as it downloaded
+            parsed = self._read(shard)  # (another kernel fetched it, a restart; embeddings)
         if self.book.record.config.get("adopted"):  # the keys it came back with
             keys = self._adopted_keys[shard.shard] = self._returned(parsed)
         else:
             keys = self.positions()[shard.start:shard.stop]  # the keys are these, in decimal
-        aligned, missing = _results.align_with_missing(parsed, keys)
+        aligned, missing = self.codec.align_with_missing(parsed, keys)
         if len(keys) >= 100_000:  # the answers in file order are garbage now
             del parsed
             release_memory()
         if len(missing) and (shard.results_lost or shard.state != "SUCCEEDED"):
-            _results.set_errors(aligned, missing, shard.results_lost or _no_answer(shard.state))
+            self.codec.set_errors(aligned, missing,
+                                  shard.results_lost or _no_answer(shard.state))
         self._cache[shard.shard] = (cache_key, aligned)
         return aligned
 
@@ -109,7 +115,7 @@ class RunAnswers:
                 frame.index = pd.Index(positions[shard.start:shard.stop], name="position")
             frames.append(frame)
         if not frames:
-            return _results.missing_frame(0, "")
+            return self.codec.missing_frame(0, "")
         return pd.concat(frames)
 
 
@@ -122,6 +128,8 @@ def _no_answer(state: str) -> str:
 
 def fill_from(own: pd.DataFrame, retried: pd.DataFrame) -> None:
     """Fill rows of ``own`` (by position) with the answers a retry run got right."""
+    if "embedding" in own:
+        return _embed.fill_from(own, retried)
     sub = retried[retried["error"].isna()]
     sub = sub[sub.index.isin(own.index)]
     if len(sub):
@@ -132,16 +140,17 @@ def label(merged: pd.DataFrame, index: pd.Index, keep: np.ndarray | None,
           absent: str = SKIPPED) -> pd.DataFrame:
     """One row per input row (``index``), in order; ``keep``: only these positions (a retry
     run shows only its own rows); ``absent``: the error of rows the run did not send."""
+    codec: ModuleType = _embed if "embedding" in merged else _results
     n = len(index)
     src = np.full(n, -1, dtype=np.int64)  # row of `merged` answering each input row
     src[merged.index.to_numpy()] = np.arange(len(merged))
     if n and (src == np.arange(n)).all():  # every row sent, in order: nothing to move
         frame = merged.reset_index(drop=True)
     else:
-        frame = _results.take_rows(merged, src)
+        frame = codec.take_rows(merged, src)
         skipped = np.flatnonzero(src < 0)
         if len(skipped):
-            _results.set_errors(frame, skipped, absent)
+            codec.set_errors(frame, skipped, absent)
     if keep is not None:
         frame = frame.iloc[keep]
         frame.index = index[keep]

@@ -16,7 +16,8 @@ Which backend (``settings.backend``, from ``GEMBATCH_BACKEND``):
 The client is built once (:func:`get_client`) and rebuilt when ``home`` or ``backend``
 changes. The engine calls the service only through the functions here: :func:`get_batch`,
 :func:`list_batches`, :func:`find_batch`, :func:`create_batch`, :func:`cancel_batch`,
-:func:`upload_file`, :func:`download_file`. Calls the SDK does not retry itself go through
+:func:`upload_file`, :func:`download_file`, and for media parts :func:`upload_media`,
+:func:`get_file`, :func:`register_files`. Calls the SDK does not retry itself go through
 :func:`with_retries`; every refusal becomes a :class:`BackendError` whose ``code``,
 ``status`` and ``batch_name`` fields say what happened (the SDK error stays ``__cause__``).
 
@@ -64,13 +65,16 @@ __all__ = [
     "find_run_batches",
     "get_batch",
     "get_client",
+    "get_file",
     "is_retryable",
     "is_vertex",
     "job_state",
     "key_fingerprint",
     "list_batches",
+    "register_files",
     "reset",
     "upload_file",
+    "upload_media",
     "with_retries",
 ]
 
@@ -556,9 +560,10 @@ def find_batch(display: str, *, run_id: str | None = None) -> str | None:
 
 def create_batch(model: str, src: Any, display: str, *, reconcile_first: bool,
                  run_id: str | None = None, dest: str | None = None,
-                 labels: dict[str, str] | None = None) -> str:
+                 labels: dict[str, str] | None = None, embed: bool = False) -> str:
     """Create one batch job, never twice: an ambiguous failure is reconciled by listing.
 
+    ``embed=True`` creates an embedding batch (``batches.create_embeddings``, from a file).
     ``reconcile_first=False`` only for a run's very first create (nothing was sent before,
     so nothing can exist yet); every other attempt first looks for the batch by its display
     name. Returns the batch name. ``dest`` (a ``gs://`` prefix or ``bq://`` table) and
@@ -580,7 +585,15 @@ def create_batch(model: str, src: Any, display: str, *, reconcile_first: bool,
             if found:
                 return found
         try:
-            job = client.batches.create(model=model, src=src, config=config)
+            if embed:
+                import warnings
+
+                # experimental in the SDK (it warns on every call); we pin the wire format
+                warnings.filterwarnings("ignore", message=r"batches\.create_embeddings")
+                job = client.batches.create_embeddings(model=model, src={"file_name": src},
+                                                       config=config)
+            else:
+                job = client.batches.create(model=model, src=src, config=config)
             return str(job.name)
         except Exception as exc:
             if not is_retryable(exc):
@@ -690,3 +703,80 @@ def download_file(file_name: str, open_destination: Callable[[], Any]) -> None:
             client.files.download(file=file_name, destination=writer)
 
     with_retries(f"downloading {file_name}", once)
+
+
+# --------------------------------------------------------------------------- media files
+@dataclass(frozen=True)
+class RemoteFile:
+    """A File API file as the service describes it."""
+
+    name: str  #: ``files/...``
+    uri: str  #: what a ``fileData.fileUri`` names
+    mime_type: str | None
+    size_bytes: int | None
+    created: float | None  #: POSIX seconds
+    expires: float | None  #: POSIX seconds; None: not said
+    state: str | None
+
+
+def _remote(f: Any) -> RemoteFile:
+    def ts(value: Any) -> float | None:
+        return value.timestamp() if value is not None else None
+
+    st = getattr(f, "state", None)
+    return RemoteFile(name=str(f.name), uri=str(f.uri or ""), mime_type=f.mime_type,
+                      size_bytes=f.size_bytes, created=ts(f.create_time),
+                      expires=ts(f.expiration_time),
+                      state=getattr(st, "name", None) or (str(st) if st else None))
+
+
+def upload_media(source: Any, mime: str, display: str) -> RemoteFile:
+    """Upload one media file (a path, or a binary file object) with the File API."""
+    client = get_client()
+    what = os.path.basename(str(source)) if isinstance(source, (str, os.PathLike)) else display
+
+    def once() -> Any:
+        if hasattr(source, "seek"):
+            source.seek(0)
+        return client.files.upload(file=source, config={"mime_type": mime,
+                                                        "display_name": display})
+
+    return _remote(with_retries(f"uploading {what}", once))
+
+
+def get_file(name: str) -> RemoteFile | None:
+    """The File API file ``name``; None when the service does not have it (403 or 404)."""
+    client = get_client()
+    try:
+        got = with_retries(f"looking up {name}", lambda: client.files.get(name=name))
+    except BackendError as exc:
+        if exc.code in (403, 404):
+            return None
+        raise
+    return _remote(got)
+
+
+def register_files(uris: list[str]) -> list[RemoteFile]:
+    """Register ``gs://`` objects with the File API (``files.register_files``); the service
+    reads them with the caller's Google Cloud credentials (application default credentials,
+    ``gcloud auth application-default login``). An emulator takes any token."""
+    client = get_client()
+    info = backend_info()
+    if info.kind == "gemini":
+        try:
+            import google.auth
+
+            creds, _ = google.auth.default(
+                scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        except Exception as exc:
+            raise ConfigError(
+                f"gs:// media need Google Cloud credentials to register them with the File "
+                f"API ({exc}); run `gcloud auth application-default login` (or set "
+                "GOOGLE_APPLICATION_CREDENTIALS), or upload the files instead") from exc
+    else:
+        from google.oauth2.credentials import Credentials
+
+        creds = Credentials(token="emulator-token")  # an emulator checks no token
+    got = with_retries(f"registering {len(uris)} gs:// file(s)",
+                       lambda: client.files.register_files(auth=creds, uris=uris))
+    return [_remote(f) for f in (got.files or [])]

@@ -63,6 +63,9 @@ class CellCommand:
     table: str | None = None
     #: ``--dest``: where a table run writes (``bq://project.dataset.table`` or ``gs://``).
     dest: str | None = None
+    #: ``--embed``: an embedding run of the ``--col`` column, with these keywords of
+    #: :func:`gemini_batch_magic.embed`; None: a generate run.
+    embed: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,14 @@ def _cell_parser() -> _Parser:
                                    "'SELECT ...' or gs://.../*.jsonl; the cell is the template")
     p.add_argument("--dest", help="with --table: the result table bq://project.dataset.table "
                                   "(or a gs:// prefix)")
+    p.add_argument("--embed", action="store_true",
+                   help="embed the --col column (or the column the cell body names) instead; "
+                        "default model gemini-embedding-001")
+    p.add_argument("--task-type", dest="task_type", help="with --embed: e.g. "
+                                                          "RETRIEVAL_DOCUMENT")
+    p.add_argument("--output-dimensionality", dest="output_dimensionality", type=int,
+                   help="with --embed: dimensions of each vector, e.g. 768")
+    p.add_argument("--title", help="with --embed: column of document titles")
     return p
 
 
@@ -206,8 +217,27 @@ def parse_cell(line: str, cell: str, user_ns: dict[str, Any]) -> CellCommand:
                              f"{args.df} has no columns")
         else:
             template = body
+    embed = None
+    if args.embed:  # the body may name the column to embed (a cell magic needs a body)
+        if args.df is not None and not args.col and body.strip():
+            args.col, prompt, template = body.strip(), body.strip(), None
+        embed = _embed_options(args, "" if body.strip() == (args.col or "") else body)
     schema = _lookup(user_ns, args.schema, "--schema") if args.schema else None
     options = RunOptions.from_args(args, template=template, system_instruction=system,
                                    response_schema=schema)
     return CellCommand(out=args.out, df=df, prompt=prompt, options=options, wait=args.wait,
-                       dry_run=args.dry_run, backend=args.backend)
+                       dry_run=args.dry_run, backend=args.backend, embed=embed)
+
+
+def _embed_options(args: Any, body: str) -> dict[str, Any]:
+    """The keywords of ``embed()`` a ``--embed`` cell asks for."""
+    if args.df is None or not args.col:
+        raise UsageError("--embed needs --df VAR and the column to embed: --col COLUMN, or "
+                         "the column's name as the cell body")
+    if body.strip() or args.system or args.media or args.schema:
+        raise UsageError("--embed takes no --system, --media or --schema, and a cell body "
+                         "only to name the column: an embedding is of that text alone")
+    return {"model": args.model, "key": args.key, "task_type": args.task_type,
+            "output_dimensionality": args.output_dimensionality, "title": args.title,
+            "on_empty": args.on_empty, "max_cost": args.max_cost, "force": args.force,
+            "name": args.name}

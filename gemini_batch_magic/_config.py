@@ -254,6 +254,17 @@ class GemBatch(Configurable):
                         "front end asking the kernel for fresh state on a timer (the way it "
                         "stays live in Colab and marimo, where messages from a thread do not "
                         "render).")
+    # -- media parts (issue 12) -------------------------------------------------------------
+    media_inline_bytes = Int(1_000_000, "A media file goes inline (base64 in the request) "
+                              "when its bytes times the rows using it are at most this; "
+                              "larger or much-repeated files are uploaded once with the "
+                              "File API (0 = upload every file).").tag(minimum=0)
+    media_max_file_bytes = Int(2_000_000_000, "Largest media file accepted (File API limit: "
+                                "2 GB a file).").tag(minimum=1)
+    media_max_total_bytes = Int(20_000_000_000, "Most bytes of media one run may upload "
+                                 "(File API limit: 20 GB a project).").tag(minimum=1)
+    max_concurrent_uploads = Int(8, "How many media files upload at the same "
+                                  "time.").tag(minimum=1)
 
     # -- defaults from the environment ------------------------------------------------------
     @default("model")
@@ -330,7 +341,8 @@ class GemBatch(Configurable):
     @validate("poll_interval", "max_poll_interval", "inline_limit_bytes", "max_file_bytes",
               "max_requests_per_shard", "max_concurrent_shards", "retry_attempts",
               "retry_initial_delay", "emulator_pending_seconds", "emulator_rate",
-              "confirm_above")
+              "confirm_above", "media_inline_bytes", "media_max_file_bytes",
+              "media_max_total_bytes", "max_concurrent_uploads")
     def _check_range(self, proposal: Any) -> Any:
         trait, value = proposal["trait"], proposal["value"]
         if value is None:  # an optional setting turned off

@@ -90,6 +90,14 @@ with a ``UsageError`` naming ``--yes``. ``--max-cost USD`` refuses outright, con
 not. A template without any ``{column}`` placeholder is refused (it would send the same
 prompt for every row); options are never abbreviated (``--temp`` is an error naming
 ``--temperature``), so a typo never sends.
+``--media COL`` / ``--mime-type TYPE``
+    Columns of files (local paths, bytes, ``https://`` or ``gs://`` URIs, ``files/...``
+    names) sent after each row's text, in order (repeat or comma-separate); the type is
+    read from each file's content unless ``--mime-type`` says it.
+``--embed`` (with ``--df VAR --col COL``, or ``--df VAR`` and the column's name as the body)
+    Embed the column instead (default model ``gemini-embedding-001``);
+    ``--task-type``, ``--output-dimensionality N`` and ``--title COL`` are passed through.
+    The run's ``result()`` has an ``embedding`` column; ``run.vectors()`` the matrix.
 
 The line is expanded like any IPython line magic: ``$var`` and ``{var}`` take values from the
 namespace (``--name run_$day``, ``-m {model}``); write ``$$`` for a literal ``$``. The cell
@@ -209,18 +217,24 @@ class GemBatchMagics(Magics):
                 configure(backend=cmd.backend)
             if cmd.table:
                 return self._table_run(cmd)
-            if cmd.dry_run:
+            if cmd.embed is not None:  # --embed: an embedding run of --col
+                if cmd.dry_run:
+                    return self._deliver(_runs.embed(cmd.df, str(cmd.prompt), dry_run=True,
+                                                     **cmd.embed), cmd.out, show=False)
+                run = _runs.embed(cmd.df, str(cmd.prompt), **cmd.embed)
+            elif cmd.dry_run:
                 return self._dry_run(cmd)
-            try:
-                run = _runs.submit(cmd.df, cmd.prompt, **cmd.options.submit_kwargs())
-            except ConfirmationRequired as exc:
-                if not (_person_can_answer() and self._ask_to_confirm(cmd, exc)):
-                    raise UsageError(confirm_message(
-                        exc.estimate, settings.confirm_above,
-                        "add --yes to the %%gembatch line to send it (max_cost still "
-                        "refuses), or change %config GemBatch.confirm_above (None turns "
-                        "it off)")) from None
-                return None
+            else:
+                try:
+                    run = _runs.submit(cmd.df, cmd.prompt, **cmd.options.submit_kwargs())
+                except ConfirmationRequired as exc:
+                    if not (_person_can_answer() and self._ask_to_confirm(cmd, exc)):
+                        raise UsageError(confirm_message(
+                            exc.estimate, settings.confirm_above,
+                            "add --yes to the %%gembatch line to send it (max_cost still "
+                            "refuses), or change %config GemBatch.confirm_above (None turns "
+                            "it off)")) from None
+                    return None
             if not cmd.wait:
                 return self._deliver(run, cmd.out, show=True)
             return self._deliver(self._wait_for_results(run, cmd.out), cmd.out, show=False)

@@ -75,6 +75,10 @@ class RunOptions:
     #: Send a run estimated above ``confirm_above`` (``%config GemBatch.confirm_above``, USD)
     #: without asking; ``max_cost`` still refuses outright.
     confirm: bool = False
+    #: Columns of files (paths, bytes, URLs) sent after each row's text, in this order.
+    media: Sequence[str] | None = None
+    #: A MIME type for every media file, overriding the one read from its content.
+    mime_type: str | None = None
 
     def submit_kwargs(self) -> dict[str, Any]:
         """The keywords of :func:`~gemini_batch_magic.submit`."""
@@ -104,6 +108,8 @@ class RunOptions:
         values: dict[str, Any] = {
             "model": args.model, "key": args.key, "system_instruction": args.system,
             "generation_config": generation or None, "on_empty": args.on_empty,
+            "media": [c for v in args.media for c in v.split(",") if c] if args.media else None,
+            "mime_type": args.mime_type,
         }
         for name in _SEND_ONLY:
             if hasattr(args, name):
@@ -132,6 +138,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, send: bool = True) -> 
     parser.add_argument("--on-empty", choices=ON_EMPTY, default=_DEFAULTS.on_empty,
                         dest="on_empty", help="what to do with empty prompts "
                                               f"(default: {_DEFAULTS.on_empty})")
+    parser.add_argument("--media", action="append", metavar="COL",
+                        help="column of files (paths, https:// or gs:// URIs, files/... "
+                             "names) sent after the text; repeat or comma-separate for "
+                             "several, in order")
+    parser.add_argument("--mime-type", dest="mime_type", metavar="TYPE",
+                        help="MIME type of every media file (default: read from its content)")
     if not send:
         return
     parser.add_argument("--max-cost", type=float, dest="max_cost",

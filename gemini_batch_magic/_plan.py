@@ -28,7 +28,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
-from . import _pricing, _requests
+from . import _media, _pricing, _requests
 from ._config import settings, validate_model
 from ._registry import dump_index
 from ._requests import RequestFile
@@ -71,6 +71,9 @@ class Plan:
     schema: Any  #: pydantic model class, JSON schema dict, or None
     display_name: str
     skipped: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    #: request lines other than plain text prompts: media parts (_media.MediaLines), a
+    #: retry's requests as sent (_media.RawLines) or embeddings (_embed.EmbedLines)
+    lines: Any = None
 
 
 def prepare(
@@ -87,12 +90,15 @@ def prepare(
     on_empty: str,
     display_name: str | None,
     keep_inputs: bool = False,
+    media: str | Sequence[str] | None = None,
+    mime_type: str | Mapping[str, str] | None = None,
 ) -> Plan:
     """Check ``df`` and the options; the :class:`Plan` of what would be sent."""
     model = validate_model(model or settings.model)
+    media_cols = _media.media_columns(media)
     texts = _requests.prompt_texts(df, prompt=prompt, template=template)
     mask = _requests.check_prompts(texts, on_empty=on_empty)
-    _requests.check_keys(df, key)
+    keys = _requests.check_keys(df, key)
     shared, _ = _requests.request_config(
         system_instruction, generation_config, safety_settings, response_schema
     )
@@ -112,6 +118,10 @@ def prepare(
         "keep_inputs": bool(keep_inputs),
         "rows_hash": rows_hash(df.index),
     }
+    lines = None
+    if media_cols:  # every media cell checked and hashed now: bad input raises here
+        lines = _media.collect(df, media_cols, positions, keys, mime_type)
+        config["media"] = {"columns": media_cols, "mime_type": mime_type}
     return Plan(
         model=model,
         prompts=_requests.take_prompts(texts, positions),
@@ -123,6 +133,7 @@ def prepare(
         schema=response_schema,
         display_name=display_name or "gembatch",
         skipped=np.flatnonzero(~mask).astype(np.int64),
+        lines=lines,
     )
 
 
@@ -138,15 +149,16 @@ def rows_hash(index: pd.Index) -> str:
 
 def retry_plan(parent_config: dict[str, Any], *, model: str, prompts: Sequence[str],
                positions: np.ndarray, index: pd.Index, n_rows: int,
-               display_name: str) -> Plan:
-    """The plan of a retry: the given rows again, with the parent run's request options."""
+               display_name: str, lines: Any = None) -> Plan:
+    """The plan of a retry: the given rows again, with the parent run's request options
+    (``lines``: the requests as sent, for runs that were more than text prompts)."""
     shared, _ = _requests.request_config(
         parent_config.get("system_instruction"), parent_config.get("generation_config"),
         parent_config.get("safety_settings"), parent_config.get("response_schema"),
     )
     return Plan(model=validate_model(model), prompts=prompts, positions=positions,
                 index=index, n_rows=n_rows, shared=shared, config=parent_config, schema=None,
-                display_name=display_name)
+                display_name=display_name, lines=lines)
 
 
 def wire_keys(positions: np.ndarray) -> list[str]:
@@ -177,15 +189,24 @@ class Estimate:
     price_note: str
     #: the first requests: ``key``, ``row`` (its label), ``prompt`` and the wire ``request``
     preview: list[dict[str, Any]] = field(default_factory=list)
+    #: media parts: ``media_parts``, ``media_files`` (distinct), ``upload_files``,
+    #: ``upload_bytes`` (sent once with the File API), ``inline_bytes``, ``media_tokens``
+    media: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "preview"}
 
     def __str__(self) -> str:
         cost = f"${self.cost_usd:,.4f}" if self.cost_usd is not None else "unknown"
+        media = ""
+        if self.media.get("media_parts"):
+            m = self.media
+            media = (f"; {m['media_parts']:,} media parts ({m['media_files']:,} files: "
+                     f"{m['upload_files']:,} uploaded, {_fmt_bytes(m['upload_bytes'])}; "
+                     f"{_fmt_bytes(m['inline_bytes'])} inline; ~{m['media_tokens']:,} tokens)")
         return (
             f"{self.requests:,} requests ({self.skipped:,} skipped) to {self.model}, "
-            f"{_fmt_bytes(self.bytes)} as {self.mode} in {self.shards} shard(s); "
+            f"{_fmt_bytes(self.bytes)} as {self.mode} in {self.shards} shard(s){media}; "
             f"~{self.input_tokens:,} input + ~{self.output_tokens:,} output tokens; "
             f"estimated cost {cost} at batch prices ({self.price_note})"
         )
@@ -221,23 +242,29 @@ def _too_large(plan: Plan, exc: RequestTooLargeError) -> RequestTooLargeError:
     )
 
 
-def _inline(total_bytes: int, n_requests: int) -> bool:
+def _inline(total_bytes: int, n_requests: int, plan: Plan | None = None) -> bool:
     if settings.backend == "vertex":  # Vertex AI batch prediction reads files only
         return False
+    if plan is not None and plan.lines is not None and not plan.lines.inline_ok:
+        return False  # embeddings: inline embedding batches carry no per-row key
     return total_bytes <= settings.inline_limit_bytes and n_requests <= INLINE_MAX_REQUESTS
+
+
+def _measure(plan: Plan, keys: Any) -> tuple[np.ndarray, int]:
+    measure = plan.lines.measure if plan.lines is not None else _requests.measure_requests
+    return measure(plan.prompts, keys, plan.shared)  # type: ignore[no-any-return]
 
 
 def estimate(plan: Plan) -> Estimate:
     """The estimate of a plan: exact line sizes, nothing written or sent."""
-    sizes, prompt_bytes = _requests.measure_requests(
-        plan.prompts, key_text(plan.positions), plan.shared)
+    sizes, prompt_bytes = _measure(plan, key_text(plan.positions))
     try:
         shards = _requests.plan_shards(sizes, settings.max_file_bytes,
                                        settings.max_requests_per_shard)
     except RequestTooLargeError as exc:
         raise _too_large(plan, exc) from None
     total = int(sizes.sum())
-    inline = _inline(total, len(sizes))
+    inline = _inline(total, len(sizes), plan)
     return _priced(plan, total, prompt_bytes, "inline" if inline else "file",
                    1 if inline else len(shards))
 
@@ -264,11 +291,12 @@ def write(plan: Plan, folder: Path) -> WrittenPlan:
     max_bytes, max_requests = settings.max_file_bytes, settings.max_requests_per_shard
     mode = "file"
     if n <= INLINE_MAX_REQUESTS and settings.backend != "vertex":  # sizing 100 lines is free
-        sizes, _ = _requests.measure_requests(plan.prompts, keys, plan.shared)
-        if _inline(int(sizes.sum()), n) and not (sizes > max_bytes).any():
+        sizes, _ = _measure(plan, keys)
+        if _inline(int(sizes.sum()), n, plan) and not (sizes > max_bytes).any():
             mode, max_bytes, max_requests = "inline", max(int(sizes.sum()), 1), max(n, 1)
+    writer = plan.lines.write if plan.lines is not None else _requests.write_request_files
     try:
-        files = _requests.write_request_files(
+        files = writer(
             folder, plan.prompts, keys, plan.shared,
             max_file_bytes=max_bytes, max_requests=max_requests,
         )
@@ -285,9 +313,15 @@ def _priced(plan: Plan, total: int, prompt_bytes: int, mode: str, n_shards: int)
     n = len(plan.positions)
     sys_bytes = len(str(plan.config.get("system_instruction") or "").encode())
     in_tokens = math.ceil(prompt_bytes / 4) + n * math.ceil(sys_bytes / 4)
-    gen = plan.config["generation_config"]
+    media: dict[str, int] = {}
+    if plan.lines is not None:
+        media = {**plan.lines.summary(), "media_tokens": plan.lines.tokens()}
+        in_tokens += media["media_tokens"]
+    gen = plan.config.get("generation_config") or {}
     max_out = gen.get("max_output_tokens") or gen.get("maxOutputTokens")
     per_out = int(max_out) if max_out else _pricing.ASSUMED_OUTPUT_TOKENS
+    if getattr(plan.lines, "output_tokens", None) is not None:  # embeddings: none
+        per_out = plan.lines.output_tokens
     out_tokens = per_out * n
     price = _pricing.price_for(plan.model)
     if price is None:
@@ -301,16 +335,18 @@ def _priced(plan: Plan, total: int, prompt_bytes: int, mode: str, n_shards: int)
     preview = []
     for i in range(min(3, n)):
         text = plan.prompts[i]
+        request = ({"contents": [{"parts": [{"text": text}], "role": "user"}], **plan.shared}
+                   if not hasattr(plan.lines, "request")
+                   else plan.lines.request(i, text, plan.shared, data=False))
         preview.append({
             "key": str(int(plan.positions[i])), "row": plan.index[plan.positions[i]],
-            "prompt": text,
-            "request": {"contents": [{"parts": [{"text": text}], "role": "user"}],
-                        **plan.shared},
+            "prompt": text, "request": request,
         })
     return Estimate(
         model=plan.model, rows=plan.n_rows, requests=n, skipped=len(plan.skipped),
         bytes=total, mode=mode, shards=n_shards, input_tokens=in_tokens,
         output_tokens=out_tokens, cost_usd=cost, price_note=note, preview=preview,
+        media=media,
     )
 
 

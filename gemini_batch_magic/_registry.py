@@ -4,7 +4,8 @@ Everything a later kernel needs to find, follow and finish a run lives here: the
 configuration and content hash, its shards and their batch names, the original index values
 of its rows (kept here, never sent as keys), its state, and its results as soon as they are
 downloaded (``runs/<run_id>/results-<shard>.parquet``), so a finished run never needs a
-second download. The request files a run sent are kept too (``requests-<shard>.jsonl``), so
+second download. ``media_files`` remembers the media files uploaded (by SHA-256) and
+registered (gs://), with their expiry, so later runs reuse them (see ``_uploads``). The request files a run sent are kept too (``requests-<shard>.jsonl``), so
 ``retry_failed()`` works from any kernel.
 
 Several kernels may use one registry at once: WAL journal, a busy timeout, and every
@@ -138,6 +139,18 @@ CREATE TABLE IF NOT EXISTS shards (
     PRIMARY KEY (run_id, shard)
 );
 CREATE INDEX IF NOT EXISTS shards_by_batch ON shards(batch_name);
+CREATE TABLE IF NOT EXISTS media_files (
+    backend       TEXT NOT NULL,
+    key_fp        TEXT NOT NULL,
+    source        TEXT NOT NULL,  -- sha256:<hex> of an uploaded file, or the gs:// URI
+    name          TEXT NOT NULL,  -- files/... on the service
+    uri           TEXT NOT NULL,
+    mime_type     TEXT,
+    size_bytes    INTEGER,
+    created       REAL NOT NULL,
+    expire_time   REAL,
+    PRIMARY KEY (backend, key_fp, source)
+);
 """
 
 

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from . import _backend, _plan, _requests, _schemas, _vertex
+from . import _backend, _embed, _media, _plan, _requests, _schemas, _uploads, _vertex
 from ._answers import SKIPPED, RunAnswers, fill_from, label
 from ._config import settings
 from ._fetch import download_shard, release_memory
@@ -61,6 +61,7 @@ __all__ = [
     "Estimate",
     "RunStats",
     "attach",
+    "embed",
     "estimate",
     "live_runs",
     "registry",
@@ -101,7 +102,7 @@ def _run_object(run_id: str, input_df: pd.DataFrame | None = None) -> BatchRun:
     return obj  # type: ignore[no-any-return]
 
 
-class BatchRun:
+class BatchRun(_embed.EmbeddingViews, _uploads.UploadViews):
     """A run: one user action, however many batch jobs (shards) it took.
 
     Get one from :func:`submit`, ``df.gembatch.submit(...)``, :func:`attach` or the magics
@@ -424,6 +425,8 @@ class BatchRun:
         absent = (f"not answered in {self.record.config['batch']} (another shard's row, or "
                   "not answered yet)" if self.record.config.get("adopted") else SKIPPED)
         frame = label(self._merged(), self._index(), keep, absent)
+        if "embedding" in frame:  # an embedding run: one vector per row
+            return _embed.finish(frame, self.record.config.get("output_dimensionality"))
         schema = self.record.config.get("response_schema")
         if schema:
             cls = state.schema_classes.get(self._root().run_id)
@@ -472,30 +475,47 @@ class BatchRun:
             notice(__name__, f"run {self.run_id}: no failed rows to retry")
             return None
         wanted = _plan.wire_keys(failed)
-        prompts = _sent_prompts(self, set(wanted))
+        prompts, lines = _sent_requests(self, [self, *self._descendants()], wanted)
         plan = _plan.retry_plan(
             self.record.config, model=overrides.get("model") or self.model,
-            prompts=[prompts[k] for k in wanted], positions=failed,
+            prompts=prompts, positions=failed, lines=lines,
             index=self._root()._index(), n_rows=self.record.n_rows,
             display_name=overrides.get("name") or f"{self.display_name}-retry",
         )
         return _submit_plan(plan, parent=self, force=True, max_cost=None)
 
-def _sent_prompts(run: BatchRun, wanted: set[str]) -> dict[str, str]:
-    """The prompts sent for these wire keys, read back from this run's request files."""
-    found: dict[str, str] = {}
-    for one in [run, *run._descendants()]:
-        folder = registry().run_dir(one.run_id)
-        paths = [folder / s.request_file for s in one.shards
-                 if (folder / s.request_file).exists()]
-        found.update(_requests.read_request_prompts(paths, wanted - set(found)))
-    missing = wanted - set(found)
+
+def _sent_requests(run: BatchRun, family: list[BatchRun], wanted: list[str]
+                   ) -> tuple[list[str], Any]:
+    """The prompts sent for these wire keys, read back from the request files of ``run``
+    and its retries; and, for runs of more than text prompts (media, embeddings), the
+    requests themselves as :class:`~._media.RawLines` (None for text runs)."""
+    config = run.record.config
+    rich = bool(config.get("media")) or config.get("kind") == "embed"
+    found: dict[str, Any] = {}
+    manifests = []
+    for r in family:
+        folder = registry().run_dir(r.run_id)
+        manifests.append(folder / _media.MANIFEST)
+        paths = [folder / s.request_file for s in r.shards if (folder / s.request_file).exists()]
+        left = set(wanted) - set(found)
+        found.update(_media.read_requests(paths, left) if rich
+                     else _requests.read_request_prompts(paths, left))
+    missing = set(wanted) - set(found)
     if missing:
         raise GemBatchError(
             f"cannot retry run {run.run_id}: the request files of {len(missing)} rows are "
             f"gone from {registry().run_dir(run.run_id)}", run_id=run.run_id,
         )
-    return found
+    if not rich:
+        return [found[k] for k in wanted], None
+    embed = config.get("kind") == "embed"
+    lines = _media.RawLines(
+        [found[k] for k in wanted], manifests=manifests, inline_ok=not embed,
+        texts=(lambda r: str(r["content"]["parts"][0]["text"])) if embed
+        else (lambda r: str(r["contents"][0]["parts"][0].get("text", ""))),
+        output_tokens=0 if embed else None)
+    return [lines.texts(r) for r in lines.requests], lines
 
 
 # --------------------------------------------------------------------------- making runs
@@ -547,6 +567,7 @@ def _submit_plan(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     n_sent, mode, schema = len(plan.positions), written.mode, plan.schema
+    uploads = bool(written.estimate.media.get("upload_files"))
     del plan, make, written  # on disk now: the prompt strings can go before uploading
     if n_sent >= 10_000:
         release_memory()  # ~1 GB of prompt strings at 1M rows
@@ -568,7 +589,7 @@ def _submit_plan(
     if background is None:  # a notebook keeps its kernel free while files upload
         from ._env import in_notebook
 
-        background = mode == "file" and in_notebook()
+        background = (mode == "file" or uploads) and in_notebook()
     try:
         run._submission.start(background)
     finally:
@@ -594,6 +615,8 @@ def submit(
     background: bool | None = None,
     keep_inputs: bool = False,
     confirm: bool = False,
+    media: str | Sequence[str] | None = None,
+    mime_type: str | Mapping[str, str] | None = None,
 ) -> BatchRun:
     """Send each row of ``df`` as one request of a batch run; returns at once.
 
@@ -610,6 +633,11 @@ def submit(
     Bad input raises before anything is written or sent. Uploading the request files of a
     large run happens in a background thread when ``background`` is true (default: in a
     notebook kernel, so the kernel stays free); :meth:`BatchRun.wait` raises any error it met.
+
+    ``media`` names the columns holding files to send after each row's text (a path,
+    bytes, an ``https://`` or ``gs://`` URI or a ``files/...`` name per cell; None for
+    none), in that order; ``mime_type`` (a type, or ``{column: type}``) overrides the type
+    read from each file's content. See :mod:`gemini_batch_magic._media`.
     """
     # the plan is handed on, not kept here: once written, its prompts can be freed
     return _submit_plan(
@@ -618,6 +646,7 @@ def submit(
             system_instruction=system_instruction, generation_config=generation_config,
             safety_settings=safety_settings, response_schema=response_schema,
             on_empty=on_empty, display_name=name, keep_inputs=keep_inputs,
+            media=media, mime_type=mime_type,
         ),
         parent=None, force=force, max_cost=max_cost, input_df=df, background=background,
         confirm=confirm,
@@ -636,14 +665,54 @@ def estimate(
     safety_settings: Sequence[Mapping[str, Any]] | None = None,
     response_schema: Any = None,
     on_empty: str = "raise",
+    media: str | Sequence[str] | None = None,
+    mime_type: str | Mapping[str, str] | None = None,
 ) -> Estimate:
     """What :func:`submit` would send and cost, with a preview of the first requests."""
     return _plan.estimate(_plan.prepare(
         df, prompt, template=template, model=model, key=key,
         system_instruction=system_instruction, generation_config=generation_config,
         safety_settings=safety_settings, response_schema=response_schema,
-        on_empty=on_empty, display_name=None,
+        on_empty=on_empty, display_name=None, media=media, mime_type=mime_type,
     ))
+
+
+def embed(
+    df: pd.DataFrame,
+    column: str,
+    *,
+    model: str | None = None,
+    output_dimensionality: int | None = None,
+    task_type: str | None = None,
+    title: str | None = None,
+    key: str | None = None,
+    max_cost: float | None = None,
+    force: bool = False,
+    name: str | None = None,
+    on_empty: str = "raise",
+    background: bool | None = None,
+    keep_inputs: bool = False,
+    confirm: bool = False,
+    dry_run: bool = False,
+) -> Any:
+    """Embed the text of ``column``, one request per row; returns a :class:`BatchRun` at once.
+
+    ``model`` defaults to ``gemini-embedding-001``; ``output_dimensionality`` (e.g. 768),
+    ``task_type`` (e.g. ``"RETRIEVAL_DOCUMENT"``) and ``title`` (a column of document
+    titles, with that task type) are passed to the service. Always a keyed JSONL file batch
+    (inline embedding batches carry no per-row key). ``run.result()`` has an ``embedding``
+    column (fixed-size list of float32, NA where the row failed, the reason in ``error``)
+    and ``run.vectors()`` the float32 matrix in input order. ``dry_run=True`` returns the
+    :class:`Estimate` (embedding batch price) and sends nothing. The other keywords are
+    :func:`submit`'s.
+    """
+    plan = _embed.prepare(df, column, model=model, key=key, task_type=task_type, title=title,
+                          output_dimensionality=output_dimensionality, on_empty=on_empty,
+                          display_name=name, keep_inputs=keep_inputs)
+    if dry_run:
+        return _plan.estimate(plan)
+    return _submit_plan(plan, parent=None, force=force, max_cost=max_cost, input_df=df,
+                        background=background, confirm=confirm)
 
 
 def attach(ref: str, df: pd.DataFrame | None = None) -> BatchRun:

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from . import _backend, _requests, _vertex
+from . import _backend, _requests, _uploads, _vertex
 from ._config import settings
 from ._registry import OWNER, RunBook, ShardRecord, is_live, owner_alive
 from ._state import state
@@ -36,6 +36,8 @@ class Submission:
         self.book = book
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        #: media placeholders -> their URIs (runs with media parts; see _uploads)
+        self._media: dict[bytes, bytes] | None = None
 
     @property
     def run_id(self) -> str:
@@ -93,6 +95,7 @@ class Submission:
                        if s.batch_name is None and is_live(s.state)]
             if not pending:
                 return
+            self._media = _uploads.resolve(self.book)  # media uploaded before any create
             workers = max(1, min(settings.max_concurrent_shards, len(pending)))
             errors: list[BaseException] = []
 
@@ -125,22 +128,26 @@ class Submission:
         dest = labels = None
         if _backend.is_vertex():  # staged in Cloud Storage, answered into it
             if shard.upload_name is None:
-                uri = _vertex.stage_requests(path, _vertex.staging_uri(
-                    self.run_id, f"requests-{shard.shard:04d}.jsonl"))
+                uri = _vertex.stage_requests(
+                    _uploads.resolved_file(path, self._media),
+                    _vertex.staging_uri(self.run_id, f"requests-{shard.shard:04d}.jsonl"))
                 self.book.set_shard(shard, upload_name=uri)
             src: Any = shard.upload_name
             dest = _vertex.staging_uri(self.run_id, f"out-{shard.shard:04d}/")
             labels = {_vertex.RUN_LABEL: self.run_id, "gembatch_shard": str(shard.shard)}
         elif rec.source == "inline":
-            src = _inline_src(path, self._sdk_config())
+            src = _inline_src(_uploads.resolved_file(path, self._media), self._sdk_config())
         else:
             if shard.upload_name is None:
-                name = _backend.upload_file(path, f"{display}-requests")
+                name = _backend.upload_file(_uploads.resolved_file(path, self._media),
+                                            f"{display}-requests")
                 self.book.set_shard(shard, upload_name=name)
             src = shard.upload_name
+        path.with_name(path.stem + ".resolved.jsonl").unlink(missing_ok=True)
         batch = _backend.create_batch(
             rec.model, src, display, run_id=self.run_id,
             reconcile_first=self.run_id not in state.fresh, dest=dest, labels=labels,
+            embed=rec.config.get("kind") == "embed",
         )
         self.book.set_shard(shard, batch_name=batch, state="PENDING",
                             pending=shard.n_requests, error=None)

@@ -9,6 +9,8 @@ Usage::
     gembatch estimate data.csv --template "Summarise: {text}"
     gembatch submit-table bq://p.d.raw --template "Summarise: {text}" --key id \
         --dest bq://p.d.out --backend vertex [--wait]      (also 'SELECT ...', gs://.../*.jsonl)
+    gembatch submit photos.csv --template "What is in this photo?" --media path --wait
+    gembatch embed data.csv --col text [--task-type T] [--output-dimensionality N] --out v.parquet
     gembatch list | status RUN | wait RUN | results RUN [--out F] | cancel RUN | retry RUN
     gembatch backend | config
 
@@ -67,11 +69,30 @@ def _write_table(df: Any, path: str) -> None:
     if suffix == ".csv":
         df.to_csv(path)
     elif suffix == ".parquet":
-        df.to_parquet(path)
+        _write_parquet(df, path)
     elif suffix in (".jsonl", ".ndjson"):
         df.reset_index().to_json(path, orient="records", lines=True, force_ascii=False)
     else:
         raise InputError(f"cannot write {path!r}: use .csv, .parquet or .jsonl")
+
+
+def _write_parquet(df: Any, path: str) -> None:
+    """``df.to_parquet``, readable again by ``pd.read_parquet``: pandas cannot rebuild an
+    ``ArrowDtype`` with parameters (the embeddings' fixed-size list) from its own metadata,
+    so such columns are recorded as plain Arrow columns (they read back as arrays)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df)
+    meta = json.loads(table.schema.metadata[b"pandas"])
+    for col in meta.get("columns", []):
+        if "[" in str(col.get("numpy_type", "")):
+            col["numpy_type"] = "object"
+    table = table.replace_schema_metadata({**table.schema.metadata,
+                                           b"pandas": json.dumps(meta).encode()})
+    pq.write_table(table, path)
 
 
 def _add_input_args(p: argparse.ArgumentParser, *, send: bool) -> None:
@@ -114,6 +135,27 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("estimate", help="what a submit would send and cost; sends nothing")
     _add_input_args(p, send=False)
+
+    p = sub.add_parser("embed", help="embed a text column of a file (waits; writes vectors)")
+    p.add_argument("input", help="a .csv, .parquet, .jsonl or .json file of rows")
+    p.add_argument("--col", required=True, help="column holding the text to embed")
+    p.add_argument("-m", "--model", help="embedding model (default: gemini-embedding-001)")
+    p.add_argument("--key", help="unique column identifying rows (default: the row number)")
+    p.add_argument("--task-type", dest="task_type", help="e.g. RETRIEVAL_DOCUMENT")
+    p.add_argument("--output-dimensionality", dest="output_dimensionality", type=int,
+                   help="dimensions of each vector, e.g. 768")
+    p.add_argument("--title", help="column of document titles (RETRIEVAL_DOCUMENT)")
+    p.add_argument("--max-cost", type=float, dest="max_cost",
+                   help="refuse to submit when the estimate exceeds this (USD)")
+    p.add_argument("--force", action="store_true", help="submit even if an identical run "
+                                                        "exists")
+    p.add_argument("--name", help="display name of the run")
+    p.add_argument("--dry-run", action="store_true", dest="dry_run",
+                   help="print the estimate; send nothing")
+    p.add_argument("--no-wait", action="store_true", dest="no_wait",
+                   help="print the run id and return at once")
+    p.add_argument("--out", help="write the results here (.parquet keeps the vectors as "
+                                 "float32 lists; .jsonl as lists; .npy: the matrix only)")
 
     sub.add_parser("list", help="every run this machine knows, newest first")
     for name, text in (("status", "state and counts of a run"),
@@ -208,6 +250,8 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
         options = RunOptions.from_args(ns, template=ns.template)
         print(gbm.estimate(_read_table(ns.input), ns.prompt, **options.estimate_kwargs()))
         return 0
+    if cmd == "embed":
+        return _embed(ns)
     if cmd == "list":
         table = gbm.runs()
         print(table.to_string(index=False) if len(table) else "no runs yet")
@@ -250,6 +294,35 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
             print(f"{k} = {v}")
         return 0
     raise AssertionError(cmd)
+
+
+def _embed(ns: argparse.Namespace) -> int:
+    """``gembatch embed``: an embedding run of a file's column, waited for and written."""
+    import numpy as np
+
+    import gemini_batch_magic as gbm
+
+    kwargs = {k: getattr(ns, k) for k in ("model", "key", "task_type", "output_dimensionality",
+                                         "title", "max_cost", "force", "name")}
+    got = gbm.embed(_read_table(ns.input), ns.col, dry_run=ns.dry_run, **kwargs)
+    if ns.dry_run:
+        print(got)
+        return 0
+    print(f"{got.run_id}\t{got.state}\t{' '.join(got.batch_names)}")
+    if ns.no_wait:
+        return 0
+    out = got.run_to_completion()
+    failed = int(out["error"].notna().sum())
+    if ns.out and ns.out.lower().endswith(".npy"):
+        np.save(ns.out, got.vectors())
+    elif ns.out:
+        _write_table(out, ns.out)
+    else:
+        print(out.to_string())
+    if ns.out:
+        print(f"wrote {len(out)} rows to {ns.out} ({failed} failed: see the error column; "
+              f"gembatch retry {got.run_id})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -214,6 +214,21 @@ Synthetic model rules
   derived deterministically from the prompt (strings repeat the prompt, shortened to at most
   60 characters; ``pattern`` is not honoured). Without a schema the text is
   ``{"text": <prompt>}``. ``text/x.enum`` returns one of the enum values.
+* Media parts of the last user content are named, in order, before its text, so a client
+  can prove each row got its own file: ``inlineData`` as ``[image/png 1234 bytes
+  sha256:<hex of the decoded bytes>]`` (standard or URL-safe base64), a ``fileData`` naming
+  an uploaded file (its ``uri``, or ``files/<id>``) as ``[<mimeType> <size> bytes
+  sha256:<hex of its bytes>]``, a registered one as ``[<mimeType> registered gs://...]``,
+  any other URL as ``[<mimeType> url <uri>]`` (never fetched). E.g. ``[image/png 1234
+  bytes sha256:9f2c...] What is this?``. With a schema, the JSON is derived from that same
+  text (so strings start with the first tag). A ``fileData`` naming a file that does not
+  exist, was deleted, has expired or belongs to another key when the batch is created
+  (the emulator answers then) gets the service's error ``{"code": 7, "message": "You do
+  not have permission to access the File <id> or it may not exist."}``; a bare ``gs://``
+  URI gets code 3 (register it first). Each media part adds 258 prompt tokens.
+* ``POST /{v}/files:register`` (``client.files.register_files(auth=..., uris=[...])``,
+  any ``Authorization: Bearer`` token) makes each ``gs://`` URI a file with ``source:
+  REGISTERED``, its MIME type guessed from the name and no bytes; it expires like uploads.
 * Token counts: ``tokens(s) = ceil(len(s.encode("utf-8")) / 4)``. ``promptTokenCount`` is
   ``tokens`` of all request text (every content's text parts plus ``systemInstruction``),
   ``candidatesTokenCount`` is ``tokens`` of the answer, ``totalTokenCount`` their sum.
@@ -222,7 +237,8 @@ Synthetic model rules
 * A request whose text contains ``[[fail]]`` gets the per-request error
   ``{"code": 13, "message": "Simulated failure ([[fail]] in prompt)."}``.
 * Embedding batches: each request gets a deterministic unit-length vector derived from a
-  hash of its text, of length ``outputDimensionality`` (default 768), plus ``tokenCount``.
+  hash of its text (equal texts, equal vectors), of length ``outputDimensionality``
+  (default 768), plus ``tokenCount``; ``taskType`` and ``title`` are accepted and ignored.
 * Per-request errors are google.rpc.Status objects, ``{"code": <google.rpc code>,
   "message"}``, as in the service's results: no HTTP status, no status text, no
   ``details``. A ``responder``'s exception with ``code``/``status`` attributes is mapped to

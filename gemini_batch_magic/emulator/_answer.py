@@ -63,7 +63,9 @@ class _Answerer:
         inline: bool,
         model_id: str,
         responder: Responder | None,
+        files: _model.Files | None = None,
     ) -> None:
+        self.files = files
         self.kind = kind
         self.inline = inline
         self.model_id = model_id
@@ -86,7 +88,8 @@ class _Answerer:
             request = obj.get("request")
             if type(request) is dict:
                 try:
-                    text, pt, ct, rid = _model.echo_fields(request, self.model_id, index)
+                    text, pt, ct, rid = _model.echo_fields(request, self.model_id, index,
+                                                                self.files)
                 except Exception:
                     return self._answer_slow(line, index, forced_failure)
                 body = _RESPONSE_TEMPLATE % (
@@ -143,7 +146,8 @@ class _Answerer:
                                 f"responder returned {type(response).__name__}, expected dict"
                             )
                     else:
-                        response = _model.default_generate(request, self.model_id, index)
+                        response = _model.default_generate(request, self.model_id, index,
+                                                           self.files)
                     out["response"] = response
                 except Exception as exc:
                     error = _model.error_dict(exc)
@@ -177,12 +181,19 @@ class BlockSpec:
     seed: int
     fail_rate: float
     shuffle: bool
+    #: the File API files the batch's requests name: (id, mime, size, sha256 hex, gs:// or
+    #: None), read when the batch started (a file gone by then is an error for its rows)
+    files: tuple[tuple[str, str, int, str, str | None], ...] = ()
 
 
 @functools.lru_cache(maxsize=64)
 def _builtin_answerer(spec: BlockSpec) -> _Answerer:
     """The built-in model's answerer for a spec (one per spec, kept between blocks)."""
-    return _Answerer(spec.kind, spec.inline, spec.model_id, None)
+    return _Answerer(spec.kind, spec.inline, spec.model_id, None, _files(spec))
+
+
+def _files(spec: BlockSpec) -> _model.Files:
+    return {f[0]: (f[1], f[2], f[3], f[4]) for f in spec.files}
 
 
 def answer_block(
@@ -201,7 +212,7 @@ def answer_block(
     if responder is None:
         answerer = _builtin_answerer(spec)
     else:
-        answerer = _Answerer(spec.kind, spec.inline, spec.model_id, responder)
+        answerer = _Answerer(spec.kind, spec.inline, spec.model_id, responder, _files(spec))
     n = len(lines)
     if spec.fail_rate > 0:
         frng = random.Random(f"fail:{spec.seed}:{block}")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import mimetypes
 import os
 import re
+import time
 from typing import Any
 
 import orjson
@@ -133,6 +136,32 @@ class FilesApi(HttpHandler):
             # that would wait for the GIL per chunk while batches are being answered.
             if self.connection.sendfile(f, 0, size) < size:
                 self.close_connection = True  # the file shrank: the body is short
+
+    def op_file_register(self) -> None:
+        """``files:register``: gs:// objects become files (``source: REGISTERED``) that
+        ``fileData`` parts may name; the emulator stores no bytes (it cannot read a bucket)."""
+        if not (self.headers.get("Authorization") or "").lower().startswith("bearer "):
+            raise ApiError(401, "UNAUTHENTICATED", "Registering gs:// files needs OAuth "
+                           "credentials (Authorization: Bearer ...).")
+        body = self._read_json(required=True)
+        uris = body.get("uris")
+        if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
+            raise ApiError(400, "INVALID_ARGUMENT", "uris must be a non-empty list of gs:// URIs.")
+        bad = [u for u in uris if not re.match(r"^gs://[a-z0-9][a-z0-9._-]{1,220}/.+", u)]
+        if bad:
+            raise ApiError(400, "INVALID_ARGUMENT", f"Not a gs://bucket/object URI: {bad[0]}.")
+        out = []
+        ttl = self.state.config.file_ttl
+        for uri in uris:
+            file_id = _store.new_id(12)
+            mime = mimetypes.guess_type(uri)[0] or "application/octet-stream"
+            sha = base64.b64encode(hashlib.sha256(uri.encode()).hexdigest().encode()).decode()
+            self.state.store.insert_file(
+                file_id, None, mime, 0, sha, "REGISTERED",
+                expire_time=time.time() + ttl if ttl else None, owner_key=self._scope(),
+                source_uri=uri)
+            out.append(self._file_json(self.state.store.get_file(file_id)))
+        self._send_json({"files": out})
 
     def _check_quota(self, scope: str | None, name: str, size: int) -> None:
         """Refuses an upload that would take the key's files over ``file_quota_bytes``."""
@@ -347,6 +376,7 @@ ROUTES: tuple[Route, ...] = (
         "GET", re.compile(rf"^/download/{VERSION}/files/{ID}:download$"), FilesApi.op_file_download
     ),
     Route("GET", re.compile(rf"^/{VERSION}/files$"), FilesApi.op_file_list),
+    Route("POST", re.compile(rf"^/{VERSION}/files:register$"), FilesApi.op_file_register),
     Route("GET", re.compile(rf"^/{VERSION}/files/{ID}:download$"), FilesApi.op_file_download),
     Route("GET", re.compile(rf"^/{VERSION}/files/{ID}$"), FilesApi.op_file_get),
     Route("DELETE", re.compile(rf"^/{VERSION}/files/{ID}$"), FilesApi.op_file_delete),

@@ -6,6 +6,8 @@ answer, on every machine and in every process. See the package docstring for the
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import math
 import random
@@ -461,26 +463,107 @@ def answer_text(request: dict[str, Any], last_user: str) -> str:
     return last_user
 
 
-def echo_fields(request: dict[str, Any], model: str, index: int) -> tuple[str, int, int, str]:
+#: What the emulator knows of the File API files a batch names: file id -> (mime type,
+#: size in bytes, SHA-256 in hex, the gs:// URI of a registered file or None).
+Files = dict[str, tuple[str, int, str, "str | None"]]
+#: Input tokens counted for each media part (an image's documented rate).
+MEDIA_PART_TOKENS = 258
+#: A File API file's URI (``https://host/v1beta/files/<id>``), or its name.
+_FILE_URI = re.compile(
+    r"^(?:https?://[^/]+(?:/[^?#]*)?/v\d+[a-z0-9]*/)?files/([a-z0-9][a-z0-9-]*)$")
+
+
+def missing_file_error(file_id: str) -> RequestError:
+    """The service's answer to a part naming a file it does not have (or not any more)."""
+    return RequestError(
+        f"You do not have permission to access the File {file_id} or it may not exist.",
+        403, "PERMISSION_DENIED")
+
+
+def media_tags(request: dict[str, Any], files: Files | None) -> list[str]:
+    """One tag per media part of the request's last user content, in order:
+    ``[image/png 1234 bytes sha256:<hex>]`` for inline data and uploaded files (hashed from
+    their bytes), ``[image/png registered gs://b/o]`` for a registered file,
+    ``[image/png url https://...]`` for an external URL (not fetched). A part naming an
+    unknown, deleted or expired file raises the service's 403 PERMISSION_DENIED."""
+    contents = request.get("contents")
+    if type(contents) is not list:
+        return []
+    last: Any = None
+    for c in reversed(contents):
+        if type(c) is dict and c.get("role", "user") in ("user", None):
+            last = c
+            break
+    parts = last.get("parts") if type(last) is dict else None
+    if type(parts) is not list or (len(parts) == 1 and "text" in parts[0]):
+        return []
+    tags = []
+    for p in parts:
+        if type(p) is not dict:
+            continue
+        inline = field(p, "inlineData", "inline_data")
+        if isinstance(inline, dict):
+            mime = field(inline, "mimeType", "mime_type") or "application/octet-stream"
+            try:
+                # proto3 JSON takes standard and URL-safe base64 (the SDK sends the latter)
+                text = str(inline.get("data") or "").replace("-", "+").replace("_", "/")
+                raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+            except (binascii.Error, ValueError):
+                raise RequestError("Invalid value at 'contents.parts.inline_data.data': "
+                                   "not base64.", 400, "INVALID_ARGUMENT") from None
+            tags.append(f"[{mime} {len(raw)} bytes sha256:{hashlib.sha256(raw).hexdigest()}]")
+            continue
+        fd = field(p, "fileData", "file_data")
+        if not isinstance(fd, dict):
+            continue
+        uri = str(field(fd, "fileUri", "file_uri") or "")
+        mime = field(fd, "mimeType", "mime_type")
+        if uri.startswith("gs://"):
+            raise RequestError(f"{uri} must be registered with the File API first "
+                               "(files.register_files), then named by the file's uri.",
+                               400, "INVALID_ARGUMENT")
+        found = _FILE_URI.match(uri)
+        if found is None:
+            tags.append(f"[{mime or 'unknown'} url {uri}]")
+            continue
+        entry = (files or {}).get(found.group(1))
+        if entry is None:
+            raise missing_file_error(found.group(1))
+        f_mime, size, sha, source = entry
+        if source:
+            tags.append(f"[{mime or f_mime} registered {source}]")
+        else:
+            tags.append(f"[{mime or f_mime} {size} bytes sha256:{sha}]")
+    return tags
+
+
+def echo_fields(request: dict[str, Any], model: str, index: int, files: Files | None = None
+                ) -> tuple[str, int, int, str]:
     """The default model's ``(text, prompt_tokens, answer_tokens, response_id)``.
 
-    Raises :class:`RequestError` for a ``[[fail]]`` prompt.
+    Media parts are named before the text (:func:`media_tags`). Raises
+    :class:`RequestError` for a ``[[fail]]`` prompt or a part naming a missing file.
     """
     last_user, all_text = prompt_texts(request)
     if FAIL_MARKER in all_text:
         raise RequestError(FAIL_MARKER_MESSAGE)
+    tags = media_tags(request, files)
+    if tags:
+        last_user = " ".join(tags) + " " + last_user
     gc = request.get("generationConfig")
     if gc is None:
         gc = request.get("generation_config")
     text = answer_text(request, last_user) if gc else last_user
-    prompt_tokens = token_count(all_text)
+    prompt_tokens = token_count(all_text) + MEDIA_PART_TOKENS * len(tags)
     answer_tokens = prompt_tokens if text is all_text else token_count(text)
     return text, prompt_tokens, answer_tokens, response_id(model, index, all_text)
 
 
-def default_generate(request: dict[str, Any], model: str, index: int = 0) -> dict[str, Any]:
-    """The default responder: echoes the last user text (or schema-valid JSON)."""
-    text, prompt_tokens, answer_tokens, rid = echo_fields(request, model, index)
+def default_generate(request: dict[str, Any], model: str, index: int = 0,
+                     files: Files | None = None) -> dict[str, Any]:
+    """The default responder: echoes the last user text (or schema-valid JSON), its media
+    parts named first."""
+    text, prompt_tokens, answer_tokens, rid = echo_fields(request, model, index, files)
     return {
         "candidates": [
             {

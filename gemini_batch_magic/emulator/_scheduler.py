@@ -18,9 +18,12 @@ in the batch's thread.
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
+import mmap
 import os
+import re
 import socket
 import sqlite3
 import threading
@@ -109,6 +112,35 @@ def _open_rw(path: Any, offset: int) -> BinaryIO:
     return f
 
 
+_FILE_REF = re.compile(rb'"file_?[uU]ri"\s*:\s*"[^"]*?files/([a-z0-9][a-z0-9-]*)"')
+
+
+def named_files(store: Store, input_path: str, scope: str | None
+                ) -> tuple[tuple[str, str, int, str, str | None], ...]:
+    """The File API files a batch's input names in ``fileData`` parts, as the store has
+    them now (visible to the batch's key, not expired): what its answers are made of."""
+    ids: set[str] = set()
+    try:
+        with open(input_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            if m.find(b"ileData") < 0 and m.find(b"ile_data") < 0:
+                return ()
+            ids = {x.decode() for x in _FILE_REF.findall(m)}
+    except (OSError, ValueError):  # an empty file cannot be mapped
+        return ()
+    out = []
+    for fid in sorted(ids):
+        frow = store.get_file(fid, scope)
+        if frow is None:
+            continue
+        try:
+            sha = base64.b64decode(frow["sha256"]).decode()
+        except (ValueError, UnicodeDecodeError):
+            sha = str(frow["sha256"])
+        source = frow["source_uri"] if "source_uri" in frow.keys() else None
+        out.append((fid, str(frow["mime_type"]), int(frow["size_bytes"]), sha, source))
+    return tuple(out)
+
+
 def process_batch(
     store: Store,
     batch_id: str,
@@ -143,6 +175,8 @@ def process_batch(
             )
         return
     model = str(row["model"])
+    files = named_files(store, row["input_path"], row["owner_key"]) if row["kind"] != "embed" \
+        else ()
     spec = BlockSpec(
         kind=row["kind"],
         inline=row["mode"] == "inline",
@@ -152,6 +186,7 @@ def process_batch(
         # Inline embedding requests carry no key or metadata: their order is the only way
         # to match results, so those are never shuffled.
         shuffle=bool(row["shuffle"]) and not (row["mode"] == "inline" and row["kind"] == "embed"),
+        files=files,
     )
     block_size = RESPONDER_BLOCK_SIZE if responder is not None else BLOCK_SIZE
     expire_at = (

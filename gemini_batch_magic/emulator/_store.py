@@ -50,6 +50,7 @@ _ADDED_COLUMNS = (
     ("batches", "progress", "TEXT NOT NULL DEFAULT 'live'"),
     ("batches", "results_ttl", "REAL"),
     ("batches", "owner_key", "TEXT"),
+    ("files", "source_uri", "TEXT"),
 )
 _FILE_COLUMNS = (
     "id, display_name, mime_type, size_bytes, sha256, create_time, source, line_count,"
@@ -348,6 +349,7 @@ class Store:
         line_count: int | None = None,
         expire_time: float | None = None,
         owner_key: str | None = None,
+        source_uri: str | None = None,
     ) -> bool:
         """Inserts a file row; returns False when the id is already taken.
 
@@ -371,6 +373,8 @@ class Store:
                     owner_key,
                 ),
             )
+            if cur.rowcount == 1 and source_uri is not None:
+                c.execute("UPDATE files SET source_uri = ? WHERE id = ?", (source_uri, file_id))
             return cur.rowcount == 1
 
     def delete_file(self, file_id: str) -> bool:
