@@ -18,10 +18,9 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
+from PIL import Image as PIL
 
 import gemini_batch_magic as gbm
-
-PIL = pytest.importorskip("PIL.Image")
 
 
 def sha(data: bytes) -> str:
