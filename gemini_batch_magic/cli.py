@@ -40,6 +40,15 @@ _DEMO_PROMPTS = [
 ]
 
 
+def _emit(out: Any, path: str | None) -> None:
+    """Results to ``path`` (``--out``), else printed."""
+    if path:
+        _write_table(out, path)
+        print(f"wrote {len(out)} rows to {path}")
+    else:
+        print(out.to_string())
+
+
 def _read_table(path: str) -> Any:
     import pandas as pd
 
@@ -219,11 +228,7 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
         print(f"{run.run_id}\t{run.state}\t{' '.join(run.batch_names)}")
         if ns.wait:
             out = run.run_to_completion()
-            if ns.out:
-                _write_table(out, ns.out)
-                print(f"wrote {len(out)} rows to {ns.out}")
-            else:
-                print(out.to_string())
+            _emit(out, ns.out)
         return 0
     if cmd == "submit-table":
         options = RunOptions.from_args(ns, template=ns.template)
@@ -240,11 +245,7 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
         if ns.wait:
             out = table_run.wait(progress=True).result(limit=ns.limit)
             print(f"{table_run.run_id}\t{table_run.state}\t{table_run.table or table_run.dest}")
-            if ns.out:
-                _write_table(out, ns.out)
-                print(f"wrote {len(out)} rows to {ns.out}")
-            else:
-                print(out.to_string())
+            _emit(out, ns.out)
         return 0
     if cmd == "estimate":
         options = RunOptions.from_args(ns, template=ns.template)
