@@ -873,5 +873,9 @@ def runs() -> pd.DataFrame:
 
 
 def live_runs() -> list[BatchRun]:
-    """Runs that are not finished yet."""
-    return [_run_object(r.run_id) for r in registry().all_runs() if r.state not in TERMINAL]
+    """Runs that are not finished yet (a table run as its TableRun)."""
+    from ._tables import TableRun
+
+    live: list[Any] = [TableRun(r.run_id) if r.source == "table" else _run_object(r.run_id)
+                       for r in registry().all_runs() if r.state not in TERMINAL]
+    return live  # a TableRun has the same verbs

@@ -11,7 +11,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.testing.globalipapp import start_ipython
 
 import gemini_batch_magic as gbm
-from gemini_batch_magic import cli
+from gemini_batch_magic import _runs, cli
 
 from .conftest import bigquery_client
 
@@ -53,6 +53,22 @@ def test_cell_magic_table_run(ip, vertex) -> None:
     assert sorted(res.index) == ["1", "2", "3"] and res.loc["2", "response"] == "Say t2"
     ip.run_line_magic("gembatch", "wait t")
     assert t.refresh().state == "SUCCEEDED"
+
+
+def test_wait_all_follows_a_live_table_run_as_a_table_run(ip, vertex,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    raw = _raw(vertex, "mg_waitall")
+    ds = raw.rsplit(".", 1)[0]
+    vertex.vertex.inject("HOLD")
+    t = gbm.submit_table(f"bq://{raw}", template="{text}", key="id", dest=f"bq://{ds}.out")
+    live = _runs.live_runs()
+    assert [type(r) for r in live if r.run_id == t.run_id] == [gbm.TableRun]
+    vertex.vertex.release()
+    capsys.readouterr()
+    ip.run_line_magic("gembatch", "wait --all --timeout 60")
+    line = next(x for x in capsys.readouterr().out.splitlines() if t.run_id in x)
+    assert "SUCCEEDED" in line and "3/3 answered" in line and "3 ok" in line
 
 
 def test_cell_magic_table_refusals(ip, vertex) -> None:
