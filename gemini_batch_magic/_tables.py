@@ -25,6 +25,12 @@ from any process, which first looks for the job by that label, so it is never ma
 child run over the staging table ``<dest>_gembatch_requests_retry<n>``, writing
 ``<dest>_retry<n>``); once it has ended, the table ``<dest>_merged`` holds every row's
 newest answer and the parent's :attr:`~TableRun.table` and :meth:`~TableRun.result` read it.
+A ``gs://`` run does the same with objects beside its destination prefix: the request file
+``<dest>_gembatch_requests_retry<n>.jsonl`` (the run's request lines of those keys), the
+child's prefix ``<dest>_retry<n>/`` and ``<dest>_merged/predictions.jsonl``.
+:attr:`TableRun.stats` counts the merged answers: a row the retry answered is a success,
+and a row with no answer at all (never processed, or cancelled) counts as failed once the
+run has ended, since :meth:`~TableRun.retry_failed` sends it again.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from ._registry import (
     open_registry,
     owner_alive,
 )
+from ._state import state
 from .exceptions import ConfigError, InputError, RunNotDoneError
 
 __all__ = ["TableRun", "submit_table"]
@@ -74,12 +81,28 @@ class TableRun:
 
     It has the surface the views read (``gemini_batch_magic.widgets.RunView``), so
     ``run.widget()``, its rich display and the background monitor work as for a BatchRun.
+    As for a BatchRun there is one object per run in a process: ``TableRun(run_id)`` gives
+    the existing one, its record read again, so what a retry's end merges or the monitor's
+    poll reads is seen by every holder of the run.
     """
 
-    def __init__(self, run_id: str) -> None:
-        self._book = RunBook(open_registry(settings.home), run_id)
-        self.run_id = run_id
-        self.notice: str | None = None
+    _book: RunBook
+    run_id: str
+    notice: str | None
+
+    def __new__(cls, run_id: str) -> TableRun:
+        key = (settings.home, f"table:{run_id}")  # beside the BatchRun objects of state.runs
+        with state.lock:
+            obj: TableRun | None = state.runs.get(key)
+            if obj is None:
+                obj = super().__new__(cls)
+                obj._book = RunBook(open_registry(settings.home), run_id)
+                obj.run_id = run_id
+                obj.notice = None  #: e.g. "an identical table run already exists"
+                state.runs[key] = obj
+                return obj
+        obj._book.reload()  # another process may have moved it on
+        return obj
 
     # -- facts ------------------------------------------------------------------------------
     @property
@@ -132,12 +155,21 @@ class TableRun:
     def table(self) -> str | None:
         """The result table (``project.dataset.table``): ``<dest>_merged`` once a retry has
         been merged, else ``dest``; None for a ``gs://`` destination."""
-        self._book.reload()  # a retry may have been merged by another object or process
-        merged = self._cfg.get("merged")
-        if merged:
-            return str(merged)
         dest = self._cfg["dest"]
-        return dest.removeprefix("bq://") if dest.startswith("bq://") else None
+        if not dest.startswith("bq://"):
+            return None
+        self._book.reload()  # a retry may have been merged by another object or process
+        return str(self._cfg.get("merged") or dest.removeprefix("bq://"))
+
+    @property
+    def results_uri(self) -> str:
+        """Where every row's newest answer is: ``bq://`` + :attr:`table`, or for a ``gs://``
+        destination the folder ``<dest>_merged/`` once a retry has been merged, else
+        ``dest`` (the job writes a ``prediction-model-*`` folder under it)."""
+        table = self.table
+        if table is not None:
+            return f"bq://{table}"
+        return str(self._cfg.get("merged") or self.dest)
 
     @property
     def dest(self) -> str:
@@ -159,10 +191,18 @@ class TableRun:
 
     @property
     def stats(self) -> TableStats:
-        s = self.record.shards[0]
-        return TableStats(self.record.n_requests, s.succeeded, s.failed,
-                          0 if self.done else max(0, self.record.n_requests - s.succeeded
-                                                  - s.failed))
+        """Request counts: the job's own (Vertex AI's ``completion_stats``) until a retry has
+        been merged, then those of the merged answers. Once the run has ended, every row
+        without a good answer is failed (never processed rows too: a retry sends them)."""
+        rec = self.record
+        s = rec.shards[0]
+        # n_requests is 0 for raw JSONL submitted before lines were counted: the job's counts
+        total = rec.n_requests or s.succeeded + s.failed + s.pending
+        merged = rec.config["table"].get("merged_ok")
+        ok = s.succeeded if merged is None else int(merged)
+        if self.done:
+            return TableStats(total, ok, max(0, total - ok), 0)
+        return TableStats(total, ok, s.failed, max(0, total - ok - s.failed))
 
     def children(self) -> list[TableRun]:
         """The retry runs made from this run, oldest first."""
@@ -231,12 +271,16 @@ class TableRun:
             if owner_alive(owner) or not self._book.registry.claim(self.run_id, owner, OWNER):
                 return  # its own process may still be creating it: only look later
             self._book.reload()
+        name = self._labelled(shard) or self._create(shard, reconcile_first=True)
+        self._book.set_shard(shard, batch_name=name, state="PENDING")
+
+    def _labelled(self, shard: ShardRecord) -> str | None:
+        """The name of this shard's job, found by its labels (None if there is none)."""
         found = [s for s in _backend.find_run_batches(self.run_id)
                  if (getattr(s.job, "labels", None) or {}).get("gembatch_shard",
                                                                str(shard.shard))
                  == str(shard.shard)]
-        name = found[0].name if found else self._create(shard, reconcile_first=True)
-        self._book.set_shard(shard, batch_name=name, state="PENDING")
+        return found[0].name if found else None
 
     def _create(self, shard: ShardRecord, *, reconcile_first: bool) -> str:
         return _backend.create_batch(
@@ -280,7 +324,21 @@ class TableRun:
         return self.wait(timeout=timeout, progress=progress).result()
 
     def cancel(self) -> TableRun:
-        for name in self.batch_names:
+        """Cancel the job; answers it has already written are kept. A run whose job was not
+        created (or not recorded) yet is looked up by its label first, and if there is no
+        job it ends CANCELLED without one (refresh() then creates nothing)."""
+        with self._book.lock:
+            self._book.reload()
+            for shard in self.record.shards:
+                if shard.batch_name is None and shard.state == "SUBMITTING":
+                    name = self._labelled(shard)
+                    if name is None:
+                        self._book.set_shard(shard, state="CANCELLED",
+                                             error="cancelled before its job was created")
+                    else:
+                        self._book.set_shard(shard, batch_name=name, state="PENDING")
+            self._book.aggregate()
+        for name in self.live_batch_names:
             _backend.cancel_batch(name)
         return self.refresh()
 
@@ -298,12 +356,10 @@ class TableRun:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "results.jsonl"
             with open(path, "wb") as fh:
-                if self.table is not None:
-                    rows = _vertex.bigquery_client().list_rows(self.table, max_results=limit)
-                    for row in rows:
-                        line = _vertex.prediction_line({**dict(row.items()), "key": row[key]})
-                        if line is not None:
-                            fh.write(orjson.dumps(line) + b"\n")
+                table = self.table
+                if table is not None:
+                    _read_table(table, key, fh.write, limit,
+                                written=self.record.state == "SUCCEEDED")
                 else:
                     self._read_gcs(fh.write, limit)
             frame = _results.parse_results_file(path)
@@ -317,10 +373,18 @@ class TableRun:
             left[0] -= len(lines)
             write(b"".join(lines))
 
-        for name in self.batch_names:
-            dest = _backend.get_batch(name).job.dest
-            _vertex.read_predictions(
-                getattr(dest, "gcs_output_directory", None) or dest.gcs_uri, take)
+        for folder in self._answer_folders():
+            if left[0] <= 0:
+                break
+            _vertex.read_predictions(folder, take)
+
+    def _answer_folders(self) -> list[str]:
+        """The ``gs://`` folders of this run's answers: the merged folder after a retry,
+        else the folder each job wrote (as its ``output_info`` names it)."""
+        merged = self._cfg.get("merged")
+        if merged:
+            return [str(merged)]
+        return [_job_folder(_backend.get_batch(name).job) for name in self.batch_names]
 
     def to_dataframe(self) -> pd.DataFrame:
         """Every row of the result (it all comes into the kernel)."""
@@ -329,7 +393,8 @@ class TableRun:
     # -- retries ----------------------------------------------------------------------------
     def retry_failed(self, **overrides: Any) -> TableRun | None:
         """Send the rows whose answer failed or is missing again, as a child run reading
-        the staging table of just those keys (see the module). Returns None when every row
+        just those requests (see the module): a staging table of those keys for a BigQuery
+        run, a request file of those lines for a ``gs://`` one. Returns None when every row
         has an answer. ``overrides`` may change ``model`` or ``name``."""
         unknown = sorted(set(overrides) - {"model", "name"})
         if unknown:
@@ -343,31 +408,41 @@ class TableRun:
                                   run_id=self.run_id)
         self._merge_children()
         cfg = self._cfg
-        if self.table is None or not str(cfg["src"]).startswith("bq://"):
-            raise InputError(f"table run {self.run_id} writes {self.dest}: retry_failed() "
-                             "needs a BigQuery source and destination; submit the failed "
-                             "rows again with submit_table(force=True)")
         n = len(self.children()) + 1
-        p, d, t = _sources.split_bq(cfg["dest"], "dest")
-        staging, count = _sources.build_retry(
-            cfg["src"].removeprefix("bq://"), self.table, cfg["key"],
-            f"{p}.{d}.{t}_gembatch_requests_retry{n}")
+        table = self.table
+        if table is not None:
+            if not str(cfg["src"]).startswith("bq://"):
+                raise InputError(f"table run {self.run_id} read {cfg['src']}, not a BigQuery "
+                                 "table: submit the failed rows again with "
+                                 "submit_table(force=True)")
+            p, d, t = _sources.split_bq(cfg["dest"], "dest")
+            staging, count, per_request = _sources.build_retry(
+                cfg["src"].removeprefix("bq://"), table, cfg["key"],
+                f"{p}.{d}.{t}_gembatch_requests_retry{n}")
+            dest = f"bq://{p}.{d}.{t}_retry{n}"
+        else:
+            staging = _beside(cfg["dest"], f"_gembatch_requests_retry{n}.jsonl")
+            count, per_request = _sources.build_retry_jsonl(
+                str(cfg["src"]), self._answer_folders(), staging)
+            dest = _beside(cfg["dest"], f"_retry{n}/")
         if count == 0:
             from .widgets import notice  # the one door to the views: a notice, not an error
 
             notice(__name__, f"table run {self.run_id}: no failed rows to retry")
             return None
-        est = _sources.estimate(self.model, count, 0, cfg.get("shared") or {})
+        model = overrides.get("model") or self.model
+        est = _sources.estimate(model, count, per_request, cfg.get("shared") or {})
         child_cfg = {**cfg, "source": f"retry of {self.run_id}", "src": staging,
-                     "dest": f"bq://{p}.{d}.{t}_retry{n}", "merged": None}
+                     "dest": dest, "merged": None, "merged_from": [], "merged_ok": None}
         return _record_and_create(
-            content_hash=f"table-retry:{self.run_id}:{n}", model=overrides.get("model")
-            or self.model, display=(overrides.get("name") or f"{self.display_name}-retry")[:60],
+            content_hash=f"table-retry:{self.run_id}:{n}", model=model,
+            display=(overrides.get("name") or f"{self.display_name}-retry")[:60],
             n_rows=count, est=est, cfg=child_cfg, parent_id=self.run_id)
 
     def _merge_children(self) -> None:
-        """Fold every ended, not yet merged retry into ``<dest>_merged`` (in order)."""
-        if self.parent_id or self.table is None:
+        """Fold every ended, not yet merged retry into ``<dest>_merged`` (in order), and
+        count the merged answers (:attr:`stats`)."""
+        if self.parent_id:
             return
         with self._book.lock:
             self._book.reload()
@@ -376,16 +451,54 @@ class TableRun:
                 if child.state not in _ANSWERED or child.run_id in (cfg.get("merged_from")
                                                                     or []):
                     continue
-                merged = cfg["dest"].removeprefix("bq://") + "_merged"
-                _sources.merge_retry(str(self.table), child.dest.removeprefix("bq://"),
-                                     cfg["key"], merged)
+                if cfg["dest"].startswith("bq://"):
+                    merged = cfg["dest"].removeprefix("bq://") + "_merged"
+                    ok = _sources.merge_retry(str(self.table), child.dest.removeprefix("bq://"),
+                                              cfg["key"], merged)
+                else:
+                    merged = _beside(cfg["dest"], "_merged/")
+                    ok = _sources.merge_retry_jsonl(self._answer_folders(),
+                                                    child._answer_folders(), merged)
                 config = dict(self.record.config)
-                config["table"] = {**cfg, "merged": merged,
+                config["table"] = {**cfg, "merged": merged, "merged_ok": ok,
                                    "merged_from": [*(cfg.get("merged_from") or []),
                                                    child.run_id]}
                 self._book.registry.update_run(self.run_id,
                                                config=orjson.dumps(config).decode())
                 self._book.reload()
+
+
+def _read_table(table: str, key: str, write: Callable[[bytes], Any], limit: int | None, *,
+                written: bool) -> None:
+    """At most ``limit`` rows of a result table into ``write``, as results lines; a table
+    that does not exist is no rows, unless the job must have ``written`` it."""
+    from google.api_core.exceptions import NotFound
+
+    try:
+        for row in _vertex.bigquery_client().list_rows(table, max_results=limit):
+            line = _vertex.prediction_line({**dict(row.items()), "key": row[key]})
+            if line is not None:
+                write(orjson.dumps(line) + b"\n")
+    except NotFound:
+        if written:
+            raise
+        # the job ended (FAILED, CANCELLED, ...) without writing its table: no answers
+
+
+def _job_folder(job: Any) -> str:
+    """The ``gs://`` folder a Vertex AI job wrote its prediction files to: the one its
+    ``output_info`` names, else (not reported) its destination prefix."""
+    info = getattr(job, "output_info", None)
+    folder = getattr(info, "gcs_output_directory", None)
+    return str(folder or job.dest.gcs_uri)
+
+
+def _beside(dest: str, suffix: str) -> str:
+    """A name next to the ``gs://`` prefix ``dest``: ``gs://b/out/`` + ``_merged/`` ->
+    ``gs://b/out_merged/`` (``gs://b/merged/`` for a bucket's root)."""
+    bucket, name = _vertex.split_gs(dest)
+    name = name.rstrip("/")
+    return f"gs://{bucket}/{name}{suffix}" if name else f"gs://{bucket}/{suffix.lstrip('_')}"
 
 
 def _record_and_create(*, content_hash: str, model: str, display: str, n_rows: int,
@@ -473,9 +586,9 @@ def submit_table(
                           f"({existing.state}); returning it (pass force=True to submit anew)")
             return run
     _backend.check_model(model)
-    n_rows = per_request = 0
     if gcs and template is None:
         src = source.strip()
+        n_rows, per_request = _sources.scan_jsonl(src)
     elif gcs:
         src = _vertex.staging_uri(f"table-{content_hash[6:22]}", "requests.jsonl")
         n_rows, per_request = _sources.build_jsonl(source.strip(), str(template), key, src,

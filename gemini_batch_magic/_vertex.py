@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ __all__ = [
     "delete_object",
     "emulated",
     "prediction_line",
+    "prediction_records",
     "read_predictions",
     "split_gs",
     "stage_requests",
@@ -245,8 +246,9 @@ def stage_requests(path: Path, uri: str) -> str:
         labelled.unlink(missing_ok=True)
 
 
-def upload_file(path: Path, uri: str) -> str:
-    """Upload a local JSONL file to ``uri`` as it is (resumable, streamed from disk)."""
+def upload_file(path: Path, uri: str, *, what: str = "requests") -> str:
+    """Upload a local JSONL file to ``uri`` as it is (resumable, streamed from disk);
+    ``what`` it holds names it in an error."""
     bucket, name = split_gs(uri)
     try:
         blob = storage_client().bucket(bucket).blob(name, chunk_size=_CHUNK)
@@ -254,7 +256,7 @@ def upload_file(path: Path, uri: str) -> str:
     except Exception as exc:
         if isinstance(exc, (ConfigError, BackendError)):
             raise
-        raise _storage_error("uploading requests to", uri, exc) from exc
+        raise _storage_error(f"uploading {what} to", uri, exc) from exc
     return uri
 
 
@@ -269,6 +271,17 @@ def delete_object(uri: str) -> bool:
 
 
 # --------------------------------------------------------------------------- predictions
+def _line_key(obj: dict[str, Any]) -> Any:
+    """A prediction line's key: its own ``key`` when the service kept it, else the request's
+    ``labels.gembatch_key``; None if it has neither."""
+    key = obj.get("key")
+    if key is None:
+        request = obj.get("request")
+        labels = request.get("labels") if isinstance(request, dict) else None
+        key = labels.get(KEY_LABEL) if isinstance(labels, dict) else None
+    return key
+
+
 def prediction_line(obj: Any) -> dict[str, Any] | None:
     """One prediction line as a results line: ``{"key", "response"}`` / ``{"key", "error"}``.
 
@@ -277,11 +290,7 @@ def prediction_line(obj: Any) -> dict[str, Any] | None:
     """
     if not isinstance(obj, dict):
         return None
-    request = obj.get("request") if isinstance(obj.get("request"), dict) else {}
-    key = obj.get("key")
-    if key is None:
-        labels = request.get("labels") if isinstance(request, dict) else None
-        key = labels.get(KEY_LABEL) if isinstance(labels, dict) else None
+    key = _line_key(obj)
     if key is None:
         return None
     response = obj.get("response")
@@ -293,35 +302,60 @@ def prediction_line(obj: Any) -> dict[str, Any] | None:
     return {"key": str(key), "response": response}
 
 
-def read_predictions(directory: str, write: Callable[[bytes], Any]) -> int:
-    """Stream every ``predictions*.jsonl`` under ``directory`` as results lines into
-    ``write``; returns the number of lines."""
+def _prediction_objects(directory: str) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """Every JSON object line of the ``predictions*.jsonl`` under ``directory`` (in name
+    order), streamed with its bytes; lines that are not JSON objects are skipped."""
     bucket, prefix = split_gs(directory.rstrip("/") + "/")
-    n = 0
     try:
         blobs = [b for b in storage_client().list_blobs(bucket, prefix=prefix)
                  if b.name.rsplit("/", 1)[-1].startswith("predictions")
                  and b.name.endswith(".jsonl")]
         for blob in sorted(blobs, key=lambda b: str(b.name)):
             with blob.open("rb", chunk_size=_CHUNK) as fh:
-                out: list[bytes] = []
                 for raw in fh:
                     if not raw.strip():
                         continue
                     try:
-                        line = prediction_line(orjson.loads(raw))
+                        obj = orjson.loads(raw)
                     except orjson.JSONDecodeError:
-                        line = None
-                    if line is not None:
-                        out.append(orjson.dumps(line) + b"\n")
-                        n += 1
-                    if len(out) >= 1000:
-                        write(b"".join(out))
-                        out.clear()
-                if out:
-                    write(b"".join(out))
+                        continue
+                    if isinstance(obj, dict):
+                        yield obj, raw
     except (ConfigError, BackendError):
         raise
     except Exception as exc:
         raise _storage_error("reading predictions from", directory, exc) from exc
+
+
+def prediction_records(directory: str) -> Iterator[tuple[str, bool, bytes]]:
+    """Every keyed line of the ``predictions*.jsonl`` under ``directory``, streamed as
+    ``(key, answered, line)``: ``answered`` when it has a response and no ``status``,
+    ``line`` the bytes as the service wrote them (newline-terminated). Lines that are not
+    JSON objects or carry no key are skipped (their rows read "no result")."""
+    for obj, raw in _prediction_objects(directory):
+        key = _line_key(obj)
+        if key is not None:
+            answered = not obj.get("status") and obj.get("response") is not None
+            yield str(key), answered, raw.rstrip(b"\r\n") + b"\n"
+
+
+def read_predictions(directory: str, write: Callable[[bytes], Any]) -> int:
+    """Stream every ``predictions*.jsonl`` under ``directory`` as results lines into
+    ``write``; returns the number of lines."""
+    n = 0
+    out: list[bytes] = []
+    for obj, _raw in _prediction_objects(directory):
+        try:
+            line = prediction_line(obj)
+        except orjson.JSONDecodeError:  # a response column that is not JSON
+            line = None
+        if line is None:
+            continue
+        out.append(orjson.dumps(line) + b"\n")
+        n += 1
+        if len(out) >= 1000:
+            write(b"".join(out))
+            out.clear()
+    if out:
+        write(b"".join(out))
     return n

@@ -1,4 +1,5 @@
-"""Table runs as first-class runs: retry, widget and monitor, resume, raw JSONL."""
+"""Table runs as first-class runs: retry (BigQuery and Cloud Storage), merged counts,
+widget and monitor, cancel, raw JSONL."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def test_partial_then_retry_answers_every_row(vertex) -> None:
     t.wait(timeout=60)
     assert t.state == "PARTIALLY_SUCCEEDED"
     assert len(t.result(limit=None)) == 4  # the other half was never processed
+    assert t.stats == (8, 4, 4, 0)  # never processed rows count as failed: a retry sends them
     child = t.retry_failed()
     assert child is not None and child.parent_id == t.run_id and child.n_rows == 4
     job = _jobs_of(vertex, child.run_id)[0]
@@ -48,6 +50,10 @@ def test_partial_then_retry_answers_every_row(vertex) -> None:
         "out_gembatch_requests_retry1")
     child.wait(timeout=60)
     assert child.state == "SUCCEEDED"
+    # the child's end merged it: the parent counts the merged answers, no result() needed
+    assert t.stats == (8, 8, 0, 0) and gbm.attach(t.run_id).stats == (8, 8, 0, 0)
+    assert "8/8 answered (0 failed)" in repr(t)
+    assert t.state == "PARTIALLY_SUCCEEDED"  # the state stays the job's own
     assert t.table == f"{project}.{dataset}.out_merged"
     out = t.result(limit=None)
     assert sorted(int(k) for k in out.index) == list(range(1, 9))
@@ -116,3 +122,160 @@ def test_raw_jsonl_errors_name_the_line(vertex) -> None:
         gbm.submit_table(f"gs://{vertex.bucket}/bad/b.jsonl", template="{t}", key="id")
     with pytest.raises(gbm.InputError, match="no object"):
         gbm.submit_table(f"gs://{vertex.bucket}/nothing/*.jsonl", template="{t}")
+    # without a template, every request must carry its key label (answers match by it)
+    request = {"contents": [{"role": "user", "parts": [{"text": "a"}]}]}
+    bucket.blob("bad/raw.jsonl").upload_from_string(
+        json.dumps({"request": {**request, "labels": {"gembatch_key": "a"}}}) + "\n"
+        + json.dumps({"request": request}) + "\n")
+    with pytest.raises(gbm.InputError, match=r"line 2 of gs://.*bad/raw.jsonl has no "
+                                             r"request.labels.gembatch_key"):
+        gbm.submit_table(f"gs://{vertex.bucket}/bad/raw.jsonl")
+    bucket.blob("bad/twice.jsonl").upload_from_string(
+        2 * (json.dumps({"request": {**request, "labels": {"gembatch_key": "a"}}}) + "\n"))
+    with pytest.raises(gbm.InputError, match="'a' appears twice"):
+        gbm.submit_table(f"gs://{vertex.bucket}/bad/twice.jsonl")
+    bucket.blob("bad/plain.jsonl").upload_from_string('{"text": "no request"}\n')
+    with pytest.raises(gbm.InputError, match=r'no "request" object.*template='):
+        gbm.submit_table(f"gs://{vertex.bucket}/bad/plain.jsonl")
+
+
+def test_failed_table_run_reads_empty_and_retries_every_row(vertex) -> None:
+    raw = _table(vertex, "failed", n=5)
+    project, dataset, _ = raw.split(".")
+    vertex.vertex.inject("FAILED")
+    t = gbm.submit_table(f"bq://{raw}", template="Q: {text}", key="id",
+                         dest=f"bq://{project}.{dataset}.out")
+    t.wait(timeout=60)
+    assert t.state == "FAILED" and "Injected failure" in (t.error or "")
+    assert t.stats == (5, 0, 5, 0)
+    assert t.result(limit=None).empty  # the job wrote no table: nothing answered, no 404
+    child = t.retry_failed()
+    assert child is not None and child.n_rows == 5
+    child.wait(timeout=60)
+    out = t.result(limit=None)
+    assert sorted(int(k) for k in out.index) == [1, 2, 5, 7, 8]
+    assert out["error"].isna().all() and t.stats == (5, 5, 0, 0)
+
+
+def _jsonl(vertex, folder: str, fail: str | None = None) -> str:
+    """Two objects of three JSON lines each, keys not in line order."""
+    bucket = storage_client().bucket(vertex.bucket)
+    keys = iter(["k5", "k2", "k6", "k1", "k4", "k3"])
+    for part in range(2):
+        lines = ""
+        for _ in range(3):
+            k = next(keys)
+            lines += json.dumps({"sku": k, "title": "[[fail]] x" if k == fail else
+                                 f"lamp {k}"}) + "\n"
+        bucket.blob(f"{folder}/part-{part}.jsonl").upload_from_string(lines)
+    return f"gs://{vertex.bucket}/{folder}/*.jsonl"
+
+
+def _lines(uri: str) -> list[dict]:
+    bucket, _, name = uri.removeprefix("gs://").partition("/")
+    text = storage_client().bucket(bucket).blob(name).download_as_bytes().decode()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_cloud_storage_partial_then_retries_merge_the_answers(vertex) -> None:
+    source = _jsonl(vertex, "gsretry", fail="k2")
+    dest = f"gs://{vertex.bucket}/gsretry-out/"
+    vertex.vertex.inject("PARTIALLY_SUCCEEDED")
+    t = gbm.submit_table(source, template="Name {title}", key="sku", dest=dest)
+    t.wait(timeout=60)
+    assert t.state == "PARTIALLY_SUCCEEDED" and t.table is None
+    first = t.result(limit=None)
+    assert sorted(first.index) == ["k2", "k5", "k6"]  # the first half; k2's prompt fails
+    assert first["error"].notna().sum() == 1
+    assert t.stats == (6, 2, 4, 0)
+
+    child = t.retry_failed()
+    assert child is not None and child.parent_id == t.run_id and child.n_rows == 4
+    job = _jobs_of(vertex, child.run_id)[0]
+    staged = job.body["inputConfig"]["gcsSource"]["uris"][0]
+    assert staged == f"gs://{vertex.bucket}/gsretry-out_gembatch_requests_retry1.jsonl"
+    assert sorted(line["request"]["labels"]["gembatch_key"] for line in _lines(staged)) == [
+        "k1", "k2", "k3", "k4"]  # the failed row and the three never processed
+    assert child.dest == f"gs://{vertex.bucket}/gsretry-out_retry1/"
+    child.wait(timeout=60)
+    assert child.state == "SUCCEEDED"
+    assert t.stats == (6, 5, 1, 0)  # merged when the child ended
+    merged = f"gs://{vertex.bucket}/gsretry-out_merged/"
+    assert t.results_uri == merged
+    assert len(_lines(merged + "predictions.jsonl")) == 6
+    out = t.result(limit=None)
+    assert out.index.name == "sku" and sorted(out.index) == ["k1", "k2", "k3", "k4", "k5",
+                                                              "k6"]
+    ok = out["error"].isna()
+    assert list(out.index[~ok]) == ["k2"] and "Bad Request" in out.loc["k2", "error"]
+    assert all(out.loc[k, "response"] == f"Name lamp {k}" for k in out.index[ok])
+    assert len(t.result(limit=4)) == 4
+    assert gbm.attach(t.run_id).to_dataframe().equals(out)  # a fresh object reads the same
+
+    # the row that still fails is sent again, alone, from the merged answers; no duplicates
+    again = t.retry_failed()
+    assert again is not None and again.n_rows == 1
+    assert again.dest == f"gs://{vertex.bucket}/gsretry-out_retry2/"
+    again.wait(timeout=60)
+    assert t.stats == (6, 5, 1, 0) and len(_lines(merged + "predictions.jsonl")) == 6
+    assert sorted(t.to_dataframe().index) == sorted(out.index)
+    assert [c.run_id for c in t.children()] == [child.run_id, again.run_id]
+    third = again.retry_failed()  # a retry's retry is the root's next one
+    assert third is not None and third.parent_id == t.run_id and third.n_rows == 1
+    third.wait(timeout=60)
+
+
+def test_cloud_storage_raw_requests_retry(vertex) -> None:
+    bucket = storage_client().bucket(vertex.bucket)
+    lines = "".join(json.dumps({"request": {
+        "contents": [{"role": "user", "parts": [{"text": f"raw {i}"}]}],
+        "labels": {"gembatch_key": f"r{i}"}}}) + "\n" for i in (4, 1, 3, 2))
+    bucket.blob("rawretry/in.jsonl").upload_from_string(lines)
+    vertex.vertex.inject("PARTIALLY_SUCCEEDED")
+    t = gbm.submit_table(f"gs://{vertex.bucket}/rawretry/*.jsonl")
+    assert t.n_rows == 4  # counted at submission (the estimate and max_cost need it)
+    t.wait(timeout=60)
+    assert t.stats == (4, 2, 2, 0)
+    child = t.retry_failed()
+    assert child is not None and child.n_rows == 2
+    child.wait(timeout=60)
+    out = t.to_dataframe()
+    assert sorted(out.index) == ["r1", "r2", "r3", "r4"] and out["error"].isna().all()
+    assert all(out.loc[k, "response"] == f"raw {k[1:]}" for k in out.index)
+    assert t.stats == (4, 4, 0, 0)
+
+
+@pytest.mark.parametrize("created", [False, True], ids=["no-job", "job-not-recorded"])
+def test_cancel_of_a_half_submitted_table_run(vertex, monkeypatch, created: bool) -> None:
+    from gemini_batch_magic import _backend
+
+    raw = _table(vertex, f"halfcancel{int(created)}", n=3)
+    project, dataset, _ = raw.split(".")
+    vertex.vertex.inject("HOLD")
+    real = _backend.create_batch
+
+    def lost(*args, **kwargs):
+        if created:
+            real(*args, **kwargs)  # the job exists; the answer to its create is lost
+        err = gbm.BackendError("the connection broke", code=503)
+        err.retryable = True  # transient: refresh()/wait() would finish it, by label
+        raise err
+
+    monkeypatch.setattr(_backend, "create_batch", lost)
+    with pytest.raises(gbm.BackendError, match="connection broke"):
+        gbm.submit_table(f"bq://{raw}", template="{text}", key="id",
+                         dest=f"bq://{project}.{dataset}.out")
+    monkeypatch.setattr(_backend, "create_batch", real)
+    t = gbm.attach(str(gbm.runs()["run_id"].iloc[0]))
+    assert isinstance(t, gbm.TableRun) and t.state == "SUBMITTING"
+    t.cancel()
+    jobs = _jobs_of(vertex, t.run_id)
+    assert len(jobs) == (1 if created else 0)
+    t.wait(timeout=60)
+    assert t.state == "CANCELLED"
+    assert t.refresh().batch_names == [j.name for j in jobs]  # nothing was created after
+    assert len(_jobs_of(vertex, t.run_id)) == (1 if created else 0)
+    if created:
+        assert jobs[0].state == "CANCELLED"
+    else:
+        assert "before its job was created" in (t.error or "")

@@ -95,9 +95,16 @@ def test_cloud_storage_jsonl(vertex) -> None:
             "contents": [{"role": "user", "parts": [{"text": f"p{part}-{i}"}]}],
             "labels": {"gembatch_key": f"k{part}-{i}"}}}) + "\n" for i in range(3))
         bucket.blob(f"inputs/part-{part}.jsonl").upload_from_string(lines)
-    t = gbm.submit_table(f"gs://{vertex.bucket}/inputs/*.jsonl")
+    source = f"gs://{vertex.bucket}/inputs/*.jsonl"
+    before = len(vertex.vertex.jobs)
+    with pytest.raises(gbm.CostLimitError):  # counted and sized before any job
+        gbm.submit_table(source, max_cost=1e-12)
+    assert len(vertex.vertex.jobs) == before
+    t = gbm.submit_table(source)
     assert t.dest.startswith(vertex.staging) and t.table is None
+    assert t.n_rows == 6 and t.estimated_cost is not None
     t.wait(timeout=60)
+    assert t.stats == (6, 6, 0, 0)
     out = t.to_dataframe()
     assert len(out) == 6
     assert out.loc["k1-2", "response"] == "p1-2"
