@@ -80,8 +80,8 @@ def worker(variant: str, parquet: Path, out: Path) -> None:
         "client": total - tl.slept, "service": tl.slept, "cpu": cpu, "peak_rss": peak,
         "rss_before": rss_before, "batches": len(tl.created),
         "answers": _answers_hash(responses),
-        "errors": int(result["error"].null_count() if kind == "polars"
-                      else result["error"].isna().sum()),
+        "errors": int(len(result) - result["error"].null_count() if kind == "polars"
+                      else result["error"].notna().sum()),
     }))
 
 
