@@ -92,9 +92,10 @@ def _measure(variant: str, parquet: Path, emu: Any, scratch: Path) -> dict[str, 
 
 @figure(8, "polars", "polars in, polars out, end to end, beside the same run from pandas")
 def polars_e2e(ctx: Context) -> list[Measurement]:
-    """Client-side seconds and peak RSS of both variants, interleaved, best of ``repeat``."""
+    """Client-side seconds and peak RSS of both variants, interleaved, best of ``repeat``
+    (two runs each with ``--quick``)."""
     parquet = input_parquet(ctx)
-    repeat = min(ctx.repeat, 2)
+    repeat = 2 if ctx.quick else ctx.repeat
     runs: dict[str, list[dict[str, Any]]] = {OURS_POLARS: [], BASELINE: []}
     with emulator() as emu:
         for _ in range(repeat):
@@ -111,10 +112,12 @@ def polars_e2e(ctx: Context) -> list[Measurement]:
             figure=8, name="polars-e2e-client", variant=variant, rows=ctx.rows,
             seconds=b["client"], baseline=variant == BASELINE, runs=[r["client"] for r in rs],
             notes=(f"client-side seconds (total {b['total']:.1f} s, poll every "
-                   f"{POLL_SECONDS:g} s); result is {'/'.join(sorted(kinds[variant]))}; "
+                   f"{POLL_SECONDS:g} s); client CPU {min(r['cpu'] for r in rs):.1f} s "
+                   f"(least of {len(rs)}); result is {'/'.join(sorted(kinds[variant]))}; "
                    f"identical answers: {same}"),
-            extra={k: b[k] for k in ("total", "service", "cpu", "batches", "errors",
-                                     "peak_rss", "rss_before")},
+            extra={**{k: b[k] for k in ("total", "service", "cpu", "batches", "errors",
+                                        "peak_rss", "rss_before")},
+                   "cpu_runs": [r["cpu"] for r in rs], "total_runs": [r["total"] for r in rs]},
         ))
     base_peak = low[BASELINE]["peak_rss"] - low[BASELINE]["rss_before"]
     for variant, rs in runs.items():

@@ -242,6 +242,9 @@ def _arrow_column(values: pd.Series | pd.Index) -> pa.Array | pa.ChunkedArray:
     """One column as Arrow: Arrow-backed columns as they are (no copy), text as
     ``large_string``, anything Arrow cannot type as its ``str()`` text."""
     array = values.array
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in (
+            "string", "empty"):  # pandas 2's text (None where missing): large_string even
+        return arrow_text(values)  # when every value is missing (no Arrow null type)
     try:
         if hasattr(array, "__arrow_array__"):
             arr = array.__arrow_array__()
