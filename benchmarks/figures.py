@@ -12,6 +12,7 @@ from benchmarks import (  # noqa: F401
     fig_memory,
     fig_monitor,
     fig_parse,
+    fig_polars,
 )
 from benchmarks.registry import FIGURES
 

@@ -6,6 +6,10 @@
 >>> gbm.runs(); gbm.attach(run.run_id)     # any kernel, any day
 >>> df.gembatch.submit("q", media="photo")  # files (paths, bytes, URLs) after the text
 >>> emb = df.gembatch.embed("text"); emb.wait().vectors()   # float32 (n_rows, dim)
+>>> run = pdf.gembatch.submit("text", key="id")   # polars (pl.DataFrame / pl.LazyFrame)
+>>> run.wait().result()                    # a polars DataFrame, in input order, key first
+>>> gbm.submit(pa_table, "text").wait().result()   # a pyarrow Table in, a Table out
+>>> run.result(format="pandas")            # or "polars", "arrow": another kind on request
 
 In IPython: ``%load_ext gemini_batch_magic`` for ``%%gembatch`` and ``%gembatch``.
 Without an API key, everything runs on an embedded local emulator (synthetic answers).
@@ -13,6 +17,7 @@ Without an API key, everything runs on an embedded local emulator (synthetic ans
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from . import _accessor as _accessor  # registers df.gembatch
@@ -42,6 +47,18 @@ from .exceptions import (
 )
 
 __version__ = "0.1.0"
+
+
+def _polars_installed() -> bool:
+    """Whether polars can be imported (found, not imported: no cost without it)."""
+    try:
+        return importlib.util.find_spec("polars") is not None
+    except (ImportError, ValueError):  # a broken or stubbed-out polars
+        return False
+
+
+if _polars_installed():
+    from . import _polars as _polars  # registers pl.DataFrame.gembatch, pl.LazyFrame.gembatch
 
 # a misspelt keyword (temprature=0.2) is a TypeError naming the one meant, never ignored
 submit = _checked_keywords("gemini_batch_magic.submit")(_submit)

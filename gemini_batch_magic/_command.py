@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import pandas as pd
 from IPython.core.error import UsageError
 
+from ._frames import column_names, input_kind
 from ._options import RunOptions, StrictParser, add_run_arguments
 
 __all__ = ["SUBCOMMANDS", "CellCommand", "HelpShown", "LineCommand", "parse_cell",
@@ -48,8 +49,9 @@ class CellCommand:
 
     #: Variable that receives the value (run, results or estimate); None: the cell's value.
     out: str | None
-    #: The rows to send: the ``--df`` DataFrame, or one row per non-empty line of the cell.
-    df: pd.DataFrame
+    #: The rows to send: the ``--df`` frame (pandas, polars or Arrow), or one row per
+    #: non-empty line of the cell.
+    df: Any
     #: The column holding the prompts; None when ``options.template`` formats them.
     prompt: str | None
     options: RunOptions
@@ -201,8 +203,9 @@ def parse_cell(line: str, cell: str, user_ns: dict[str, Any]) -> CellCommand:
         prompt = "prompt"
     else:
         df = _lookup(user_ns, args.df, "--df")
-        if not isinstance(df, pd.DataFrame):
-            raise UsageError(f"--df {args.df} is a {type(df).__name__}, not a pandas DataFrame")
+        if input_kind(df) is None:
+            raise UsageError(f"--df {args.df} is a {type(df).__name__}, not a DataFrame "
+                             "(pandas or polars, or a pyarrow Table)")
         if args.col:
             prompt = args.col
             if body.strip():
@@ -211,10 +214,10 @@ def parse_cell(line: str, cell: str, user_ns: dict[str, Any]) -> CellCommand:
                                      "give it there or with --system, not both")
                 system = body.strip()
         elif not body.strip():
+            names = column_names(df)
             raise UsageError(f"the cell is empty: write a template over the columns of "
-                             f"{args.df} (e.g. 'Summarise: {{{df.columns[0]}}}' ) or pass "
-                             "--col COLUMN" if len(df.columns) else
-                             f"{args.df} has no columns")
+                             f"{args.df} (e.g. 'Summarise: {{{names[0]}}}' ) or pass "
+                             "--col COLUMN" if names else f"{args.df} has no columns")
         else:
             template = body
     embed = None

@@ -321,7 +321,7 @@ class EmbeddingViews:
         """The embeddings as a numpy float32 matrix ``(n_rows, dim)``, in input order; rows
         that failed (see ``result()["error"]``) are NaN. Waits for nothing: the run must be
         done (:class:`~gemini_batch_magic.RunNotDoneError` otherwise)."""
-        result = self.result()  # type: ignore[attr-defined]
+        result = self.result(format="pandas")  # type: ignore[attr-defined]
         if "embedding" not in result:
             raise InputError("vectors() is for embedding runs (made with embed()); this run "
                              "answered text: use result()")

@@ -24,8 +24,9 @@ Where the prompts come from:
       What is the capital of France?
       Name three prime numbers.
 
-* ``--df VAR``: one request per row of the DataFrame ``VAR``; the cell body is a template
-  over its columns (``Translate {text} into {lang}.``)::
+* ``--df VAR``: one request per row of the DataFrame ``VAR`` (pandas or polars, a polars
+  LazyFrame or a pyarrow Table: the results are of the same kind); the cell body is a
+  template over its columns (``Translate {text} into {lang}.``)::
 
       %%gembatch out --df reviews --wait
       Classify the sentiment of this review as positive or negative: {text}

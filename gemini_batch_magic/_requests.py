@@ -180,7 +180,8 @@ def _prompt_values(
     if not isinstance(df, pd.DataFrame):
         raise InputError(
             f"expected a pandas DataFrame, got {type(df).__name__}. "
-            "Wrap your data first, e.g. pd.DataFrame({'prompt': prompts})."
+            "Wrap your data first, e.g. pd.DataFrame({'prompt': prompts}) (polars DataFrames "
+            "and LazyFrames and pyarrow Tables are taken too)."
         )
     if (prompt is None) == (template is None):
         got = "both" if prompt is not None else "neither"

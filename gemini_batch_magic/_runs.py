@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from . import _backend, _embed, _media, _plan, _requests, _schemas, _uploads, _vertex
+from . import _backend, _embed, _frames, _media, _plan, _requests, _schemas, _uploads, _vertex
 from ._answers import SKIPPED, RunAnswers, fill_from, label
 from ._config import settings
 from ._fetch import download_shard, release_memory
@@ -89,16 +89,17 @@ def registry() -> Registry:
     return open_registry(settings.home)
 
 
-def _run_object(run_id: str, input_df: pd.DataFrame | None = None) -> BatchRun:
-    """The one object of this process for ``run_id`` (one lock per run)."""
+def _run_object(run_id: str, given: _frames.Input | None = None) -> BatchRun:
+    """The one object of this process for ``run_id`` (one lock per run); ``given``: the
+    input this process just gave for it (``result()``'s default kind, ``join=True``)."""
     key = (settings.home, run_id)  # a registry of its own under another home
     with state.lock:
         obj = state.runs.get(key)
         if obj is None:
             obj = BatchRun(run_id)
             state.runs[key] = obj
-    if input_df is not None and obj._input is None:
-        obj._input = input_df
+    if given is not None:
+        obj._given = given.released()
     return obj  # type: ignore[no-any-return]
 
 
@@ -115,7 +116,7 @@ class BatchRun(_embed.EmbeddingViews, _uploads.UploadViews):
         self.run_id = run_id
         self._answers = RunAnswers(self._book)
         self._submission = Submission(self._book)
-        self._input: pd.DataFrame | None = None
+        self._given: _frames.Input | None = None  #: the input, as this process gave it
         self._result_cache: tuple[Any, pd.DataFrame] | None = None
         self._index_cache: pd.Index | None = None
         self.notice: str | None = None  #: e.g. "identical run already exists"
@@ -365,18 +366,23 @@ class BatchRun(_embed.EmbeddingViews, _uploads.UploadViews):
             out.extend(child._descendants())
         return out
 
-    def result(self, join: bool | pd.DataFrame = False, *, partial: bool = False) -> pd.DataFrame:
-        """The answers as a DataFrame with exactly the input's index, in the input's order.
+    def result(self, join: Any = False, *, partial: bool = False, format: str | None = None
+               ) -> Any:
+        """The answers, one row per input row, in the input's order.
 
         Columns: ``response``, ``error`` (missing on success), ``finish_reason``,
         ``input_tokens``, ``output_tokens``; with a ``response_schema`` also ``parsed`` and,
         for flat schemas, one column per field. Rows whose answer failed or is missing carry
         the reason in ``error``. Rows answered by :meth:`retry_failed` runs are merged in.
 
-        ``join=True`` puts the input columns first (needs the input DataFrame: the one this
-        process submitted, or pass it as ``join=df``). ``partial=True`` returns what has
-        arrived so far instead of raising while the run is still live.
+        ``format``: ``"pandas"`` (a DataFrame with exactly the input's index), ``"polars"``
+        or ``"arrow"`` (the key, if any, as the first column; see :mod:`._frames`); None: the
+        kind of the input (recorded with the run, so the same in any kernel).
+        ``join=True`` puts the input columns first (needs the input: the one this process
+        submitted, or pass it as ``join=df``). ``partial=True`` returns what has arrived so
+        far instead of raising while the run is still live.
         """
+        fmt = _frames.check_format(format)
         self._book.reload()
         if not self.done:
             self.refresh()
@@ -395,22 +401,17 @@ class BatchRun(_embed.EmbeddingViews, _uploads.UploadViews):
             out = self._build_result()
             if self.done:
                 self._result_cache = (signature, out)
-        out = out.copy()
-        if join is False:
-            return out
-        source = join if isinstance(join, pd.DataFrame) else self._root()._input
-        if source is None:
-            raise InputError(
-                "join=True needs the input DataFrame, which this kernel does not have (the run "
-                "was submitted elsewhere): pass it as run.result(join=df)"
-            )
-        if len(source) != len(out) or not source.index.equals(out.index):
-            raise InputError(
-                "the DataFrame given to join= does not have the run's index "
-                f"({len(source)} rows vs {len(out)}): pass the DataFrame that was submitted"
-            )
-        clash = [c for c in out.columns if c in source.columns]
-        return pd.concat([source, out.rename(columns={c: f"{c}_result" for c in clash})], axis=1)
+        fmt = fmt or (self._given.kind if self._given is not None
+                      else self.record.config.get("input_kind", "pandas"))
+        if join is False:  # polars and Arrow are new objects: the cache is never handed out
+            return (out.copy() if fmt == "pandas"
+                    else _frames.convert(out, fmt, _frames.index_key(self.record.config)))
+        source = _join_source(self, join, out)
+        if fmt != "pandas":
+            return _frames.join(out, source, fmt)
+        clash = [c for c in out.columns if c in source.frame.columns]
+        return pd.concat([source.frame,
+                          out.rename(columns={c: f"{c}_result" for c in clash})], axis=1)
 
     def _index(self) -> pd.Index:
         """The original row labels of the root input (kept in the registry)."""
@@ -485,6 +486,28 @@ class BatchRun(_embed.EmbeddingViews, _uploads.UploadViews):
         return _submit_plan(plan, parent=self, force=True, max_cost=None)
 
 
+def _join_source(run: BatchRun, join: Any, out: pd.DataFrame) -> _frames.Input:
+    """The input ``result(join=...)`` puts first: the frame given, or (``join=True``) the
+    one this process submitted; checked to have the run's rows."""
+    given = run._root()._given
+    if _frames.input_kind(join) is not None:
+        source = _frames.take(join, _frames.index_key(run.record.config))
+    elif given is not None:
+        source = _frames.again(given, _frames.index_key(run.record.config))
+    else:
+        raise InputError(
+            "join=True needs the input DataFrame, which this kernel does not have (the run "
+            "was submitted elsewhere): pass it as run.result(join=df)"
+        )
+    frame = source.frame
+    if len(frame) != len(out) or not frame.index.equals(out.index):
+        raise InputError(
+            "the DataFrame given to join= does not have the run's index "
+            f"({len(frame)} rows vs {len(out)}): pass the DataFrame that was submitted"
+        )
+    return source
+
+
 def _sent_requests(run: BatchRun, family: list[BatchRun], wanted: list[str]
                    ) -> tuple[list[str], Any]:
     """The prompts sent for these wire keys, read back from the request files of ``run``
@@ -543,10 +566,11 @@ def _new_record(plan: Plan, written: _plan.WrittenPlan, backend: str,
 
 def _submit_plan(
     plan: Plan, *, parent: BatchRun | None, force: bool, max_cost: float | None,
-    input_df: pd.DataFrame | None = None, background: bool | None = False,
+    given: _frames.Input | None = None, background: bool | None = False,
     confirm: bool = True,
 ) -> BatchRun:
-    """Write, record (or find the identical run) and submit a plan."""
+    """Write, record (or find the identical run) and submit a plan (``given``: the input it
+    was made from, as the user gave it)."""
     reg = registry()
     backend = _backend.backend_id()
     tmp = Path(reg.tmp_dir()) / os.urandom(8).hex()
@@ -573,7 +597,7 @@ def _submit_plan(
         release_memory()  # ~1 GB of prompt strings at 1M rows
     if isinstance(schema, type):
         state.schema_classes.setdefault(record.run_id, schema)
-    run = _run_object(record.run_id, input_df)
+    run = _run_object(record.run_id, given)
     run._book.reload()
     if not created:
         run.notice = (
@@ -598,7 +622,7 @@ def _submit_plan(
 
 
 def submit(
-    df: pd.DataFrame,
+    df: Any,
     prompt: str | None = None,
     *,
     template: str | None = None,
@@ -620,6 +644,9 @@ def submit(
 ) -> BatchRun:
     """Send each row of ``df`` as one request of a batch run; returns at once.
 
+    ``df`` is a pandas or polars DataFrame, a polars LazyFrame (collected with the streaming
+    engine) or a pyarrow Table; :meth:`BatchRun.result` gives back the same kind (polars
+    and Arrow inputs are keyed by row position, or by ``key``: see :mod:`._frames`).
     ``prompt`` names the column holding the prompts, or ``template`` formats columns
     (``"Translate {text} into {lang}."``). ``key`` names a unique column identifying rows
     (default: the index). Submitting the same rows, model and configuration again returns
@@ -639,22 +666,31 @@ def submit(
     none), in that order; ``mime_type`` (a type, or ``{column: type}``) overrides the type
     read from each file's content. See :mod:`gemini_batch_magic._media`.
     """
-    # the plan is handed on, not kept here: once written, its prompts can be freed
+    given = _frames.take(df, key)  # polars and Arrow: a pandas frame over Arrow buffers
+    # the plan is handed on, not kept here: once written, its prompts can be freed (and so
+    # can the text a polars input was cast to: `given` is rebound to what the run keeps)
     return _submit_plan(
-        _plan.prepare(
-            df, prompt, template=template, model=model, key=key,
+        _recorded_kind(_plan.prepare(
+            given.frame, prompt, template=template, model=model, key=key,
             system_instruction=system_instruction, generation_config=generation_config,
             safety_settings=safety_settings, response_schema=response_schema,
             on_empty=on_empty, display_name=name, keep_inputs=keep_inputs,
             media=media, mime_type=mime_type,
-        ),
-        parent=None, force=force, max_cost=max_cost, input_df=df, background=background,
-        confirm=confirm,
+        ), given),
+        parent=None, force=force, max_cost=max_cost, given=(given := given.released()),
+        background=background, confirm=confirm,
     )
 
 
+def _recorded_kind(plan: Plan, given: _frames.Input) -> Plan:
+    """``plan`` with the kind of its input in the config the registry keeps, so that
+    ``result()`` gives that kind back in any kernel (a retry keeps its parent's config)."""
+    plan.config["input_kind"] = given.kind
+    return plan
+
+
 def estimate(
-    df: pd.DataFrame,
+    df: Any,
     prompt: str | None = None,
     *,
     template: str | None = None,
@@ -670,7 +706,7 @@ def estimate(
 ) -> Estimate:
     """What :func:`submit` would send and cost, with a preview of the first requests."""
     return _plan.estimate(_plan.prepare(
-        df, prompt, template=template, model=model, key=key,
+        _frames.take(df, key).frame, prompt, template=template, model=model, key=key,
         system_instruction=system_instruction, generation_config=generation_config,
         safety_settings=safety_settings, response_schema=response_schema,
         on_empty=on_empty, display_name=None, media=media, mime_type=mime_type,
@@ -678,7 +714,7 @@ def estimate(
 
 
 def embed(
-    df: pd.DataFrame,
+    df: Any,
     column: str,
     *,
     model: str | None = None,
@@ -706,16 +742,19 @@ def embed(
     :class:`Estimate` (embedding batch price) and sends nothing. The other keywords are
     :func:`submit`'s.
     """
-    plan = _embed.prepare(df, column, model=model, key=key, task_type=task_type, title=title,
-                          output_dimensionality=output_dimensionality, on_empty=on_empty,
-                          display_name=name, keep_inputs=keep_inputs)
+    given = _frames.take(df, key)
+    plan = _recorded_kind(_embed.prepare(
+        given.frame, column, model=model, key=key, task_type=task_type, title=title,
+        output_dimensionality=output_dimensionality, on_empty=on_empty, display_name=name,
+        keep_inputs=keep_inputs), given)
+    given = given.released()
     if dry_run:
         return _plan.estimate(plan)
-    return _submit_plan(plan, parent=None, force=force, max_cost=max_cost, input_df=df,
+    return _submit_plan(plan, parent=None, force=force, max_cost=max_cost, given=given,
                         background=background, confirm=confirm)
 
 
-def attach(ref: str, df: pd.DataFrame | None = None) -> BatchRun:
+def attach(ref: str, df: Any = None) -> BatchRun:
     """A run, by run id (or a unique prefix) or by a ``batches/...`` name.
 
     From the registry when this machine knows it. A ``batches/...`` name the registry does
@@ -723,20 +762,27 @@ def attach(ref: str, df: pd.DataFrame | None = None) -> BatchRun:
     ``df=`` the DataFrame that was submitted (its row count and index are checked against
     what the batch's display name carries) the answers are aligned to it by key as usual;
     without, they come back keyed by row position. ``df=`` with a known run checks it the
-    same way and lets ``result(join=True)`` use it.
+    same way and lets ``result(join=True)`` use it; ``result()`` then defaults to its kind
+    (a pandas or polars DataFrame, or a pyarrow Table).
     """
     if not isinstance(ref, str) or not ref.strip():
         raise RunNotFoundError(f"expected a run id or a batch name, got {ref!r}")
-    if df is not None and not isinstance(df, pd.DataFrame):
-        raise InputError(f"df= must be the DataFrame that was submitted, got {type(df).__name__}")
-    run = _find(ref.strip(), df)
+    if df is not None and _frames.input_kind(df) is None:
+        raise InputError(f"df= must be the DataFrame that was submitted (pandas or polars, or "
+                         f"a pyarrow Table), got {type(df).__name__}")
+    given = _frames.take(df) if df is not None else None
+    run = _find(ref.strip(), given)
     if run.record.source == "table":  # a table run (submit_table) is its own kind
         from ._tables import TableRun
 
         return TableRun(run.run_id)  # type: ignore[return-value]
-    if df is not None and not run.record.config.get("adopted"):
-        _check_frame(run.record.n_rows, run.record.config.get("rows_hash"), df, run.run_id)
-        run._input = df
+    if given is not None and not run.record.config.get("adopted"):
+        key = _frames.index_key(run.record.config)
+        if key is not None:  # the run's rows are labelled by its key column
+            given = _frames.take(given.native, key)
+        _check_frame(run.record.n_rows, run.record.config.get("rows_hash"), given.frame,
+                     run.run_id)
+        run._given = given.released()
     return run
 
 
@@ -757,11 +803,11 @@ def _check_frame(n_rows: int | None, rows_hash: str | None, df: pd.DataFrame,
         )
 
 
-def _find(ref: str, df: pd.DataFrame | None) -> BatchRun:
+def _find(ref: str, given: _frames.Input | None) -> BatchRun:
     reg = registry()
     if ref.startswith(("batches/", "projects/")):
         run_id = reg.find_by_batch(ref)
-        return _run_object(run_id) if run_id is not None else _adopt([ref], df)
+        return _run_object(run_id) if run_id is not None else _adopt([ref], given)
     matches = reg.find_prefix(ref)
     exact = [m for m in matches if m == ref]
     if exact:
@@ -775,7 +821,7 @@ def _find(ref: str, df: pd.DataFrame | None) -> BatchRun:
     if _backend.is_vertex() and re.fullmatch(r"[0-9a-f]{8}", ref):
         labelled = _backend.find_run_batches(ref)  # another machine's run, by its label
         if labelled:
-            return _adopt([s.name for s in labelled], df, known=labelled)
+            return _adopt([s.name for s in labelled], given, known=labelled)
     recent = [r.run_id for r in reg.all_runs()[:5]]
     hint = f" Recent runs: {', '.join(recent)}." if recent else " The registry is empty."
     raise RunNotFoundError(f"no run {ref!r} in the registry at {settings.home}.{hint}",
@@ -786,10 +832,11 @@ _DISPLAY = re.compile(
     r"^(?P<base>.*)-(?P<run>[0-9a-f]{8})-s(?P<shard>\d+)(?:-n(?P<n>\d+)-h(?P<h>[0-9a-f]{8}))?$")
 
 
-def _adopt(batch_names: list[str], df: pd.DataFrame | None = None,
+def _adopt(batch_names: list[str], given: _frames.Input | None = None,
            known: list[_backend.BatchStatus] | None = None) -> BatchRun:
     """A run rebuilt from the service alone: the batches ``batch_names`` (the shards of one
     run, in shard order) recorded anew."""
+    df = given.frame if given is not None else None
     statuses = list(known or [])
     for batch_name in batch_names[len(statuses):]:
         try:
@@ -824,7 +871,9 @@ def _adopt(batch_names: list[str], df: pd.DataFrame | None = None,
                                                       "attached"),
         backend=_backend.backend_id(), content_hash=f"attached:{batch_name}",
         n_rows=n_rows, n_requests=total, source="file", state=status.state,
-        parent_id=None, est_cost=None, config={"adopted": True, "batch": batch_name},
+        parent_id=None, est_cost=None,
+        config={"adopted": True, "batch": batch_name,
+                "input_kind": given.kind if given is not None else "pandas"},
         owner=None, error=None, key_fp=_backend.key_fingerprint(),
         index_blob=dump_index(df.index) if df is not None else None,
         shards=[ShardRecord(run_id="", shard=i, start=sum(totals[:i]),
@@ -836,7 +885,7 @@ def _adopt(batch_names: list[str], df: pd.DataFrame | None = None,
         shard.run_id = record.run_id
     with registry().transaction() as con:
         Registry.insert_run(con, record)
-    run = _run_object(record.run_id, df)
+    run = _run_object(record.run_id, given)
     run.notice = (f"rebuilt from the service alone ({batch_name}): answers are aligned "
                   + ("to the DataFrame given, by key" if df is not None
                      else "by row position (pass df= to align them to your DataFrame)"))

@@ -278,8 +278,8 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
             child = run.retry_failed()
             if child is not None:
                 print(f"{child.run_id}\t{child.state}\t{child.n_rows} rows")
-        else:
-            out = run.result()
+        else:  # a run made from polars or Arrow is written through pandas here too
+            out = run.result(format="pandas") if isinstance(run, gbm.BatchRun) else run.result()
             if ns.out:
                 _write_table(out, ns.out)
                 print(f"wrote {len(out)} rows to {ns.out}")

@@ -95,3 +95,17 @@ def test_baseline_and_engine_give_the_same_aligned_frame(
     assert ours["response"].tolist()[5] == df["text"].tolist()[5]  # the emulator echoes
     assert fig_e2e.fingerprint(ours.loc[ok, cols]) == fig_e2e.fingerprint(hand.loc[ok, cols])
     assert ours["error"].notna().sum() == 1 and hand["error"].notna().sum() == 1
+
+
+def test_quick_run_reports_polars_beside_pandas(quick_run: tuple[str, dict]) -> None:
+    """Figure 8: polars in and out, with a ratio against the pandas run of the same data."""
+    _, payload = quick_run
+    rows = {m["name"] + "/" + m["variant"]: m for m in payload["measurements"]
+            if m["figure"] == 8}
+    client = rows["polars-e2e-client/polars-in/polars-out"]
+    assert rows["polars-e2e-client/pandas-in/pandas-out"]["baseline"] is True
+    assert "result is polars" in client["notes"] and "identical answers: True" in client["notes"]
+    ratios = {(r["figure"], r["variant"]): r["speedup_vs"] for r in payload["ratios"]}
+    assert math.isfinite(ratios[(8, "polars-in/polars-out")]["pandas-in/pandas-out"])
+    memory = rows["polars-peak-rss/polars-in/polars-out (memory)"]
+    assert memory["unit"] == "MB" and memory["extra"]["peak_vs_pandas"] > 0

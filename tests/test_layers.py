@@ -2,7 +2,7 @@
 
 engine   plans, submits, fetches and parses; imports no view, no adapter, no notebook library
 views    ``widgets/``: handed a run, they read its public attributes; import no engine module
-adapters magics, accessor, panel, CLI, the public ``__init__``: they only adapt
+adapters magics, accessor, polars namespaces, panel, CLI, the public ``__init__``: they only adapt
 leaves    ``exceptions``, ``_secrets``, ``_env``: used by every layer, import nothing of ours
 emulator  ``emulator/``: a stand-alone server; imports nothing of the product
 
@@ -20,8 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "gemini_batch_magic"
 PKG = "gemini_batch_magic"
-ADAPTERS = {f"{PKG}.{m}" for m in ("_magics", "_accessor", "_panel", "cli", "_options",
-                                   "_command")} | {PKG}
+ADAPTERS = {f"{PKG}.{m}" for m in ("_magics", "_accessor", "_polars", "_panel", "cli",
+                                   "_options", "_command")} | {PKG}
 LEAVES = {f"{PKG}.{m}" for m in ("exceptions", "_secrets", "_env")}
 DOOR = f"{PKG}.widgets"
 NOTEBOOK_LIBRARIES = ("ipywidgets", "anywidget", "IPython", "ipykernel")

@@ -62,6 +62,11 @@ def preview_table(run: RunView, rows: int = _PREVIEW_ROWS) -> dict[str, Any]:
     """The first ``rows`` answers of a finished run: ``columns``, ``rows`` (lists of short
     strings, the row label first) and ``more`` (how many rows are not shown)."""
     frame = run.result()
+    total = len(frame)
+    if not hasattr(frame, "index"):  # a polars DataFrame or an Arrow Table: its first rows
+        frame = frame.slice(0, rows).to_pandas()
+        if len(frame.columns) and frame.columns[0] not in ("response", "embedding"):
+            frame = frame.set_index(frame.columns[0])  # the key column
     cols = [c for c in ("response", "error") if c in frame.columns]
     if "error" in cols and not frame["error"].notna().any():
         cols.remove("error")  # all answered: no empty column
@@ -71,7 +76,7 @@ def preview_table(run: RunView, rows: int = _PREVIEW_ROWS) -> dict[str, Any]:
         "columns": [label, *cols],
         "rows": [[redact(_short(i)), *(redact(_short(v)) for v in values)]
                  for i, values in zip(head.index, head.itertuples(index=False), strict=True)],
-        "more": max(0, len(frame) - rows),
+        "more": max(0, total - rows),
     }
 
 
