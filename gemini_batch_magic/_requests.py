@@ -238,12 +238,13 @@ def _arrow_text(values: Any) -> pa.ChunkedArray | None:
     """The Arrow strings behind ``values`` (no copy), or None if they are not held in Arrow.
 
     Held in Arrow: a Series or Index of pandas' default ``str`` dtype, ``string[pyarrow]`` or
-    ``pd.ArrowDtype`` of a string type, and pyarrow string arrays (chunked or not).
+    ``pd.ArrowDtype`` of a string type, and pyarrow string arrays (chunked or not). On pandas
+    2.2 ``future.infer_string`` gives ``string[pyarrow_numpy]``, held in Arrow too.
     """
     if isinstance(values, (pd.Series, pd.Index)):
         dtype = values.dtype
         if not (
-            (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow")
+            (isinstance(dtype, pd.StringDtype) and dtype.storage in ("pyarrow", "pyarrow_numpy"))
             or isinstance(dtype, pd.ArrowDtype)
         ):
             return None

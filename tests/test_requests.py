@@ -29,6 +29,7 @@ from gemini_batch_magic._requests import (
     take_prompts,
     write_request_files,
 )
+from gemini_batch_magic._results import PANDAS_3
 from gemini_batch_magic.exceptions import (
     ColumnError,
     DuplicateKeyError,
@@ -633,8 +634,18 @@ def test_bulk_escaping_is_used_for_ordinary_text_and_refused_when_ambiguous(
 # Arrow-held text (pandas' default str dtype): checked and written straight from Arrow, with
 # exactly the results of the plain (object column, list of str) path
 
+def _infer_string_dtype() -> Any:
+    """The dtype pandas 2 gives text with ``future.infer_string`` on, its preview of pandas 3's
+    ``str`` (``string[pyarrow_numpy]`` on pandas 2.2, ``str`` on 2.3); pandas 2's default is
+    object, the plain path (see the test after these)."""
+    with pd.option_context("future.infer_string", True):
+        return pd.Series(["x"]).dtype
+
+
 ARROW_DTYPES = [
-    pytest.param("str", id="str"),
+    # pandas' default text dtype: Arrow-backed on pandas 3 only
+    pytest.param("str", id="str") if PANDAS_3 else
+    pytest.param(_infer_string_dtype(), id="infer_string"),
     pytest.param("string[pyarrow]", id="string[pyarrow]"),
     pytest.param(pd.ArrowDtype(pa.string()), id="arrow-string"),
     pytest.param(pd.ArrowDtype(pa.large_string()), id="arrow-large_string"),
@@ -694,6 +705,22 @@ def _build(
 
 def _contents(files: list[RequestFile]) -> list[tuple[str, int, int, int, str, bytes]]:
     return [(f.path.name, f.start, f.stop, f.n_bytes, f.sha256, f.path.read_bytes()) for f in files]
+
+
+def test_default_text_column_is_written_from_arrow_on_pandas_3_and_plainly_on_pandas_2(
+    tmp_path: Path,
+) -> None:
+    df = pd.DataFrame({"text": ARROW_TEXTS})  # pandas' default text dtype
+    mask, prompts, files = _build(df, tmp_path / "default", arrow_keys=PANDAS_3)
+    if PANDAS_3:  # Arrow-backed str: no Python str per row
+        assert str(df["text"].dtype) == "str" and isinstance(prompts, ArrowText)
+    else:  # object: a list of Python str
+        assert df["text"].dtype == object and isinstance(prompts, list)
+    sent = [t for t in ARROW_TEXTS if t is not None and not t.isspace() and t != ""]
+    assert b"".join(f.path.read_bytes() for f in files) == b"".join(
+        expected_line(str(r), t, SHARED)
+        for r, t in zip(np.flatnonzero(mask).tolist(), sent, strict=True)
+    )
 
 
 @pytest.mark.parametrize("layout", ["whole", "chunked", "offset"])

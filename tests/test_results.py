@@ -65,13 +65,14 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def assert_result_dtypes(df: pd.DataFrame) -> None:
-    """Text columns have pandas' own text dtype (Arrow-backed ``str`` on pandas 3), never a
-    stray object column; token counts are nullable Int64."""
+    """Text columns have pandas' own text dtype (Arrow-backed ``str`` on pandas 3, object with
+    None for missing on pandas 2); token counts are nullable Int64."""
     for name in ("response", "error", "finish_reason"):
         assert df[name].dtype == _results.TEXT_DTYPE, (name, df[name].dtype)
         assert all(isinstance(v, str) or pd.isna(v) for v in df[name]), name
-    if _results.PANDAS_3:
-        assert str(df["response"].dtype) == "str"
+        if not _results.PANDAS_3:
+            assert all(isinstance(v, str) or v is None for v in df[name]), name
+    assert df["response"].dtype == ("str" if _results.PANDAS_3 else object)
     for name in ("input_tokens", "output_tokens"):
         assert df[name].dtype == "Int64"
 
@@ -608,3 +609,38 @@ def test_stream_parse_of_nothing_is_the_empty_frame() -> None:
     frame = _feed(b"", 1, 64)
     assert frame is not None and len(frame) == 0
     assert list(frame.columns) == ["key", *RESULT_COLUMNS]
+
+
+# --------------------------------------------------------------------------------------------
+# the text dtype contract (README, the module docstring), on each pandas
+
+
+def test_a_runs_text_columns_have_each_pandas_own_text_dtype(emu: Any) -> None:
+    """pandas 3: the Arrow-backed ``str`` dtype, missing values NaN. pandas 2: object, missing
+    values None. The same after the results are read back from disk by a fresh run object."""
+    from gemini_batch_magic import _runs
+
+    assert _results.PANDAS_3 == (int(pd.__version__.split(".", 1)[0]) >= 3)
+    df = pd.DataFrame({"text": ["héllo 😀", "[[fail]] x"]}, index=["a", "b"])
+    run = df.gembatch.submit("text")
+    out = run.wait(progress=False).result()
+    fresh = _runs.BatchRun(run.run_id).result()
+    pd.testing.assert_frame_equal(out, fresh)
+    for frame in (out, fresh):
+        for name in ("response", "error", "finish_reason"):
+            if _results.PANDAS_3:
+                assert frame[name].dtype == pd.StringDtype("pyarrow", na_value=np.nan)
+                assert str(frame[name].dtype) == "str"
+            else:
+                assert frame[name].dtype == np.dtype(object)
+        missing = [frame.at["a", "error"], frame.at["b", "response"]]
+        if _results.PANDAS_3:
+            assert all(isinstance(v, float) and np.isnan(v) for v in missing)
+        else:
+            assert missing == [None, None]
+        assert frame.at["a", "response"] == "héllo 😀"
+        assert frame["error"].notna().tolist() == [False, True]
+        assert "Simulated failure" in frame.at["b", "error"]
+    joined = run.result(join=True)
+    assert joined["text"].dtype == df["text"].dtype  # the input's columns keep their own dtype
+    assert joined["response"].dtype == _results.TEXT_DTYPE
