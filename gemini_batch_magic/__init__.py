@@ -6,6 +6,8 @@
 >>> gbm.runs(); gbm.attach(run.run_id)     # any kernel, any day
 >>> df.gembatch.submit("q", media="photo")  # files (paths, bytes, URLs) after the text
 >>> emb = df.gembatch.embed("text"); emb.wait().vectors()   # float32 (n_rows, dim)
+>>> big = gbm.submit_file("t.parquet", template="Classify: {body}", key="id")
+>>> big.wait(); big.write_results("answers.parquet")  # one shard at a time
 
 In IPython: ``%load_ext gemini_batch_magic`` for ``%%gembatch`` and ``%gembatch``.
 Without an API key, everything runs on an embedded local emulator (synthetic answers).
@@ -18,6 +20,8 @@ from typing import Any
 from . import _accessor as _accessor  # registers df.gembatch
 from ._backend import BackendInfo, backend_info
 from ._config import Settings, configure, settings
+from ._files import estimate_file as _estimate_file
+from ._files import submit_file as _submit_file
 from ._options import checked_keywords as _checked_keywords
 from ._runs import BatchRun, Estimate, RunStats, attach, embed, runs
 from ._runs import estimate as _estimate
@@ -46,6 +50,8 @@ __version__ = "0.1.0"
 # a misspelt keyword (temprature=0.2) is a TypeError naming the one meant, never ignored
 submit = _checked_keywords("gemini_batch_magic.submit")(_submit)
 estimate = _checked_keywords("gemini_batch_magic.estimate")(_estimate)
+submit_file = _checked_keywords("gemini_batch_magic.submit_file")(_submit_file)
+estimate_file = _checked_keywords("gemini_batch_magic.estimate_file")(_estimate_file)
 
 __all__ = [
     "BackendError",
@@ -74,11 +80,13 @@ __all__ = [
     "configure",
     "embed",
     "estimate",
+    "estimate_file",
     "load_ipython_extension",
     "panel",
     "runs",
     "settings",
     "submit",
+    "submit_file",
     "submit_table",
     "unload_ipython_extension",
 ]

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from . import _backend, _embed, _media, _plan, _requests, _schemas, _uploads, _vertex
+from . import _backend, _embed, _files, _media, _plan, _requests, _schemas, _uploads, _vertex
 from ._answers import SKIPPED, RunAnswers, fill_from, label
 from ._config import settings
 from ._fetch import download_shard, release_memory
@@ -102,7 +102,7 @@ def _run_object(run_id: str, input_df: pd.DataFrame | None = None) -> BatchRun:
     return obj  # type: ignore[no-any-return]
 
 
-class BatchRun(_embed.EmbeddingViews, _uploads.UploadViews):
+class BatchRun(_embed.EmbeddingViews, _uploads.UploadViews, _files.FileResults):
     """A run: one user action, however many batch jobs (shards) it took.
 
     Get one from :func:`submit`, ``df.gembatch.submit(...)``, :func:`attach` or the magics
@@ -244,6 +244,11 @@ class BatchRun(_embed.EmbeddingViews, _uploads.UploadViews):
                                  for s in self.shards):
                 return self
             _backend.check_key(self.record.key_fp, self.run_id)
+            if known is None:  # many live shards: one listing instead of a get each
+                live = {s.batch_name for s in book.record.shards
+                        if s.batch_name is not None and is_live(s.state)}
+                if len(live) > 2:
+                    known = _backend.list_batches(live)
             changed = False
             for shard in book.record.shards:
                 if shard.batch_name is None:
@@ -280,7 +285,9 @@ class BatchRun(_embed.EmbeddingViews, _uploads.UploadViews):
             fetched = download_shard(self._book.run_dir(), shard, status.job)
             done = dataclasses.replace(shard, results_file=fetched.results_file,
                                        state=status.state, results_lost=fetched.lost)
-            aligned = self._answers.shard(done, parsed=fetched.parsed)
+            # a file run's shards are read one at a time (write_results), never all kept
+            aligned = self._answers.shard(done, parsed=fetched.parsed,
+                                          keep=self.record.config.get("input") != "files")
             failed = int(aligned["error"].notna().sum())
             values.update(results_file=fetched.results_file, succeeded=len(aligned) - failed,
                           failed=failed, pending=0, results_lost=fetched.lost)
@@ -414,6 +421,8 @@ class BatchRun(_embed.EmbeddingViews, _uploads.UploadViews):
 
     def _index(self) -> pd.Index:
         """The original row labels of the root input (kept in the registry)."""
+        if self._index_cache is None and self._root().record.config.get("key_files"):
+            self._index_cache = _files.read_keys(self._root()._book)  # a file run's keys
         if self._index_cache is None:
             index_blob = registry().index_blob(self._root().run_id)
             self._index_cache = (load_index(index_blob) if index_blob
@@ -554,16 +563,10 @@ def _submit_plan(
     try:
         # one serialisation pass: the files written here are the ones uploaded (or inlined)
         written = _plan.write(plan, tmp)
-        _plan.check_cost(written.estimate, max_cost)
-        again = not force and reg.find_run(written.content_hash, backend) is not None
-        _plan.check_confirmed(written.estimate, confirm or again)  # an identical run: no cost
-        if _backend.is_vertex():
-            _vertex.check_staging()  # no staging prefix: refused before anything is sent
-        _backend.check_model(plan.model)  # misspelt: refused before anything is sent
-
         make = functools.partial(_new_record, plan, written, backend, parent)
-        record, created = reg.insert_or_find(make, written.content_hash, backend,
-                                             folder=tmp, force=force)
+        record, created = _record(reg, tmp, written.estimate, written.content_hash, make,
+                                  model=plan.model, backend=backend, force=force,
+                                  max_cost=max_cost, confirm=confirm)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     n_sent, mode, schema = len(plan.positions), written.mode, plan.schema
@@ -571,6 +574,28 @@ def _submit_plan(
     del plan, make, written  # on disk now: the prompt strings can go before uploading
     if n_sent >= 10_000:
         release_memory()  # ~1 GB of prompt strings at 1M rows
+    return _started(record, created, schema=schema, mode=mode, uploads=uploads,
+                    input_df=input_df, background=background)
+
+
+def _record(reg: Registry, tmp: Path, est: Estimate, content_hash: str,
+            make: Callable[[str], RunRecord], *, model: str, backend: str, force: bool,
+            max_cost: float | None, confirm: bool) -> tuple[RunRecord, bool]:
+    """The last checks of written request files (cost, confirmation, model), then the run
+    recorded with the files of ``tmp`` (or the identical run found): ``(record, created)``."""
+    _plan.check_cost(est, max_cost)
+    again = not force and reg.find_run(content_hash, backend) is not None
+    _plan.check_confirmed(est, confirm or again)  # an identical run: no cost
+    if _backend.is_vertex():
+        _vertex.check_staging()  # no staging prefix: refused before anything is sent
+    _backend.check_model(model)  # misspelt: refused before anything is sent
+    return reg.insert_or_find(make, content_hash, backend, folder=tmp, force=force)
+
+
+def _started(record: RunRecord, created: bool, *, schema: Any, mode: str, uploads: bool,
+             input_df: pd.DataFrame | None, background: bool | None) -> BatchRun:
+    """The run object of a just recorded run, its batches being created (or, for an
+    identical run found, that run with a notice)."""
     if isinstance(schema, type):
         state.schema_classes.setdefault(record.run_id, schema)
     run = _run_object(record.run_id, input_df)
