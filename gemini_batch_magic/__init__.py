@@ -21,11 +21,11 @@ from . import _accessor as _accessor  # registers df.gembatch
 from ._backend import BackendInfo, backend_info
 from ._config import Settings, configure, settings
 from ._files import estimate_file as _estimate_file
-from ._files import submit_file as _submit_file
 from ._options import checked_keywords as _checked_keywords
 from ._runs import BatchRun, Estimate, RunStats, attach, embed, runs
 from ._runs import estimate as _estimate
 from ._runs import submit as _submit
+from ._runs import submit_file as _submit_file
 from ._tables import TableRun, submit_table
 from .exceptions import (
     BackendError,

@@ -45,7 +45,7 @@ import os
 import shutil
 import string
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ from ._answers import SKIPPED, fill_from, label
 from ._config import settings, validate_model
 from ._fetch import release_memory
 from ._plan import Estimate, Plan
-from ._registry import OWNER, RunBook, RunRecord, ShardRecord
+from ._registry import OWNER, RunBook, RunRecord, ShardRecord, open_registry
 from ._schemas import class_path, schema_json
 from .exceptions import (
     ColumnError,
@@ -76,8 +76,8 @@ from .exceptions import (
     TemplateError,
 )
 
-__all__ = ["BATCH_ROWS", "FORMATS", "FileResults", "estimate_file", "read_keys",
-           "submit_file"]
+__all__ = ["BATCH_ROWS", "FORMATS", "FileResults", "WrittenFiles", "estimate_file", "read_keys",
+           "sources", "write"]
 
 #: Input formats by file name ending (``.json`` is read as JSON lines).
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "json",
@@ -714,72 +714,44 @@ def _content_hash(model: str, shared: dict[str, Any], done: _Pass) -> str:
     return h.hexdigest()[:32]
 
 
-def submit_file(
+@dataclass
+class WrittenFiles:
+    """The request files of a file run, written and checked, ready to be recorded."""
+
+    estimate: Estimate
+    content_hash: str
+    mode: str  #: ``inline`` or ``file``
+    model: str
+    make: Callable[[str], RunRecord]  #: the run's record, given its run id
+
+
+def write(
     path_or_glob: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    prompt: str | None = None,
-    *,
-    template: str | None = None,
-    key: str | None = None,
-    model: str | None = None,
-    system_instruction: str | None = None,
-    generation_config: Mapping[str, Any] | None = None,
-    safety_settings: Sequence[Mapping[str, Any]] | None = None,
-    response_schema: Any = None,
-    max_cost: float | None = None,
-    force: bool = False,
-    name: str | None = None,
-    on_empty: str = "raise",
-    background: bool | None = None,
-    keep_inputs: bool = False,
-    confirm: bool = False,
-    batch_rows: int = BATCH_ROWS,
-) -> Any:
-    """Send every row of a file (or files) bigger than memory as one batch run; returns its
-    :class:`~gemini_batch_magic.BatchRun` at once.
-
-    ``path_or_glob``: a parquet, CSV or JSON lines file, a glob (``"tickets/*.parquet"``,
-    sorted), a directory (its files of those formats, sorted) or a list of paths (in
-    order). ``prompt`` names the column of prompts, or ``template`` formats columns; ``key``
-    names a column of unique, non-missing values labelling the rows of the results (None:
-    rows are numbered from 0 across the files). The files are read ``batch_rows`` rows at a
-    time (default 65,536): never all at once. Every other keyword is
-    :func:`~gemini_batch_magic.submit`'s. Bad input raises naming the file and the row
-    before anything is sent or recorded; the same files submitted again return the existing
-    run (``force=True`` submits anew). ``run.write_results(path)`` writes the answers out
-    one shard at a time; ``run.result()`` loads them all into a DataFrame indexed by key.
-    """
-    from . import _backend, _runs
-
+    prompt: str | None, *, template: str | None, key: str | None, model: str | None,
+    system_instruction: str | None, generation_config: Mapping[str, Any] | None,
+    safety_settings: Sequence[Mapping[str, Any]] | None, response_schema: Any,
+    on_empty: str, display_name: str | None, keep_inputs: bool, batch_rows: int,
+    folder: Path, backend: str,
+) -> WrittenFiles:
+    """Read the files once, writing their request files (and key files) into ``folder``;
+    raises on any bad row before anything is sent or recorded (see the module docstring)."""
     model = validate_model(model or settings.model)
     srcs = sources(path_or_glob)
     shared, config = _config(srcs, prompt, template, key, model, system_instruction,
                              generation_config, safety_settings, response_schema, on_empty,
-                             keep_inputs, name)
-    reg = _runs.registry()
-    backend = _backend.backend_id()
-    tmp = Path(reg.tmp_dir()) / os.urandom(8).hex()
-    tmp.mkdir(mode=0o700)
-    try:
-        done = _read_pass(srcs, tmp, prompt=prompt, template=template, key=key,
-                          shared=shared, on_empty=on_empty, batch_rows=batch_rows, write=True)
-        total = sum(f.n_bytes for f in done.files)
-        mode = ("inline" if len(done.files) == 1 and _plan._inline(total, len(done.positions))
-                else "file")
-        est = _estimate(done, model, shared, config, response_schema, mode)
-        content_hash = _content_hash(model, shared, done)
-
-        make = functools.partial(_new_record, done, config, model=model,
-                                 display_name=name or "gembatch", backend=backend,
-                                 content_hash=content_hash, mode=mode, est=est)
-        record, created = _runs._record(reg, tmp, est, content_hash, make, model=model,
-                                        backend=backend, force=force, max_cost=max_cost,
-                                        confirm=confirm)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    del done, make
-    release_memory()
-    return _runs._started(record, created, schema=response_schema, mode=mode, uploads=False,
-                          input_df=None, background=background)
+                             keep_inputs, display_name)
+    done = _read_pass(srcs, folder, prompt=prompt, template=template, key=key,
+                      shared=shared, on_empty=on_empty, batch_rows=batch_rows, write=True)
+    total = sum(f.n_bytes for f in done.files)
+    mode = ("inline" if len(done.files) == 1 and _plan._inline(total, len(done.positions))
+            else "file")
+    est = _estimate(done, model, shared, config, response_schema, mode)
+    content_hash = _content_hash(model, shared, done)
+    make = functools.partial(_new_record, done, config, model=model,
+                             display_name=display_name or "gembatch", backend=backend,
+                             content_hash=content_hash, mode=mode, est=est)
+    return WrittenFiles(estimate=est, content_hash=content_hash, mode=mode, model=model,
+                        make=make)
 
 
 def estimate_file(
@@ -796,17 +768,15 @@ def estimate_file(
     on_empty: str = "raise",
     batch_rows: int = BATCH_ROWS,
 ) -> Estimate:
-    """What :func:`submit_file` would send and cost (the same pass over the files: the same
+    """What :func:`~gemini_batch_magic.submit_file` would send and cost (the same pass over the files: the same
     checks, the exact request sizes), with a preview of the first requests. Nothing is sent,
     and nothing is written but scratch files, removed before it returns."""
-    from . import _runs
-
     model = validate_model(model or settings.model)
     srcs = sources(path_or_glob)
     shared, config = _config(srcs, prompt, template, key, model, system_instruction,
                              generation_config, safety_settings, response_schema, on_empty,
                              False, None)
-    tmp = Path(_runs.registry().tmp_dir()) / os.urandom(8).hex()
+    tmp = Path(open_registry(settings.home).tmp_dir()) / os.urandom(8).hex()
     tmp.mkdir(mode=0o700)
     try:
         done = _read_pass(srcs, tmp, prompt=prompt, template=template, key=key,

@@ -67,6 +67,7 @@ __all__ = [
     "registry",
     "runs",
     "submit",
+    "submit_file",
 ]
 
 
@@ -676,6 +677,64 @@ def submit(
         parent=None, force=force, max_cost=max_cost, input_df=df, background=background,
         confirm=confirm,
     )
+
+
+def submit_file(
+    path_or_glob: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    prompt: str | None = None,
+    *,
+    template: str | None = None,
+    key: str | None = None,
+    model: str | None = None,
+    system_instruction: str | None = None,
+    generation_config: Mapping[str, Any] | None = None,
+    safety_settings: Sequence[Mapping[str, Any]] | None = None,
+    response_schema: Any = None,
+    max_cost: float | None = None,
+    force: bool = False,
+    name: str | None = None,
+    on_empty: str = "raise",
+    background: bool | None = None,
+    keep_inputs: bool = False,
+    confirm: bool = False,
+    batch_rows: int = _files.BATCH_ROWS,
+) -> BatchRun:
+    """Send every row of a file (or files) bigger than memory as one batch run; returns at
+    once. See :mod:`gemini_batch_magic._files`.
+
+    ``path_or_glob``: a parquet, CSV or JSON lines file, a glob (``"tickets/*.parquet"``,
+    sorted), a directory (its files of those formats, sorted) or a list of paths (in
+    order). ``prompt`` names the column of prompts, or ``template`` formats columns; ``key``
+    names a column of unique, non-missing values labelling the rows of the results (None:
+    rows are numbered from 0 across the files). The files are read ``batch_rows`` rows at a
+    time (default 65,536), never all at once. Every other keyword is :func:`submit`'s. Bad
+    input raises naming the file and the row before anything is sent or recorded; the same
+    files submitted again return the existing run (``force=True`` submits anew).
+    ``run.write_results(path)`` writes the answers out one shard at a time;
+    ``run.result()`` loads them all into a DataFrame indexed by key.
+    """
+    reg = registry()
+    backend = _backend.backend_id()
+    tmp = Path(reg.tmp_dir()) / os.urandom(8).hex()
+    tmp.mkdir(mode=0o700)
+    try:
+        written = _files.write(
+            path_or_glob, prompt, template=template, key=key, model=model,
+            system_instruction=system_instruction, generation_config=generation_config,
+            safety_settings=safety_settings, response_schema=response_schema,
+            on_empty=on_empty, display_name=name, keep_inputs=keep_inputs,
+            batch_rows=batch_rows, folder=tmp, backend=backend,
+        )
+        record, created = _record(reg, tmp, written.estimate, written.content_hash,
+                                  written.make, model=written.model, backend=backend,
+                                  force=force, max_cost=max_cost, confirm=confirm)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    mode = written.mode
+    del written  # the run's positions and the pass's buffers
+    release_memory()
+    return _started(record, created, schema=response_schema, mode=mode, uploads=False,
+                    input_df=None, background=background)
 
 
 def estimate(
