@@ -85,8 +85,9 @@ FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "js
 #: Output formats of :meth:`FileResults.write_results` by file name ending.
 OUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
                ".ndjson": "jsonl", ".json": "jsonl"}
-#: Rows read (and rendered, checked, written) at a time: a few tens of MB of prompts.
-BATCH_ROWS = 65_536
+#: Rows read (and rendered, checked, written) at a time: about 10 MB of prompts of 500
+#: characters (reading a parquet batch takes a few times its size while it decodes).
+BATCH_ROWS = 16_384
 #: Key hashes are spread over this many bucket files (by their top 8 bits).
 _BUCKETS = 256
 #: Rows of a JSON lines output serialised at a time.
@@ -111,7 +112,16 @@ class Source:
     def batches(self, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
         """The file's rows in order, ``columns`` only, ``batch_rows`` at most at a time."""
         try:
-            yield from self.dataset().to_batches(columns=columns, batch_size=batch_rows)
+            if self.format == "parquet":  # read a batch at a time, not a row group at a time
+                import pyarrow.parquet as pq
+
+                with pq.ParquetFile(self.path, pre_buffer=False, buffer_size=1 << 20) as f:
+                    yield from f.iter_batches(batch_size=batch_rows, columns=columns,
+                                              use_threads=False)
+                return
+            # little read-ahead: a few batches in memory, not the default sixteen
+            yield from self.dataset().to_batches(columns=columns, batch_size=batch_rows,
+                                                 batch_readahead=2, fragment_readahead=1)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
             raise InputError(
                 f"cannot read {self.path} as {self.format}: {exc}; check the file (a CSV "
@@ -838,7 +848,7 @@ class FileResults:
         try:
             bounds = _segments(record.shards, positions, record.n_rows)
             for shard, (lo, hi) in zip(record.shards, bounds, strict=True):
-                frame = run._answers.shard(shard, keep=False).copy(deep=False)
+                frame = _shard_answers(run, shard).copy(deep=False)
                 frame.index = pd.Index(positions[shard.start:shard.stop], name="position")
                 for child in retried:
                     fill_from(frame, child)
@@ -881,6 +891,26 @@ class FileResults:
                 cls = _schemas.import_model_class(run.record.config["schema_class"])
             frame = _schemas.add_parsed(frame, schema, cls)
         return frame
+
+
+def _shard_answers(run: Any, shard: ShardRecord) -> pd.DataFrame:
+    """One shard's answers aligned to its requests, its results file read in blocks (not
+    memory-mapped: a mapped file counts in the process's memory as it is read)."""
+    from . import _results
+
+    path = run._book.run_dir() / str(shard.results_file or "")
+    parsed = None
+    if shard.results_file and path.suffix == ".jsonl" and run._answers.codec is _results:
+        parser = _results.StreamParser()
+        try:
+            with open(path, "rb") as fh:
+                while block := fh.read(8 << 20):
+                    parser.write(block)
+            parsed = parser.finish()  # None: a broken line; the file is parsed as usual
+        except BaseException:
+            parser.close()
+            raise
+    return run._answers.shard(shard, parsed=parsed, keep=False)  # type: ignore[no-any-return]
 
 
 def _index_names(index: pd.Index) -> Any:

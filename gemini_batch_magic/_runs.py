@@ -707,7 +707,7 @@ def submit_file(
     order). ``prompt`` names the column of prompts, or ``template`` formats columns; ``key``
     names a column of unique, non-missing values labelling the rows of the results (None:
     rows are numbered from 0 across the files). The files are read ``batch_rows`` rows at a
-    time (default 65,536), never all at once. Every other keyword is :func:`submit`'s. Bad
+    time (default 16,384), never all at once. Every other keyword is :func:`submit`'s. Bad
     input raises naming the file and the row before anything is sent or recorded; the same
     files submitted again return the existing run (``force=True`` submits anew).
     ``run.write_results(path)`` writes the answers out one shard at a time;
