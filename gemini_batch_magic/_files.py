@@ -503,11 +503,11 @@ def _read_pass(srcs: list[Source], folder: Path, *, prompt: str | None,
                             label_ = (batch.column(key)[int(take[i])].as_py() if key
                                       else int(positions[i]))
                             preview.append((str(prompts[i]), label_))
-                    before = len(sink.starts)
+                    before, first_line = len(sink.starts), sink.n_lines
                     try:
                         sink.add(prompts, _plan.key_text(positions))
                     except RequestTooLargeError as exc:
-                        line = (exc.rows or [0])[0] - sink.n_lines
+                        line = (exc.rows or [0])[0] - first_line
                         at = int(take[line]) + row if 0 <= line < len(take) else row
                         raise RequestTooLargeError(
                             f"the request for {_where(src, at)} is {exc.size:,} bytes, "

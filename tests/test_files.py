@@ -363,3 +363,15 @@ def test_memory_is_bounded_by_a_shard_not_the_file(emulator_process: str, tmp_pa
     got = pq.read_table(tmp_path / "a.parquet", columns=["ticket_id", "response"])
     first = got.slice(0, 1).to_pylist()[0]
     assert first["response"] == f"Classify: ticket {first['ticket_id']} " + "x" * 180
+
+
+def test_a_request_too_large_names_its_row(emu: Any, tmp_path: Path) -> None:
+    settings.max_file_bytes = 2_000
+    df = _tickets(30)
+    df.loc[23, "body"] = "y" * 5_000
+    df.to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(gbm.RequestTooLargeError) as err:
+        gbm.submit_file(tmp_path / "t.parquet", template=TEMPLATE, key="ticket_id",
+                        batch_rows=8)
+    assert err.value.rows == [(str(tmp_path / "t.parquet"), 23)]
+    assert "row 23 of" in str(err.value) and _sent(emu) == []
