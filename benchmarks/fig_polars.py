@@ -90,7 +90,7 @@ def _measure(variant: str, parquet: Path, emu: Any, scratch: Path) -> dict[str, 
                       lambda workdir, out: [variant, str(parquet), str(out)])
 
 
-@figure(8, "polars", "polars in, polars out, end to end, beside the same run from pandas")
+@figure(10, "polars", "polars in, polars out, end to end, beside the same run from pandas")
 def polars_e2e(ctx: Context) -> list[Measurement]:
     """Client-side seconds and peak RSS of both variants, interleaved, best of ``repeat``
     (two runs each with ``--quick``)."""
@@ -109,7 +109,7 @@ def polars_e2e(ctx: Context) -> list[Measurement]:
     for variant, rs in runs.items():
         b = best[variant]
         out.append(Measurement(
-            figure=8, name="polars-e2e-client", variant=variant, rows=ctx.rows,
+            figure=10, name="polars-e2e-client", variant=variant, rows=ctx.rows,
             seconds=b["client"], baseline=variant == BASELINE, runs=[r["client"] for r in rs],
             notes=(f"client-side seconds (total {b['total']:.1f} s, poll every "
                    f"{POLL_SECONDS:g} s); client CPU {min(r['cpu'] for r in rs):.1f} s "
@@ -124,7 +124,7 @@ def polars_e2e(ctx: Context) -> list[Measurement]:
         r = low[variant]
         grew = r["peak_rss"] - r["rss_before"]
         out.append(Measurement(
-            figure=8, name="polars-peak-rss", variant=f"{variant} (memory)", rows=ctx.rows,
+            figure=10, name="polars-peak-rss", variant=f"{variant} (memory)", rows=ctx.rows,
             seconds=None, value=r["peak_rss"] / 1e6, unit="MB",
             runs=[x["peak_rss"] / 1e6 for x in rs],
             notes=(f"peak RSS {r['peak_rss'] / 1e6:,.0f} MB, {r['rss_before'] / 1e6:,.0f} MB "

@@ -8,6 +8,7 @@ function returning :class:`~benchmarks.registry.Measurement` rows, and import it
 from benchmarks import (  # noqa: F401
     fig_build,
     fig_e2e,
+    fig_files,
     fig_media,
     fig_memory,
     fig_monitor,

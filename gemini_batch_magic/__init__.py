@@ -10,6 +10,8 @@
 >>> run.wait().result()                    # a polars DataFrame, in input order, key first
 >>> gbm.submit(pa_table, "text").wait().result()   # a pyarrow Table in, a Table out
 >>> run.result(format="pandas")            # or "polars", "arrow": another kind on request
+>>> big = gbm.submit_file("t.parquet", template="Classify: {body}", key="id")
+>>> big.wait(); big.write_results("answers.parquet")  # one shard at a time
 
 In IPython: ``%load_ext gemini_batch_magic`` for ``%%gembatch`` and ``%gembatch``.
 Without an API key, everything runs on an embedded local emulator (synthetic answers).
@@ -23,10 +25,12 @@ from typing import Any
 from . import _accessor as _accessor  # registers df.gembatch
 from ._backend import BackendInfo, backend_info
 from ._config import Settings, configure, settings
+from ._files import estimate_file as _estimate_file
 from ._options import checked_keywords as _checked_keywords
 from ._runs import BatchRun, Estimate, RunStats, attach, embed, runs
 from ._runs import estimate as _estimate
 from ._runs import submit as _submit
+from ._runs import submit_file as _submit_file
 from ._tables import TableRun, submit_table
 from .exceptions import (
     BackendError,
@@ -63,6 +67,8 @@ if _polars_installed():
 # a misspelt keyword (temprature=0.2) is a TypeError naming the one meant, never ignored
 submit = _checked_keywords("gemini_batch_magic.submit")(_submit)
 estimate = _checked_keywords("gemini_batch_magic.estimate")(_estimate)
+submit_file = _checked_keywords("gemini_batch_magic.submit_file")(_submit_file)
+estimate_file = _checked_keywords("gemini_batch_magic.estimate_file")(_estimate_file)
 
 __all__ = [
     "BackendError",
@@ -91,11 +97,13 @@ __all__ = [
     "configure",
     "embed",
     "estimate",
+    "estimate_file",
     "load_ipython_extension",
     "panel",
     "runs",
     "settings",
     "submit",
+    "submit_file",
     "submit_table",
     "unload_ipython_extension",
 ]

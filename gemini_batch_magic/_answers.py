@@ -69,11 +69,13 @@ class RunAnswers:
         return (self.codec.parse_results_file(path) if path.suffix == ".jsonl"
                 else self.codec.load_stored(pd.read_parquet(path)))
 
-    def shard(self, shard: ShardRecord, parsed: pd.DataFrame | None = None) -> pd.DataFrame:
+    def shard(self, shard: ShardRecord, parsed: pd.DataFrame | None = None, *,
+              keep: bool = True) -> pd.DataFrame:
         """One shard's answers aligned to its requests (RangeIndex).
 
         ``parsed``: the answers just parsed while they downloaded, if any (else the stored
-        file is read).
+        file is read). ``keep=False`` leaves them out of this process's cache (a run bigger
+        than memory is read one shard at a time).
         """
         cache_key = (shard.results_file, shard.state, shard.results_lost)
         cached = self._cache.get(shard.shard)
@@ -97,7 +99,8 @@ class RunAnswers:
         if len(missing) and (shard.results_lost or shard.state != "SUCCEEDED"):
             self.codec.set_errors(aligned, missing,
                                   shard.results_lost or _no_answer(shard.state))
-        self._cache[shard.shard] = (cache_key, aligned)
+        if keep:
+            self._cache[shard.shard] = (cache_key, aligned)
         return aligned
 
     def own(self) -> pd.DataFrame:

@@ -57,6 +57,7 @@ from gemini_batch_magic.exceptions import (
 __all__ = [
     "ArrowText",
     "RequestFile",
+    "RequestWriter",
     "ShardPlanner",
     "check_keys",
     "check_prompts",
@@ -1249,45 +1250,91 @@ def write_request_files(
         InputError: bad limits, shared fields, or prompts/keys of different lengths.
         PromptTypeError: a prompt or key is not a str or not encodable as UTF-8.
     """
-    planner = ShardPlanner(max_file_bytes, max_requests)
-    maker = _LineMaker(shared)
-    directory = Path(directory)
-    files: list[_FileWriter] = []
-    io = _BackgroundIO()
+    writer = RequestWriter(directory, shared, max_file_bytes=max_file_bytes,
+                           max_requests=max_requests, prefix=prefix)
     try:
-        current: _FileWriter | None = None
-        for chunk in maker.chunks(prompts, keys):
+        try:
+            writer.add(prompts, keys)
+        except RequestTooLargeError as exc:
+            i = (exc.rows or [0])[0]
+            raise RequestTooLargeError(
+                f"the request for key {_as_list(keys, i, i + 1)[0]!r} is {exc.size:,} "
+                f"bytes, larger than the file limit of {exc.limit:,} bytes; shorten that "
+                "prompt.", rows=[i], size=exc.size, limit=exc.limit,
+            ) from None
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+class RequestWriter:
+    """Request files written as rows arrive: :func:`write_request_files` fed block by block.
+
+    Each :meth:`add` serialises its prompts and keys, appends the lines to the current file
+    and starts a new one by the :class:`ShardPlanner` rule, so input of any size is written
+    with memory bounded by a few chunks. :meth:`close` returns the files; :meth:`abort`
+    removes them. ``n_lines`` counts the lines so far; ``starts`` holds each file's first
+    line.
+
+    Raises (from :meth:`add`) :class:`RequestTooLargeError` whose ``rows`` holds the line's
+    position among all lines added, and what :func:`write_request_files` raises.
+    """
+
+    def __init__(self, directory: Path, shared: Mapping[str, Any], *, max_file_bytes: int,
+                 max_requests: int, prefix: str = "requests") -> None:
+        self._planner = ShardPlanner(max_file_bytes, max_requests)
+        self._maker = _LineMaker(shared)
+        self._directory = Path(directory)
+        self._prefix = prefix
+        self._files: list[_FileWriter] = []
+        self._current: _FileWriter | None = None
+        self._io = _BackgroundIO()
+        self.n_lines = 0
+
+    @property
+    def starts(self) -> list[int]:
+        return [f.start for f in self._files]
+
+    def add(self, prompts: Texts, keys: Texts) -> None:
+        """Append one line per prompt (``keys`` alike: str values, one per prompt)."""
+        base = self.n_lines
+        for chunk in self._maker.chunks(prompts, keys):
             try:
-                pieces = list(planner.split(chunk.sizes))
+                pieces = list(self._planner.split(chunk.sizes))
             except RequestTooLargeError as exc:
-                i = chunk.start + (exc.rows or [0])[0]
-                raise RequestTooLargeError(
-                    f"the request for key {_as_list(keys, i, i + 1)[0]!r} is {exc.size:,} "
-                    f"bytes, larger than the file limit of {exc.limit:,} bytes; shorten that "
-                    "prompt.", rows=[i], size=exc.size, limit=exc.limit,
-                ) from None
+                i = base + chunk.start + (exc.rows or [0])[0]
+                raise RequestTooLargeError(str(exc), rows=[i], size=exc.size,
+                                           limit=exc.limit) from None
             for shard, a, b in pieces:
-                if shard == len(files):
-                    if current is not None:
-                        io.submit(current.close)
-                    current = _FileWriter(
-                        directory / f"{prefix}-{shard:04d}.jsonl", chunk.start + a
-                    )
-                    files.append(current)
+                if shard == len(self._files):
+                    if self._current is not None:
+                        self._io.submit(self._current.close)
+                    self._current = _FileWriter(
+                        self._directory / f"{self._prefix}-{shard:04d}.jsonl",
+                        base + chunk.start + a)
+                    self._files.append(self._current)
+                current = self._current
                 assert current is not None
                 current.n_lines += b - a
                 current.n_bytes += int(chunk.sizes[a:b].sum())
                 current.prompt_bytes += int(chunk.prompt_sizes[a:b].sum())
-                io.submit(current.write, chunk, a, b)
-        if current is not None:
-            io.submit(current.close)
-        io.finish()
-    except BaseException:
-        io.abandon()
-        for f in files:
+                self._io.submit(current.write, chunk, a, b)
+            self.n_lines = base + chunk.start + len(chunk.sizes)
+
+    def close(self) -> list[RequestFile]:
+        """Finish the last file; every file written, in order."""
+        if self._current is not None:
+            self._io.submit(self._current.close)
+            self._current = None
+        self._io.finish()
+        return [f.result() for f in self._files]
+
+    def abort(self) -> None:
+        """Stop writing and remove every file written."""
+        self._io.abandon()
+        for f in self._files:
             f.abort()
-        raise
-    return [f.result() for f in files]
 
 
 class _BackgroundIO:

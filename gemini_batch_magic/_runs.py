@@ -34,7 +34,18 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from . import _backend, _embed, _frames, _media, _plan, _requests, _schemas, _uploads, _vertex
+from . import (
+    _backend,
+    _embed,
+    _files,
+    _frames,
+    _media,
+    _plan,
+    _requests,
+    _schemas,
+    _uploads,
+    _vertex,
+)
 from ._answers import SKIPPED, RunAnswers, fill_from, label
 from ._config import settings
 from ._fetch import download_shard, release_memory
@@ -67,6 +78,7 @@ __all__ = [
     "registry",
     "runs",
     "submit",
+    "submit_file",
 ]
 
 
@@ -103,7 +115,7 @@ def _run_object(run_id: str, given: _frames.Input | None = None) -> BatchRun:
     return obj  # type: ignore[no-any-return]
 
 
-class BatchRun(_embed.EmbeddingViews, _uploads.UploadViews):
+class BatchRun(_embed.EmbeddingViews, _uploads.UploadViews, _files.FileResults):
     """A run: one user action, however many batch jobs (shards) it took.
 
     Get one from :func:`submit`, ``df.gembatch.submit(...)``, :func:`attach` or the magics
@@ -245,6 +257,11 @@ class BatchRun(_embed.EmbeddingViews, _uploads.UploadViews):
                                  for s in self.shards):
                 return self
             _backend.check_key(self.record.key_fp, self.run_id)
+            if known is None:  # many live shards: one listing instead of a get each
+                live = {s.batch_name for s in book.record.shards
+                        if s.batch_name is not None and is_live(s.state)}
+                if len(live) > 2:
+                    known = _backend.list_batches(live)
             changed = False
             for shard in book.record.shards:
                 if shard.batch_name is None:
@@ -281,7 +298,9 @@ class BatchRun(_embed.EmbeddingViews, _uploads.UploadViews):
             fetched = download_shard(self._book.run_dir(), shard, status.job)
             done = dataclasses.replace(shard, results_file=fetched.results_file,
                                        state=status.state, results_lost=fetched.lost)
-            aligned = self._answers.shard(done, parsed=fetched.parsed)
+            # a file run's shards are read one at a time (write_results), never all kept
+            aligned = self._answers.shard(done, parsed=fetched.parsed,
+                                          keep=self.record.config.get("input") != "files")
             failed = int(aligned["error"].notna().sum())
             values.update(results_file=fetched.results_file, succeeded=len(aligned) - failed,
                           failed=failed, pending=0, results_lost=fetched.lost)
@@ -415,6 +434,8 @@ class BatchRun(_embed.EmbeddingViews, _uploads.UploadViews):
 
     def _index(self) -> pd.Index:
         """The original row labels of the root input (kept in the registry)."""
+        if self._index_cache is None and self._root().record.config.get("key_files"):
+            self._index_cache = _files.read_keys(self._root()._book)  # a file run's keys
         if self._index_cache is None:
             index_blob = registry().index_blob(self._root().run_id)
             self._index_cache = (load_index(index_blob) if index_blob
@@ -578,16 +599,10 @@ def _submit_plan(
     try:
         # one serialisation pass: the files written here are the ones uploaded (or inlined)
         written = _plan.write(plan, tmp)
-        _plan.check_cost(written.estimate, max_cost)
-        again = not force and reg.find_run(written.content_hash, backend) is not None
-        _plan.check_confirmed(written.estimate, confirm or again)  # an identical run: no cost
-        if _backend.is_vertex():
-            _vertex.check_staging()  # no staging prefix: refused before anything is sent
-        _backend.check_model(plan.model)  # misspelt: refused before anything is sent
-
         make = functools.partial(_new_record, plan, written, backend, parent)
-        record, created = reg.insert_or_find(make, written.content_hash, backend,
-                                             folder=tmp, force=force)
+        record, created = _record(reg, tmp, written.estimate, written.content_hash, make,
+                                  model=plan.model, backend=backend, force=force,
+                                  max_cost=max_cost, confirm=confirm)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     n_sent, mode, schema = len(plan.positions), written.mode, plan.schema
@@ -595,6 +610,28 @@ def _submit_plan(
     del plan, make, written  # on disk now: the prompt strings can go before uploading
     if n_sent >= 10_000:
         release_memory()  # ~1 GB of prompt strings at 1M rows
+    return _started(record, created, schema=schema, mode=mode, uploads=uploads,
+                    given=given, background=background)
+
+
+def _record(reg: Registry, tmp: Path, est: Estimate, content_hash: str,
+            make: Callable[[str], RunRecord], *, model: str, backend: str, force: bool,
+            max_cost: float | None, confirm: bool) -> tuple[RunRecord, bool]:
+    """The last checks of written request files (cost, confirmation, model), then the run
+    recorded with the files of ``tmp`` (or the identical run found): ``(record, created)``."""
+    _plan.check_cost(est, max_cost)
+    again = not force and reg.find_run(content_hash, backend) is not None
+    _plan.check_confirmed(est, confirm or again)  # an identical run: no cost
+    if _backend.is_vertex():
+        _vertex.check_staging()  # no staging prefix: refused before anything is sent
+    _backend.check_model(model)  # misspelt: refused before anything is sent
+    return reg.insert_or_find(make, content_hash, backend, folder=tmp, force=force)
+
+
+def _started(record: RunRecord, created: bool, *, schema: Any, mode: str, uploads: bool,
+             given: _frames.Input | None, background: bool | None) -> BatchRun:
+    """The run object of a just recorded run, its batches being created (or, for an
+    identical run found, that run with a notice)."""
     if isinstance(schema, type):
         state.schema_classes.setdefault(record.run_id, schema)
     run = _run_object(record.run_id, given)
@@ -687,6 +724,64 @@ def _recorded_kind(plan: Plan, given: _frames.Input) -> Plan:
     ``result()`` gives that kind back in any kernel (a retry keeps its parent's config)."""
     plan.config["input_kind"] = given.kind
     return plan
+
+
+def submit_file(
+    path_or_glob: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    prompt: str | None = None,
+    *,
+    template: str | None = None,
+    key: str | None = None,
+    model: str | None = None,
+    system_instruction: str | None = None,
+    generation_config: Mapping[str, Any] | None = None,
+    safety_settings: Sequence[Mapping[str, Any]] | None = None,
+    response_schema: Any = None,
+    max_cost: float | None = None,
+    force: bool = False,
+    name: str | None = None,
+    on_empty: str = "raise",
+    background: bool | None = None,
+    keep_inputs: bool = False,
+    confirm: bool = False,
+    batch_rows: int = _files.BATCH_ROWS,
+) -> BatchRun:
+    """Send every row of a file (or files) bigger than memory as one batch run; returns at
+    once. See :mod:`gemini_batch_magic._files`.
+
+    ``path_or_glob``: a parquet, CSV or JSON lines file, a glob (``"tickets/*.parquet"``,
+    sorted), a directory (its files of those formats, sorted) or a list of paths (in
+    order). ``prompt`` names the column of prompts, or ``template`` formats columns; ``key``
+    names a column of unique, non-missing values labelling the rows of the results (None:
+    rows are numbered from 0 across the files). The files are read ``batch_rows`` rows at a
+    time (default 16,384), never all at once. Every other keyword is :func:`submit`'s. Bad
+    input raises naming the file and the row before anything is sent or recorded; the same
+    files submitted again return the existing run (``force=True`` submits anew).
+    ``run.write_results(path)`` writes the answers out one shard at a time;
+    ``run.result()`` loads them all into a DataFrame indexed by key.
+    """
+    reg = registry()
+    backend = _backend.backend_id()
+    tmp = Path(reg.tmp_dir()) / os.urandom(8).hex()
+    tmp.mkdir(mode=0o700)
+    try:
+        written = _files.write(
+            path_or_glob, prompt, template=template, key=key, model=model,
+            system_instruction=system_instruction, generation_config=generation_config,
+            safety_settings=safety_settings, response_schema=response_schema,
+            on_empty=on_empty, display_name=name, keep_inputs=keep_inputs,
+            batch_rows=batch_rows, folder=tmp, backend=backend,
+        )
+        record, created = _record(reg, tmp, written.estimate, written.content_hash,
+                                  written.make, model=written.model, backend=backend,
+                                  force=force, max_cost=max_cost, confirm=confirm)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    mode = written.mode
+    del written  # the run's positions and the pass's buffers
+    release_memory()
+    return _started(record, created, schema=response_schema, mode=mode, uploads=False,
+                    given=None, background=background)
 
 
 def estimate(

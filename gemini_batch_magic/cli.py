@@ -6,6 +6,8 @@ Usage::
     gembatch emulator [--port 8000 ...] run the local Gemini Batch API emulator (see --help)
     gembatch emulator --vertex          the Vertex AI test bed: Cloud Storage, BigQuery, Vertex AI
     gembatch submit data.csv --prompt text [--wait] [--out answers.csv]
+    gembatch submit 'tickets/*.parquet' --template "Classify: {body}" --key ticket_id \
+        --wait --out answers.parquet       (files bigger than memory: read and written in parts)
     gembatch estimate data.csv --template "Summarise: {text}"
     gembatch submit-table bq://p.d.raw --template "Summarise: {text}" --key id \
         --dest bq://p.d.out --backend vertex [--wait]      (also 'SELECT ...', gs://.../*.jsonl)
@@ -14,7 +16,8 @@ Usage::
     gembatch list | status RUN | wait RUN | results RUN [--out F] | cancel RUN | retry RUN
     gembatch backend | config
 
-Input files: .csv, .parquet, .jsonl/.ndjson, .json. Errors print one line to stderr and exit 2
+Input files: .csv, .parquet, .jsonl/.ndjson, .json (lines, or one array), a quoted glob or a
+folder of them; read a batch at a time (``submit_file``) unless ``--media`` is given. Errors print one line to stderr and exit 2
 (bad input) or 1 (service errors); nothing is sent when the input is bad.
 """
 
@@ -71,6 +74,23 @@ def _read_table(path: str) -> Any:
     )
 
 
+def _as_frame(ns: argparse.Namespace) -> bool:
+    """Whether ``submit``/``estimate`` read the input into a DataFrame: media runs, and a
+    ``.json`` file holding one array (every other input is read a batch at a time)."""
+    if getattr(ns, "media", None):
+        return True
+    path = Path(ns.input)
+    if path.suffix.lower() == ".json" and path.is_file():
+        with open(path, "rb") as fh:
+            return fh.read(4096).lstrip()[:1] == b"["
+    return False
+
+
+def _file_kwargs(options: RunOptions) -> dict[str, Any]:
+    """The keywords of :func:`~gemini_batch_magic.submit_file` among a run's options."""
+    return {k: v for k, v in options.submit_kwargs().items() if k not in ("media", "mime_type")}
+
+
 def _write_table(df: Any, path: str) -> None:
     from .exceptions import InputError
 
@@ -105,7 +125,9 @@ def _write_parquet(df: Any, path: str) -> None:
 
 
 def _add_input_args(p: argparse.ArgumentParser, *, send: bool) -> None:
-    p.add_argument("input", help="a .csv, .parquet, .jsonl or .json file of rows")
+    p.add_argument("input", help="a .parquet, .csv, .jsonl/.ndjson or .json file of rows, a "
+                                 "quoted glob ('tickets/*.parquet') or a folder of them; read "
+                                 "a batch at a time (with --media: into memory)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="column holding the prompts")
     src.add_argument("--template", help="template over columns, e.g. 'Summarise: {text}'")
@@ -124,7 +146,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("submit", help="submit every row of a file as a batch run")
     _add_input_args(p, send=True)
-    p.add_argument("--wait", action="store_true", help="wait and write or print the results")
+    p.add_argument("--wait", action="store_true", help="wait, then write the results to --out "
+                   "(streamed one shard at a time) or, without --out, print them (all loaded "
+                   "in memory: use --out for big files)")
     p.add_argument("--out", help="with --wait: write results here (.csv, .parquet, .jsonl)")
 
     p = sub.add_parser("submit-table", help="a table run on Vertex AI: BigQuery (or Cloud "
@@ -219,7 +243,10 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
     if cmd == "submit":
         options = RunOptions.from_args(ns, template=ns.template)
         try:
-            run = gbm.submit(_read_table(ns.input), ns.prompt, **options.submit_kwargs())
+            if _as_frame(ns):  # media runs (and JSON arrays) go through a DataFrame
+                run = gbm.submit(_read_table(ns.input), ns.prompt, **options.submit_kwargs())
+            else:  # any file, read a batch at a time
+                run = gbm.submit_file(ns.input, ns.prompt, **_file_kwargs(options))
         except gbm.ConfirmationRequired as exc:
             print("gembatch: " + confirm_message(
                 exc.estimate, gbm.settings.confirm_above,
@@ -227,8 +254,11 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
             return 2
         print(f"{run.run_id}\t{run.state}\t{' '.join(run.batch_names)}")
         if ns.wait:
-            out = run.run_to_completion()
-            _emit(out, ns.out)
+            if ns.out:  # streamed to the file, one shard at a time
+                n = run.wait().write_results(ns.out)
+                print(f"wrote {n} rows to {ns.out}")
+            else:
+                _emit(run.run_to_completion(), None)
         return 0
     if cmd == "submit-table":
         options = RunOptions.from_args(ns, template=ns.template)
@@ -249,7 +279,12 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
         return 0
     if cmd == "estimate":
         options = RunOptions.from_args(ns, template=ns.template)
-        print(gbm.estimate(_read_table(ns.input), ns.prompt, **options.estimate_kwargs()))
+        if _as_frame(ns):
+            print(gbm.estimate(_read_table(ns.input), ns.prompt, **options.estimate_kwargs()))
+        else:
+            kwargs = {k: v for k, v in options.estimate_kwargs().items()
+                      if k not in ("media", "mime_type")}
+            print(gbm.estimate_file(ns.input, ns.prompt, **kwargs))
         return 0
     if cmd == "embed":
         return _embed(ns)
@@ -278,6 +313,8 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
             child = run.retry_failed()
             if child is not None:
                 print(f"{child.run_id}\t{child.state}\t{child.n_rows} rows")
+        elif ns.out and isinstance(run, gbm.BatchRun):  # streamed, one shard at a time
+            print(f"wrote {run.write_results(ns.out)} rows to {ns.out}")
         else:  # a run made from polars or Arrow is written through pandas here too
             out = run.result(format="pandas") if isinstance(run, gbm.BatchRun) else run.result()
             if ns.out:

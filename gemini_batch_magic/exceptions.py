@@ -56,7 +56,8 @@ class GemBatchError(Exception):
     """Base class of every error gemini_batch_magic raises."""
 
     #: The names of the context fields every error carries (None where they do not apply).
-    FIELDS = ("code", "status", "batch_name", "run_id", "rows", "size", "limit")
+    FIELDS: tuple[str, ...] = ("code", "status", "batch_name", "run_id", "rows", "size",
+                               "limit")
 
     def __init__(
         self,
@@ -111,7 +112,17 @@ class PromptTypeError(InputError, TypeError):
 
 
 class DuplicateKeyError(InputError):
-    """The row keys (index or key column) are not unique."""
+    """The row keys (index or key column) are not unique.
+
+    ``key`` is a repeated value (when one is named) and ``rows`` where it occurs: index
+    labels, or ``(file, row)`` pairs for a file run.
+    """
+
+    FIELDS = (*GemBatchError.FIELDS, "key")
+
+    def __init__(self, message: str = "", *, key: Any = None, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.key = key
 
 
 class RequestTooLargeError(InputError):

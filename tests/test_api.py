@@ -16,7 +16,8 @@ def test_public_names_are_pinned() -> None:
         "CostLimitError", "DuplicateKeyError", "EmptyPromptError", "Estimate", "GemBatchError",
         "InputError", "PromptTypeError", "RequestTooLargeError", "RunNotFoundError", "RunStats",
         "Settings", "TableRun", "TemplateError", "WaitTimeout", "attach", "backend_info", "configure",
-        "embed", "estimate", "load_ipython_extension", "panel", "runs", "settings", "submit", "submit_table",
+        "embed", "estimate", "estimate_file", "load_ipython_extension", "panel", "runs", "settings",
+        "submit", "submit_file", "submit_table",
         "unload_ipython_extension",
     ])
     for name in gbm.__all__:

@@ -195,3 +195,56 @@ def test_status_of_a_failed_run_shows_the_services_reason(
     status = gembatch("status", run_id, env=env)
     assert "FAILED" in status.stdout
     assert "error:" in status.stdout and "the model is overloaded today" in status.stdout
+
+
+def test_submit_reads_each_format_a_batch_at_a_time_and_streams_out(emu: Any,
+                                                                    tmp_path: Path) -> None:
+    env = dict(os.environ)
+    df = pd.DataFrame({"ticket_id": ["t3", "t1", "t2"], "body": ["three", "one", "two"]})
+    writers = {"parquet": lambda p: df.to_parquet(p),
+               "csv": lambda p: df.to_csv(p, index=False),
+               "jsonl": lambda p: df.to_json(p, orient="records", lines=True)}
+    for ext, write in writers.items():
+        src = tmp_path / f"rows.{ext}"
+        write(src)
+        out = tmp_path / f"answers-{ext}.{ext}"
+        proc = gembatch("submit", str(src), "--template", f"{ext}: {{body}}", "--key",
+                        "ticket_id", "--wait", "--out", str(out), env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert f"wrote 3 rows to {out}" in proc.stdout
+        got = (pd.read_parquet(out) if ext == "parquet" else pd.read_csv(out) if ext == "csv"
+               else pd.read_json(out, lines=True))
+        assert got["ticket_id"].tolist() == ["t3", "t1", "t2"]
+        assert got["response"].tolist() == [f"{ext}: three", f"{ext}: one", f"{ext}: two"]
+        import gemini_batch_magic as gbm
+
+        run = gbm.attach(proc.stdout.split()[0])
+        assert run.record.config["input"] == "files"  # the file path, not a DataFrame
+
+
+def test_submit_a_glob_prints_results_and_estimate_a_folder(emu: Any, tmp_path: Path) -> None:
+    env = dict(os.environ)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    pd.DataFrame({"id": [1, 2], "text": ["a", "b"]}).to_parquet(folder / "p0.parquet")
+    pd.DataFrame({"id": [3], "text": ["c"]}).to_parquet(folder / "p1.parquet")
+    est = gembatch("estimate", str(folder), "--prompt", "text", "--key", "id", env=env)
+    assert est.returncode == 0, est.stderr
+    assert "3 requests" in est.stdout and sent(emu) == []
+    proc = gembatch("submit", str(folder / "*.parquet"), "--prompt", "text", "--key", "id",
+                    "--wait", env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()[3:]]  # id, header, index name
+    assert [r[:2] for r in rows] == [["1", "a"], ["2", "b"], ["3", "c"]]
+    results = gembatch("results", proc.stdout.split()[0], "--out", str(tmp_path / "r.csv"),
+                       env=env)
+    assert results.returncode == 0 and pd.read_csv(tmp_path / "r.csv")["id"].tolist() == [1, 2, 3]
+
+
+def test_duplicate_keys_in_a_file_exit_2_naming_both_rows(emu: Any, tmp_path: Path) -> None:
+    src = tmp_path / "rows.csv"
+    pd.DataFrame({"id": [7, 8, 7], "text": ["a", "b", "c"]}).to_csv(src, index=False)
+    proc = gembatch("submit", str(src), "--prompt", "text", "--key", "id", env=dict(os.environ))
+    assert proc.returncode == 2
+    assert "row 0 of" in proc.stderr and "row 2 of" in proc.stderr and "7" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and sent(emu) == []
