@@ -203,6 +203,10 @@ def _prompt_values(
         return _text_column(df, prompt)
     if not isinstance(template, str):
         raise InputError(f"template= must be a str, got {type(template).__name__}.")
+    if keep_arrow:
+        rendered = _render_template_arrow(df, template)
+        if rendered is not None:
+            return rendered
     return _render_template(df, template)
 
 
@@ -426,6 +430,28 @@ def _render_template(df: pd.DataFrame, template: str) -> np.ndarray:
     if missing.any():
         out[missing] = None
     return out
+
+
+def _render_template_arrow(df: pd.DataFrame, template: str) -> pd.Series | None:
+    """:func:`_render_template` in Arrow, when every field is a plain ``{column}`` of a text
+    column held in Arrow (else None): the same text, missing where a value is missing, and
+    no Python ``str`` per row."""
+    pieces = _parse_template(template, df)
+    args: list[Any] = []
+    for literal, field, spec in pieces:
+        if literal:
+            args.append(pa.scalar(literal, type=pa.large_string()))
+        if field is None:
+            continue
+        col = _arrow_text(_column(df, field, "template placeholder"))
+        if spec or col is None:
+            return None
+        args.append(col if pa.types.is_large_string(col.type) else col.cast(pa.large_string()))
+    if not any(isinstance(a, pa.ChunkedArray) for a in args):
+        return None
+    # a null in any column makes the row's prompt null (emit_null), as the object path does
+    out = pc.binary_join_element_wise(*args, pa.scalar("", type=pa.large_string()))
+    return pd.Series(pd.arrays.ArrowStringArray(out), index=df.index, name="prompt", copy=False)
 
 
 def _format_column(col: pd.Series, name: str, spec: str) -> tuple[np.ndarray, np.ndarray]:
