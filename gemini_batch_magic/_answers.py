@@ -168,7 +168,11 @@ class RunAnswers:
         table = pa.Table.from_pandas(aligned, preserve_index=False)
         table = table.replace_schema_metadata({_STAMP: stamp})
         try:
-            pq.write_table(table, tmp, compression="lz4")
+            # uncompressed, answers without a dictionary: written and read back at disk
+            # speed (about the size of the answers in memory; compressing them took longer
+            # than parsing saved)
+            pq.write_table(table, tmp, compression="none",
+                           use_dictionary=["error", "finish_reason"])
             os.chmod(tmp, 0o600)
             os.replace(tmp, path)
         except OSError:  # only a cache: the results file stays the reference

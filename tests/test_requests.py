@@ -238,6 +238,24 @@ def test_template_over_arrow_text_is_rendered_in_arrow_with_the_same_requests(
     assert [f.path.read_bytes() for f in a] == [f.path.read_bytes() for f in b]
 
 
+def test_arrow_text_is_escaped_from_its_buffers_as_orjson_escapes_it() -> None:
+    """Escaping Arrow text in numpy (two-character escapes) gives orjson's bytes exactly;
+    text with a control that needs \\u00XX goes through orjson itself."""
+    from gemini_batch_magic._requests import _escape, _escape_all
+
+    rng = np.random.default_rng(3)
+    alphabet = ["a", "é", "✓", "😀", '"', "\\", "\n", "\t", "\r", "\b", "\f", " ", "\x01",
+                "\x1f", "\x7f", "\u2028"]
+    for i in range(400):
+        letters = alphabet[:12] if i % 2 else alphabet
+        values = ["".join(rng.choice(letters, size=rng.integers(0, 9)))
+                  for _ in range(int(rng.integers(1, 20)))]
+        arr = pa.array(values, type=pa.large_string() if i % 3 else pa.string())
+        if i % 5 == 0:
+            arr = arr.slice(int(rng.integers(0, len(values))))
+        assert _escape(arr).to_pylist() == _escape_all(arr.to_pylist()).to_pylist(), values
+
+
 def test_template_without_fields_is_refused_as_the_same_prompt_n_times() -> None:
     df = pd.DataFrame({"a": [1, 2]})
     with pytest.raises(TemplateError, match=r"no \{column\} placeholder.*all 2 rows.*"
