@@ -171,7 +171,8 @@ class RunAnswers:
             # uncompressed, answers without a dictionary: written and read back at disk
             # speed (about the size of the answers in memory; compressing them took longer
             # than parsing saved)
-            pq.write_table(table, tmp, compression="none",
+            # (row groups of 65,536 rows: the writer holds one encoded row group at a time)
+            pq.write_table(table, tmp, compression="none", row_group_size=1 << 16,
                            use_dictionary=["error", "finish_reason"])
             os.chmod(tmp, 0o600)
             os.replace(tmp, path)
