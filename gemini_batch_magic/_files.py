@@ -129,6 +129,54 @@ class Source:
             ) from None
 
 
+#: Batches decoded ahead of the one being rendered (by a reader thread).
+_READ_AHEAD = 2
+
+
+def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = _READ_AHEAD
+                ) -> Iterator[pa.RecordBatch]:
+    """``batches``, read by a thread up to ``depth`` batches ahead: Arrow decodes without
+    the GIL, so the file is read while the batch before is rendered and written. An error
+    of the reader is raised here, where the batch it could not read was wanted."""
+    import queue
+    import threading
+
+    box: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        box.put(("batch", batch), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put(("end", None))
+        except BaseException as exc:  # handed to the consumer
+            box.put(("error", exc))
+
+    thread = threading.Thread(target=read, name="gembatch-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = box.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a reader waiting to put
+            with contextlib.suppress(queue.Empty):
+                box.get(timeout=0.05)
+        thread.join()
+
+
 def sources(path_or_glob: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
             ) -> list[Source]:
     """The input files: a file, a glob (sorted), a directory (sorted) or a list (in order)."""
@@ -485,7 +533,7 @@ def _read_pass(srcs: list[Source], folder: Path, *, prompt: str | None,
         for src in srcs:
             starts.append(offset)
             row = 0
-            for batch in src.batches(used, batch_rows):
+            for batch in _read_ahead(src.batches(used, batch_rows)):
                 n = batch.num_rows
                 if not n:
                     continue
@@ -847,14 +895,24 @@ class FileResults:
         written = 0
         try:
             bounds = _segments(record.shards, positions, record.n_rows)
+            # answers as stored at download need nothing added: every row of the segment
+            # sent, no retry to merge, nothing to parse (a response_schema) -> Arrow only
+            plain = not retried and not record.config.get("response_schema")
             for shard, (lo, hi) in zip(record.shards, bounds, strict=True):
-                frame = _shard_answers(run, shard).copy(deep=False)
-                frame.index = pd.Index(positions[shard.start:shard.stop], name="position")
-                for child in retried:
-                    fill_from(frame, child)
-                frame.index = frame.index - lo
-                frame = run._finish_segment(label(frame, pd.RangeIndex(hi - lo), None, SKIPPED))
-                table = pa.Table.from_pandas(frame, preserve_index=False)
+                stored = (run._answers.stored(shard)
+                          if plain and hi - lo == shard.stop - shard.start else None)
+                if stored is not None:
+                    table = stored
+                else:
+                    frame = _shard_answers(run, shard).copy(deep=False)
+                    frame.index = pd.Index(positions[shard.start:shard.stop], name="position")
+                    for child in retried:
+                        fill_from(frame, child)
+                    frame.index = frame.index - lo
+                    frame = run._finish_segment(label(frame, pd.RangeIndex(hi - lo), None,
+                                                      SKIPPED))
+                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                    del frame
                 if index is not None:
                     part = index[lo:hi]
                     names = _index_names(index)
@@ -868,7 +926,7 @@ class FileResults:
                     keys = pa.table({"row": pa.array(np.arange(lo, hi, dtype=np.int64))})
                 writer.write(_joined(keys, table))
                 written += hi - lo
-                del frame, table, keys
+                del table, keys, stored
                 release_memory()
             writer.close()
         except BaseException:
@@ -897,7 +955,11 @@ def _shard_answers(run: Any, shard: ShardRecord) -> pd.DataFrame:
     """One shard's answers aligned to its requests, its results file read in blocks (not
     memory-mapped: a mapped file counts in the process's memory as it is read)."""
     from . import _results
+    from ._answers import frame_of
 
+    stored = run._answers.stored(shard)
+    if stored is not None:  # aligned as they downloaded
+        return frame_of(stored)
     path = run._book.run_dir() / str(shard.results_file or "")
     parsed = None
     if shard.results_file and path.suffix == ".jsonl" and run._answers.codec is _results:

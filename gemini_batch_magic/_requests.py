@@ -204,6 +204,10 @@ def _prompt_values(
         return _text_column(df, prompt)
     if not isinstance(template, str):
         raise InputError(f"template= must be a str, got {type(template).__name__}.")
+    if keep_arrow:
+        rendered = _render_template_arrow(df, template)
+        if rendered is not None:
+            return rendered
     return _render_template(df, template)
 
 
@@ -428,6 +432,28 @@ def _render_template(df: pd.DataFrame, template: str) -> np.ndarray:
     if missing.any():
         out[missing] = None
     return out
+
+
+def _render_template_arrow(df: pd.DataFrame, template: str) -> pd.Series | None:
+    """:func:`_render_template` in Arrow, when every field is a plain ``{column}`` of a text
+    column held in Arrow (else None): the same text, missing where a value is missing, and
+    no Python ``str`` per row."""
+    pieces = _parse_template(template, df)
+    args: list[Any] = []
+    for literal, field, spec in pieces:
+        if literal:
+            args.append(pa.scalar(literal, type=pa.large_string()))
+        if field is None:
+            continue
+        col = _arrow_text(_column(df, field, "template placeholder"))
+        if spec or col is None:
+            return None
+        args.append(col if pa.types.is_large_string(col.type) else col.cast(pa.large_string()))
+    if not any(isinstance(a, pa.ChunkedArray) for a in args):
+        return None
+    # a null in any column makes the row's prompt null (emit_null), as the object path does
+    out = pc.binary_join_element_wise(*args, pa.scalar("", type=pa.large_string()))
+    return pd.Series(pd.arrays.ArrowStringArray(out), index=df.index, name="prompt", copy=False)
 
 
 def _format_column(col: pd.Series, name: str, spec: str) -> tuple[np.ndarray, np.ndarray]:
@@ -1046,8 +1072,40 @@ def _escape(values: list[str] | pa.Array) -> pa.LargeBinaryArray:
     offsets, data = _buffers(raw)
     text = data[offsets[0] : offsets[-1]]
     if _needs_escape(text[:_ESCAPE_PROBE]) or _needs_escape(text):
-        return _escape_all(values.to_pylist())
+        escaped = _escape_buffers(raw, offsets, text)
+        return escaped if escaped is not None else _escape_all(values.to_pylist())
     return raw
+
+
+#: The byte after the backslash of JSON's two-character escapes, as orjson writes them, by
+#: the byte escaped (0: none; orjson writes the other controls as ``\\u00XX``).
+_SHORT_ESCAPES = np.zeros(256, dtype=np.uint8)
+for _byte, _letter in {0x22: '"', 0x5C: "\\", 0x08: "b", 0x09: "t", 0x0A: "n", 0x0C: "f",
+                       0x0D: "r"}.items():
+    _SHORT_ESCAPES[_byte] = ord(_letter)
+
+
+def _escape_buffers(raw: pa.LargeBinaryArray, offsets: np.ndarray, text: np.ndarray
+                    ) -> pa.LargeBinaryArray | None:
+    """:func:`_escape_all` of Arrow text straight from its buffers (no Python ``str``):
+    a backslash put before each byte to escape, which becomes its escape letter. None when
+    a byte needs a ``\\u00XX`` escape, or a row is null: those go through orjson."""
+    where = np.flatnonzero((text < 0x20) | (text == 0x22) | (text == 0x5C))
+    letters = _SHORT_ESCAPES[text[where]]
+    if raw.null_count or not letters.all():
+        return None
+    n, k = len(text), len(where)
+    slash = where + np.arange(k)  # where each backslash lands in the escaped bytes
+    out = np.empty(n + k, dtype=np.uint8)
+    kept = np.ones(n + k, dtype=bool)
+    kept[slash] = False
+    out[kept] = text
+    out[slash] = 0x5C
+    out[slash + 1] = letters
+    rel = offsets - offsets[0]
+    bounds = (rel + np.searchsorted(where, rel)).astype(np.int64)  # + escapes before each
+    return pa.Array.from_buffers(pa.large_binary(), len(raw),
+                                 [None, pa.py_buffer(bounds), pa.py_buffer(out)])
 
 
 def _needs_escape(text: np.ndarray) -> bool:

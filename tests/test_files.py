@@ -220,6 +220,41 @@ def test_write_results_reads_back_like_result(emu: Any, tmp_path: Path, ext: str
         want["input_tokens"].fillna(-1).astype(int).tolist()
 
 
+@pytest.mark.parametrize("skip", [False, True])
+def test_write_results_reads_the_answers_aligned_at_download(emu: Any, tmp_path: Path,
+                                                             skip: bool) -> None:
+    """Each shard's aligned answers are kept as parquet when they download; writing them
+    out from those files gives what parsing the results files anew gives, byte for byte,
+    and a file that no longer matches its results file is never read."""
+    _small_shards(4)
+    df = _tickets(11)
+    df.loc[5, "body"] = "this one [[fail]]s"
+    if skip:
+        df.loc[6, "body"] = None  # a missing value: no prompt
+    df.to_parquet(tmp_path / "t.parquet")
+    run = gbm.submit_file(tmp_path / "t.parquet", template=TEMPLATE, key="ticket_id",
+                          on_empty="skip" if skip else "raise").wait(progress=False)
+    folder = run._book.run_dir()
+    stored = sorted(folder.glob("answers-*.parquet"))
+    assert [p.name for p in stored] == [f"answers-{s.shard:04d}.parquet" for s in run.shards]
+    run.write_results(tmp_path / "a.parquet")
+    for path in stored:
+        path.unlink()
+    state.reset()  # a fresh kernel: nothing cached in memory either
+    again = gbm.attach(run.run_id)
+    again.write_results(tmp_path / "b.parquet")  # parses the results files, stores anew
+    assert pq.read_table(tmp_path / "a.parquet").equals(pq.read_table(tmp_path / "b.parquet"))
+    assert sorted(folder.glob("answers-*.parquet")) == stored
+    shard = again.record.shards[0]
+    assert again._answers.stored(shard) is not None
+    results = folder / str(shard.results_file)
+    results.write_bytes(results.read_bytes() + b"\n")  # the results file changed
+    assert again._answers.stored(shard) is None
+    got = pd.read_parquet(tmp_path / "a.parquet")
+    assert got["error"].notna().tolist() == [i in (5, 6) if skip else i == 5
+                                             for i in range(11)]
+
+
 def test_write_results_of_a_dataframe_run_and_before_the_end(emulator_factory: Any,
                                                              tmp_path: Path) -> None:
     emulator_factory(pending_seconds=60)
