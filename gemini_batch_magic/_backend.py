@@ -250,6 +250,7 @@ def _start_embedded() -> str:
             data_dir=data_dir,
             pending_seconds=settings.emulator_pending_seconds,
             rate=settings.emulator_rate,
+            max_running_seconds=settings.emulator_max_running_seconds,
         )
         _seam.emulator.start()
     if not _seam.notice_shown:

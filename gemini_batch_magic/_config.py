@@ -244,6 +244,9 @@ class GemBatch(Configurable):
                                       "PENDING.").tag(minimum=0.0)
     emulator_rate = Float(20.0, "Requests per second the embedded emulator answers while "
                            "RUNNING (0 = all at once).").tag(minimum=0.0)
+    emulator_max_running_seconds = OptionalFloat(
+        30.0, "Longest a batch of the embedded emulator stays RUNNING: a batch too large "
+        "for emulator_rate is answered faster (None: no limit).").tag(minimum=0.0)
     confirm_above = OptionalFloat(5.0, "A run estimated above this many USD is not sent "
                                   "without a confirmation: a Submit button in an interactive "
                                   "notebook, else confirm=True (Python) or --yes (magic, "
@@ -341,7 +344,8 @@ class GemBatch(Configurable):
     @validate("poll_interval", "max_poll_interval", "inline_limit_bytes", "max_file_bytes",
               "max_requests_per_shard", "max_concurrent_shards", "retry_attempts",
               "retry_initial_delay", "emulator_pending_seconds", "emulator_rate",
-              "confirm_above", "media_inline_bytes", "media_max_file_bytes",
+              "emulator_max_running_seconds", "confirm_above", "media_inline_bytes",
+              "media_max_file_bytes",
               "media_max_total_bytes", "max_concurrent_uploads")
     def _check_range(self, proposal: Any) -> Any:
         trait, value = proposal["trait"], proposal["value"]

@@ -135,6 +135,7 @@ Python code and magics always agree: ``model``, ``home``, ``backend``, ``poll_in
 ``max_poll_interval``, ``inline_limit_bytes``, ``max_file_bytes``,
 ``max_requests_per_shard``, ``max_concurrent_shards``, ``retry_attempts``,
 ``retry_initial_delay``, ``emulator_pending_seconds``, ``emulator_rate``,
+``emulator_max_running_seconds``,
 ``confirm_above``, ``push_updates``. A bad value is
 refused with a ``TraitError`` naming it and what is valid (IPython's ``%config`` prints it as
 an error).

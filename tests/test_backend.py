@@ -35,6 +35,18 @@ def test_embedded_emulator_state_survives_a_new_client(gembatch_home: Any) -> No
     assert (gembatch_home / "emulator").is_dir()
 
 
+def test_embedded_emulator_ends_a_run_too_big_for_its_pace(gembatch_home: Any) -> None:
+    """The embedded emulator answers 20 requests a second, but no batch runs longer than
+    emulator_max_running_seconds: 3,000 rows at 1 a second end in a second, not an hour."""
+    gbm.configure(poll_interval=0.2, emulator_pending_seconds=0.0, emulator_rate=1.0,
+                  emulator_max_running_seconds=1.0)
+    df = pd.DataFrame({"p": [f"row {i}" for i in range(3000)]})
+    run = df.gembatch.submit("p")
+    out = run.wait(timeout=120, progress=False).result()  # WaitTimeout if it kept the pace
+    assert out["response"].tolist() == df["p"].tolist()
+    assert gbm.settings.emulator_max_running_seconds == 1.0
+
+
 def test_key_selects_gemini_and_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GEMINI_API_KEY", "  canary-key-123  ")
     info = gbm.backend_info()

@@ -52,6 +52,14 @@ def _build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="requests answered per second while RUNNING (default 0 = all at once)",
     )
     p.add_argument(
+        "--max-running-seconds",
+        type=float,
+        default=None,
+        dest="max_running_seconds",
+        help="with --rate: a batch too large for that rate is answered faster, to end within "
+        "this many seconds (default: no limit)",
+    )
+    p.add_argument(
         "--expire-after",
         type=float,
         default=None,
@@ -188,6 +196,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     return EmulatorConfig(
         pending_seconds=args.pending_seconds,
         rate=args.rate,
+        max_running_seconds=args.max_running_seconds,
         fail_rate=args.fail_rate,
         seed=args.seed,
         http_fault_rate=args.http_fault_rate,

@@ -294,7 +294,7 @@ class BatchesApi(HttpHandler):
                 "request_count": count,
                 "create_time": now,
                 "owner_key": scope,
-                **config.batch_options(),
+                **config.batch_options(count),
                 **failure,
             }
         )

@@ -35,6 +35,7 @@ LIVE_OPTIONS = frozenset(
         # stored with each new batch
         "pending_seconds",
         "rate",
+        "max_running_seconds",
         "expire_after",
         "fail_rate",
         "seed",
@@ -212,6 +213,11 @@ class EmulatorConfig:
     pending_seconds: float = 0.0
     #: Requests answered per second while ``RUNNING`` (0 = all at once).
     rate: float = 0.0
+    #: Longest a batch stays ``RUNNING`` under ``rate`` (None = no limit): a batch too
+    #: large to be answered at ``rate`` within this many seconds is answered faster, so a
+    #: paced emulator (the embedded one: 20 per second) still ends a 2,000,000-request
+    #: batch in seconds, not days.
+    max_running_seconds: float | None = None
     #: Fraction of requests answered with a per-request error.
     fail_rate: float = 0.0
     #: Seed for every random choice (faults, failures, result order).
@@ -278,6 +284,9 @@ class EmulatorConfig:
 
         put("pending_seconds", _check_non_negative("pending_seconds", self.pending_seconds))
         put("rate", _check_non_negative("rate", self.rate))
+        if self.max_running_seconds is not None:
+            put("max_running_seconds",
+                _check_non_negative("max_running_seconds", self.max_running_seconds))
         put("fail_rate", _check_fraction("fail_rate", self.fail_rate))
         put("http_fault_rate", _check_fraction("http_fault_rate", self.http_fault_rate))
         put(
@@ -371,8 +380,9 @@ class EmulatorConfig:
         check_option_names(changes, "EmulatorConfig.replace()")
         return dataclasses.replace(self, **changes)
 
-    def batch_options(self) -> dict[str, Any]:
-        """The options stored with each new batch, as columns of its row.
+    def batch_options(self, request_count: int) -> dict[str, Any]:
+        """The options stored with each new batch of ``request_count`` requests, as
+        columns of its row.
 
         A batch's visible state and its results are a pure function of these and of its
         timestamps, so changing them later (or restarting with other options) never
@@ -380,7 +390,7 @@ class EmulatorConfig:
         """
         return {
             "pending_seconds": self.pending_seconds,
-            "rate": self.rate,
+            "rate": self.paced_rate(request_count),
             "expire_after": self.expire_after,
             "fail_rate": self.fail_rate,
             "seed": self.seed,
@@ -388,6 +398,16 @@ class EmulatorConfig:
             "progress": self.progress,
             "results_ttl": self.results_ttl,
         }
+
+    def paced_rate(self, request_count: int) -> float:
+        """The rate a batch of ``request_count`` requests is answered at: ``rate``, raised
+        where needed to end within ``max_running_seconds``."""
+        cap = self.max_running_seconds
+        if self.rate <= 0 or cap is None:
+            return self.rate
+        if cap == 0:
+            return 0.0  # all at once
+        return max(self.rate, request_count / cap)
 
     def accepts_key(self, key: str) -> bool:
         """Whether ``key`` is valid: any non-empty key without ``api_key``, else one of them."""

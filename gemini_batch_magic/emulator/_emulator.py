@@ -103,6 +103,7 @@ class Emulator:
 
     pending_seconds = _Option[float]()
     rate = _Option[float]()
+    max_running_seconds = _Option["float | None"]()
     fail_rate = _Option[float]()
     seed = _Option[int]()
     http_fault_rate = _Option[float]()

@@ -455,3 +455,19 @@ def test_keep_alive_survives_error_responses_with_bodies(emu: Emulator) -> None:
         conn.close()
     assert emu.batches() == []
     assert not any((emu.data_dir / "batches").iterdir())  # nothing half-created
+
+
+def test_max_running_seconds_ends_a_batch_too_large_for_its_rate(make_emu) -> None:  # type: ignore[no-untyped-def]
+    """A paced emulator (the embedded one answers 20 a second) still ends a big batch soon:
+    400 requests at 1 a second would take 400 s; capped at 0.5 s, it ends at once, with
+    every answer; a small batch keeps the pace it was given."""
+    emu = make_emu(pending_seconds=0, rate=1, max_running_seconds=0.5)
+    client = make_client(emu)
+    job = client.batches.create(model="m", src=_inline(400))
+    got = wait_done(client, job.name or "")  # gives up after 30 s: at 1 a second, 400 s
+    assert got.state is not None and got.state.name == "JOB_STATE_SUCCEEDED"
+    assert len(got.dest.inlined_responses or []) == 400  # type: ignore[union-attr]
+    assert emu.config.paced_rate(400) == 800.0  # 400 requests in 0.5 s
+    assert emu.config.paced_rate(0) == 1.0  # never slower than the rate given
+    unpaced = Emulator(rate=1).config  # the standalone emulator: no limit unless asked
+    assert unpaced.max_running_seconds is None and unpaced.paced_rate(400) == 1.0
