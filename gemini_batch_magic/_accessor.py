@@ -22,21 +22,15 @@ import gemini_batch_magic._runs as _runs
 
 from ._options import checked_keywords
 
-__all__ = ["GemBatchAccessor"]
+__all__ = ["FrameMethods", "GemBatchAccessor"]
 
 
-@pd.api.extensions.register_dataframe_accessor("gembatch")
-class GemBatchAccessor:
-    """Gemini Batch Mode for this DataFrame: ``submit``, ``run``, ``estimate``, ``embed``.
+class FrameMethods:
+    """``submit``, ``run``, ``estimate`` and ``embed`` of one frame (``self._df``): pandas
+    here, polars' DataFrame and LazyFrame in :mod:`._polars`. The engine takes every kind
+    (:mod:`._frames`), and a run's ``result()`` gives the input's kind back."""
 
-    >>> run = df.gembatch.submit("prompt")                 # returns at once
-    >>> out = df.gembatch.run(template="Summarise: {text}")  # submit, wait, result
-    """
-
-    def __init__(self, pandas_obj: pd.DataFrame) -> None:
-        if not isinstance(pandas_obj, pd.DataFrame):  # pragma: no cover - pandas checks
-            raise AttributeError("df.gembatch works on DataFrames only")
-        self._df = pandas_obj
+    _df: Any
 
     @checked_keywords("df.gembatch.submit")
     def submit(
@@ -120,12 +114,13 @@ class GemBatchAccessor:
         mime_type: str | Mapping[str, str] | None = None,
         timeout: float | None = None,
         join: bool = False,
-    ) -> pd.DataFrame:
-        """Submit, wait and return the results aligned to this DataFrame (for scripts).
+    ) -> Any:
+        """Submit, wait and return the results aligned to this frame, as a frame of its
+        kind (for scripts).
 
         Takes :meth:`submit`'s keywords; ``timeout`` (seconds) bounds the wait (the run goes
         on after :class:`~gemini_batch_magic.WaitTimeout`); ``join=True`` puts this
-        DataFrame's columns first.
+        frame's columns first (a LazyFrame's as it was collected: never collected twice).
         """
         run = self.submit(
             prompt, template=template, model=model, key=key,
@@ -135,10 +130,10 @@ class GemBatchAccessor:
             background=background, keep_inputs=keep_inputs, confirm=confirm,
             media=media, mime_type=mime_type,
         )
-        out = run.run_to_completion(timeout=timeout)
-        return run.result(join=self._df) if join else out
+        return run.wait(timeout=timeout).result(join=join)
 
     # -- embeddings (issue 12) --------------------------------------------------------------
+    @checked_keywords("df.gembatch.embed")
     def embed(
         self,
         column: str,
@@ -162,3 +157,17 @@ class GemBatchAccessor:
             task_type=task_type, title=title, key=key, max_cost=max_cost, force=force,
             name=name, on_empty=on_empty, background=background, dry_run=dry_run,
         )
+
+
+@pd.api.extensions.register_dataframe_accessor("gembatch")
+class GemBatchAccessor(FrameMethods):
+    """Gemini Batch Mode for this DataFrame: ``submit``, ``run``, ``estimate``, ``embed``.
+
+    >>> run = df.gembatch.submit("prompt")                 # returns at once
+    >>> out = df.gembatch.run(template="Summarise: {text}")  # submit, wait, result
+    """
+
+    def __init__(self, pandas_obj: pd.DataFrame) -> None:
+        if not isinstance(pandas_obj, pd.DataFrame):  # pragma: no cover - pandas checks
+            raise AttributeError("df.gembatch works on DataFrames only")
+        self._df = pandas_obj
