@@ -139,6 +139,14 @@ CREATE TABLE IF NOT EXISTS shards (
     PRIMARY KEY (run_id, shard)
 );
 CREATE INDEX IF NOT EXISTS shards_by_batch ON shards(batch_name);
+-- A run's large immutable blobs, apart from its row in runs: SQLite rewrites a whole row
+-- (overflow pages included) on every UPDATE, and runs is touched on every state change.
+-- Registries written before this table keep them in runs.positions/index_blob (read there).
+CREATE TABLE IF NOT EXISTS run_blobs (
+    run_id        TEXT PRIMARY KEY REFERENCES runs(run_id),
+    positions     BLOB NOT NULL,
+    index_blob    BLOB
+);
 CREATE TABLE IF NOT EXISTS media_files (
     backend       TEXT NOT NULL,
     key_fp        TEXT NOT NULL,
@@ -202,8 +210,9 @@ class RunRecord:
     config: dict[str, Any]
     owner: str | None
     error: str | None
-    #: int64 positions (in the root input) of the rows sent, in order. Written with the run;
-    #: not read back with it (it can be megabytes): see :meth:`Registry.positions`.
+    #: int64 positions (in the root input) of the rows sent, in order. Written with the run
+    #: (in run_blobs, not in its row of runs); not read back with it (it can be megabytes):
+    #: see :meth:`Registry.positions`.
     positions_blob: bytes = b""
     index_blob: bytes | None = None  #: pickled ``pd.Index`` of the root input (root runs only)
     shards: list[ShardRecord] = field(default_factory=list)
@@ -321,9 +330,11 @@ class Registry:
                 run.run_id, run.created, run.updated, run.model, run.display_name, run.backend,
                 run.content_hash, run.n_rows, run.n_requests, run.source, run.state,
                 run.parent_id, run.est_cost, orjson.dumps(run.config).decode(), run.owner,
-                run.error, run.key_fp, run.positions_blob, run.index_blob,
+                run.error, run.key_fp, b"", None,  # the blobs go to run_blobs
             ),
         )
+        con.execute("INSERT INTO run_blobs (run_id, positions, index_blob) VALUES (?, ?, ?)",
+                    (run.run_id, run.positions_blob, run.index_blob))
         for s in run.shards:
             con.execute(
                 f"INSERT INTO shards ({_SHARD_COLS}) VALUES ({', '.join('?' * 16)})",
@@ -397,13 +408,22 @@ class Registry:
 
     def positions(self, run_id: str) -> bytes:
         """The int64 positions blob of a run (immutable once written)."""
-        with self._connect() as con:
-            row = con.execute("SELECT positions FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return b"" if row is None else bytes(row[0])
+        row = self._blob(run_id, "positions")
+        return b"" if row is None else bytes(row)
 
     def index_blob(self, run_id: str) -> bytes | None:
+        """The pickled index of a root run's input, None for other runs."""
+        row = self._blob(run_id, "index_blob")
+        return None if row is None else bytes(row)
+
+    def _blob(self, run_id: str, column: str) -> Any:
+        """A column of the run's row in run_blobs, else (an older registry) in runs."""
         with self._connect() as con:
-            row = con.execute("SELECT index_blob FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            row = con.execute(f"SELECT {column} FROM run_blobs WHERE run_id = ?",
+                              (run_id,)).fetchone()
+            if row is None:
+                row = con.execute(f"SELECT {column} FROM runs WHERE run_id = ?",
+                                  (run_id,)).fetchone()
         return None if row is None else row[0]
 
     def find_by_hash(
