@@ -291,6 +291,21 @@ def test_the_progress_preview_shows_a_polars_run_by_key(emu: Any) -> None:
     assert table["more"] == 5
 
 
+def test_the_preview_shows_errors_of_rows_it_does_not_show(emu: Any) -> None:
+    """Only the last of 8 rows fails: the preview of its first 3 still has an error column
+    (as a pandas run's has), for a polars and for an Arrow input."""
+    from gemini_batch_magic.widgets._progress_widget import preview_table
+
+    texts = [f"fine {i}" for i in range(7)] + ["[[fail]] last"]
+    for frame in (pl.DataFrame({"text": texts}), pa.table({"text": texts})):
+        run = gbm.submit(frame, "text").wait(progress=False)
+        table = preview_table(run, rows=3)
+        assert table["columns"] == ["row", "response", "error"], type(frame)
+        assert [r[1] for r in table["rows"]] == texts[:3] and table["more"] == 5
+    ok = gbm.submit(pl.DataFrame({"text": texts[:7]}), "text").wait(progress=False)
+    assert preview_table(ok, rows=3)["columns"] == ["row", "response"]  # none failed
+
+
 def test_gembatch_results_writes_a_polars_run_to_csv(emu: Any, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from gemini_batch_magic import cli

@@ -58,17 +58,29 @@ def _short(value: Any, limit: int = _PREVIEW_CHARS) -> str:
     return text[: limit - 1] + "…" if len(text) > limit else text
 
 
+def _any_error(frame: Any) -> bool:
+    """Whether any row of a result (pandas, polars or Arrow) has an ``error``."""
+    names = getattr(frame, "column_names", None) or list(frame.columns)  # Arrow: column_names
+    if "error" not in names:
+        return False
+    if hasattr(frame, "index"):
+        return bool(frame["error"].notna().any())
+    nulls = frame["error"].null_count  # polars: a method; Arrow: a number
+    return int(nulls() if callable(nulls) else nulls) < len(frame)
+
+
 def preview_table(run: RunView, rows: int = _PREVIEW_ROWS) -> dict[str, Any]:
     """The first ``rows`` answers of a finished run: ``columns``, ``rows`` (lists of short
     strings, the row label first) and ``more`` (how many rows are not shown)."""
     frame = run.result()
     total = len(frame)
+    failed = _any_error(frame)  # over every row, not only those shown
     if not hasattr(frame, "index"):  # a polars DataFrame or an Arrow Table: its first rows
         frame = frame.slice(0, rows).to_pandas()
         if len(frame.columns) and frame.columns[0] not in ("response", "embedding"):
             frame = frame.set_index(frame.columns[0])  # the key column
     cols = [c for c in ("response", "error") if c in frame.columns]
-    if "error" in cols and not frame["error"].notna().any():
+    if "error" in cols and not failed:
         cols.remove("error")  # all answered: no empty column
     head = frame[cols].head(rows)
     label = str(frame.index.name) if frame.index.name is not None else "row"
