@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from frontends import (
+    CELLS,
     REPO,
     TOKEN,
     WIDTH,
@@ -135,5 +136,62 @@ def test_quickstart_runs_and_every_widget_ends_green(jupyter: Any, browser: Any,
                         has_text="Traceback")).to_have_count(0)
     expect(page.locator(".gembatch-panel")).to_be_visible()
     page.screenshot(path=str(artifacts() / "jupyterlab_quickstart.png"), full_page=True)
+    assert not errors, errors
+    page.close()
+
+
+POLARS_CELLS = [
+    "import polars as pl\n"
+    "tickets = pl.DataFrame({'ticket_id': [907, 12, 555, 3, 48, 730],\n"
+    "                        'body': ['Écran cassé 📱', '画面が割れた', 'the battery',\n"
+    "                                 'refund please', 'late delivery', '[[fail]] lost']})\n"
+    "prun = tickets.gembatch.submit(template='Classify: {body}', key='ticket_id',\n"
+    "                               name='polars-tickets')\n"
+    "prun",
+    "out = prun.wait(progress=False).result()\n"
+    "type(out).__module__, out.columns[:3], out['ticket_id'].to_list()",
+]
+
+
+def test_a_polars_run_widget_shows_its_keys_and_errors(jupyter: Any, browser: Any,
+                                                       tmp_path: Path) -> None:
+    """A polars DataFrame's run in JupyterLab: the widget ends green, its preview labels
+    the rows by the key column (in input order, the shuffled keys as given) and shows the
+    error column because a row failed; the result is a polars DataFrame."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    from playwright.sync_api import expect
+
+    root = tmp_path / "root"
+    root.mkdir()
+    cells = [new_code_cell(src) for src in
+             (CELLS[0].format(push=False), *POLARS_CELLS)]
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, root / "polars_run.ipynb")
+    port = jupyter("jupyterlab", root)
+    page = browser.new_page(viewport={"width": WIDTH, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    _open_and_run_all(page, port, "polars_run.ipynb")
+
+    widget = page.locator(".gembatch-progress").first
+    widget.wait_for(state="visible", timeout=120_000)
+    follow_to_success(widget)
+    expect(widget.locator(".gembatch-state")).to_have_text("SUCCEEDED")
+    table = widget.locator("table")
+    expect(table).to_contain_text("ticket_id", timeout=60_000)
+    header = table.locator("thead th").all_inner_texts()
+    assert [h.strip() for h in header] == ["ticket_id", "response", "error"], header
+    first_col = [c.strip() for c in table.locator("tbody tr th").all_inner_texts()]
+    assert first_col == ["907", "12", "555", "3", "48"], first_col
+    expect(table).to_contain_text("Classify: Écran cassé 📱")
+    expect(table).to_contain_text("画面が割れた")
+    final = page.locator(".jp-Cell").last.locator(".jp-OutputArea-output")
+    expect(final).to_contain_text("polars", timeout=120_000)
+    expect(final).to_contain_text("[907, 12, 555, 3, 48, 730]")
+    assert clipped(page) == [], clipped(page)
+    widget.screenshot(path=str(artifacts() / "jupyterlab_polars_run.png"))
     assert not errors, errors
     page.close()
