@@ -187,11 +187,7 @@ def build_jsonl(source: str, template: str, key: str | None, target: str,
         path = Path(tmp) / "requests.jsonl"
         with open(path, "wb") as out:
             for where, raw in _lines(source):
-                try:
-                    row = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    raise InputError(f"{where} is not JSON ({exc}): each line must be one "
-                                     "JSON object") from None
+                row = _json_line(where, raw, "JSON object")
                 if not isinstance(row, dict):
                     raise InputError(f"{where} is a JSON {type(row).__name__}, not an "
                                      "object: each line must be one JSON object")
@@ -237,6 +233,15 @@ def _request_key(obj: Any) -> str | None:
     return None if key is None else str(key)
 
 
+def _json_line(where: str, raw: bytes, shape: str) -> Any:
+    """One JSONL line parsed; an :class:`InputError` naming the line and the ``shape``
+    each line must have when it is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{where} is not JSON ({exc}): each line must be one {shape}") from None
+
+
 def scan_jsonl(source: str) -> tuple[int, int]:
     """Check the ready-made request lines of ``source`` (one ``{"request": {...}}`` a line,
     each request labelled with its unique ``gembatch_key``), streamed; (rows, mean bytes
@@ -244,11 +249,7 @@ def scan_jsonl(source: str) -> tuple[int, int]:
     seen: set[str] = set()
     n = size = 0
     for where, raw in _lines(source):
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise InputError(f"{where} is not JSON ({exc}): each line must be one "
-                             '{"request": {...}} object') from None
+        obj = _json_line(where, raw, '{"request": {...}} object')
         if not isinstance(obj, dict) or not isinstance(obj.get("request"), dict):
             raise InputError(f'{where} has no "request" object: without a template each line '
                              'must be {"request": {...}}; pass template= to format fields')
